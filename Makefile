@@ -1,0 +1,46 @@
+# mlplatform — `make demo` installs everything from the lock file and runs the demo end to end;
+# `make test` runs the test suite. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export MLP_HOME ?= $(CURDIR)/.mlplatform
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help env demo test test-fast lint serve clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --inexact --python 3.11
+	@touch $@
+
+$(VENV)/.horovod: $(VENV)/.synced scripts/install_horovod.sh
+	bash scripts/install_horovod.sh $(VENV)
+	@touch $@
+
+env: $(VENV)/.horovod ## create the locked environment (uv) and build/install Horovod (cached per TF version)
+
+demo: env ## run the demo pipeline through Airflow end to end and query the served model
+	$(VENV)/bin/mlplatform demo
+
+test: env ## run all tests (slow end-to-end ones included; PYTEST_ARGS='-m "not slow"' skips them)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: env ## run the tests without the slow end-to-end ones
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: env ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check mlplatform operators dags plugins serving training tests benchmarks
+
+serve: env ## run the local TF-Serving-compatible server on the promoted models
+	$(VENV)/bin/mlplatform serve
+
+clean: ## remove the embedded state (.mlplatform); keeps the environment
+	rm -rf .mlplatform

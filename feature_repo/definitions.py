@@ -1,0 +1,45 @@
+"""Feast definitions, declared from a pipeline config: entity, file source, feature view, service.
+
+A pipeline's features are declared in its YAML (``features:``); this module turns that into Feast
+objects, so onboarding a model needs no Feast code. ``feast apply`` equivalents run in
+:mod:`mlplatform.stages.features`. Names: entity ``<entity column>``, view ``features.view``,
+service ``<pipeline>_service``; the offline source is the directory of validated batches.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32, Int64, String
+
+from mlplatform.config import PipelineConfig
+
+
+def service_name(cfg: PipelineConfig) -> str:
+    return f"{cfg.name}_service"
+
+
+def build_definitions(cfg: PipelineConfig, offline_dir: Path) -> tuple[Entity, FeatureView, FeatureService]:
+    """The Feast objects for one pipeline; ``offline_dir`` holds its validated Parquet batches."""
+    entity = Entity(name=cfg.source.entity, join_keys=[cfg.source.entity], value_type=ValueType.INT64)
+    source = FileSource(
+        name=f"{cfg.name}_batches",
+        path=str(offline_dir),
+        timestamp_field=cfg.source.timestamp,
+    )
+    schema = [Field(name=cfg.source.entity, dtype=Int64)]
+    schema += [Field(name=c, dtype=Float32) for c in cfg.features.numeric]
+    schema += [Field(name=c, dtype=String) for c in cfg.features.categorical]
+    view = FeatureView(
+        name=cfg.features.view,
+        entities=[entity],
+        ttl=timedelta(days=cfg.features.ttl_days),
+        schema=schema,
+        source=source,
+        online=True,
+        tags={"pipeline": cfg.name},
+    )
+    service = FeatureService(name=service_name(cfg), features=[view], tags={"pipeline": cfg.name})
+    return entity, view, service

@@ -1,0 +1,322 @@
+"""``mlplatform``: the command line for what people do by hand (the Airflow UI does the rest).
+
+Exit codes: 0 success; 1 a pipeline outcome the user must act on (validation failed, gate
+refused, a stage failed); 2 bad usage or bad config. Errors are one line; ``--verbose`` for traces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlplatform.config import ConfigError, find_pipeline, load_pipeline
+from mlplatform.settings import Settings, get_settings
+
+STAGES = ["ingest", "validate", "features", "training_set", "train", "register", "gate", "promote"]
+KEY_OUTPUT = {
+    "ingest": "data_version",
+    "validate": "data_docs",
+    "features": "feature_service",
+    "training_set": "training_set_uri",
+    "train": "model_uri",
+    "register": "model_uri",
+    "gate": "challenger",
+    "promote": "served_version",
+}
+
+
+class UsageError(Exception):
+    """Bad usage or config: exit code 2."""
+
+
+class OutcomeError(Exception):
+    """A pipeline outcome the user must act on: exit code 1."""
+
+
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _stage_line(summary: dict) -> str:
+    out = summary["outputs"]
+    if "failed" in out:
+        state, detail = "FAILED", out["failed"]
+    elif "skipped" in out:
+        state, detail = "SKIPPED", out["skipped"]
+    else:
+        key = KEY_OUTPUT.get(summary["stage"], "")
+        state, detail = "ok", f"{key}={out.get(key)}" if key else ""
+        if summary["stage"] == "train" and out.get("metrics"):
+            detail += "  " + " ".join(f"{k}={v:.3f}" for k, v in out["metrics"].items() if isinstance(v, float))
+        if summary["stage"] == "gate":
+            detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
+    return f"  {summary['stage']:<13}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
+
+
+def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
+    """Run the pipeline's training DAG through Airflow in a child process, printing progress."""
+    cfg = load_pipeline(find_pipeline(name, settings.pipelines_dir))
+    data_uri = data or cfg.source.uri
+    if not data_uri:
+        raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
+    if "://" not in data_uri:
+        path = Path(data_uri).expanduser().resolve()
+        if not path.exists():
+            raise UsageError(f"--data {data_uri}: no such file")
+        data_uri = str(path)
+    logs = settings.home_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    log_path, result_path = logs / f"{cfg.name}-{stamp}.log", logs / f"{cfg.name}-{stamp}.json"
+    cmd = [sys.executable, "-m", "mlplatform.airflow_runner", f"mlp_{cfg.name}_train", str(result_path),
+           "--conf", json.dumps({"data_uri": data_uri})]  # fmt: skip
+    if logical_date:
+        cmd += ["--logical-date", logical_date]
+    _say(f"running DAG mlp_{cfg.name}_train through Airflow on {data_uri}")
+    _say(f"  (Airflow log: {log_path})")
+    started = time.time()
+    seen: set[Path] = set()
+    root = Path(settings.storage) / cfg.name
+    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root)
+        while True:
+            done = proc.poll() is not None
+            for summary_path in sorted(root.glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime):
+                if summary_path not in seen and summary_path.stat().st_mtime >= started:
+                    seen.add(summary_path)
+                    _say(_stage_line(json.loads(summary_path.read_text())))
+            if done:
+                break
+            time.sleep(0.5)
+    if not result_path.exists():
+        tail = log_path.read_text().strip().splitlines()[-5:]
+        raise OutcomeError(f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}")
+    result = json.loads(result_path.read_text())
+    if "error" in result:
+        raise UsageError(result["error"])
+    result["elapsed"] = time.time() - started
+    result["log"] = str(log_path)
+    return result
+
+
+def _run_outcome(settings: Settings, name: str, result: dict) -> None:
+    from mlplatform.storage import read_summaries, run_key
+
+    summaries = {s["stage"]: s for s in read_summaries(settings.storage, name, run_key(result["run_id"]))}
+    states = result["tasks"]
+    _say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
+    failed = [t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries]
+    if failed:
+        raise OutcomeError(summaries[failed[0]]["outputs"].get("failed", f"{failed[0]} failed"))
+    if any(states.get(t) == "failed" for t in STAGES):
+        bad = [t for t in STAGES if states.get(t) == "failed"]
+        raise OutcomeError(f"task(s) {', '.join(bad)} failed: see {result['log']}")
+    if states.get("gate") == "skipped":
+        reason = summaries.get("gate", {}).get("outputs", {}).get("skipped", "gate refused")
+        raise OutcomeError(f"not promoted: {reason}")
+    validate = summaries.get("validate", {}).get("outputs", {})
+    promote = summaries.get("promote", {}).get("outputs", {})
+    _say("where to look:")
+    _say(f"  MLflow       mlflow ui --backend-store-uri {settings.tracking_uri}  ->  {settings.mlflow_ui_url}")
+    if validate.get("data_docs"):
+        _say(f"  Data Docs    {validate['data_docs']}")
+    if promote:
+        _say(f"  served model {promote['model_base']}/{promote['model_name']}/{promote['served_version']}")
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
+    _run_outcome(settings, load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir)).name, result)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    cfg = load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir))
+    from mlplatform.stages import StageError
+    from mlplatform.stages.validate import load_suite_definition
+
+    try:
+        suite = load_suite_definition(settings, cfg.validation.suite)
+    except StageError as exc:
+        raise UsageError(str(exc)) from None
+    columns = {e["kwargs"].get("column") for e in suite.get("expectations", [])} - {None}
+    unchecked = [c for c in [cfg.source.entity, cfg.source.timestamp, *cfg.features.all, cfg.features.label] if c not in columns]
+    _say(f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} has {len(suite['expectations'])} expectations")
+    if unchecked:
+        _say(f"  note: no column expectation covers {', '.join(unchecked)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from serving import server
+
+    argv = ["--model-base", str(settings.models_dir), "--host", args.host or settings.serving_host,
+            "--port", str(args.port or settings.serving_port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
+    return server.main(argv) or 0
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.client import PredictionClient, ServingError
+
+    try:
+        rows = json.loads(Path(args.json[1:]).read_text() if args.json.startswith("@") else args.json)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--json: not valid JSON rows: {exc}") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    client = PredictionClient(args.url or settings.serving_url)
+    try:
+        result = client.predict(args.model, rows, version=args.version)
+    except ServingError as exc:
+        raise OutcomeError(str(exc)) from None
+    _say(json.dumps({"model": args.model, "model_version": result.model_version, "predictions": result.predictions}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.stages.registry import client
+    from serving import layout
+
+    c = client(settings)
+    models = [m for m in c.search_registered_models() if not args.model or m.name == args.model]
+    if args.model and not models:
+        raise UsageError(f"no registered model {args.model!r}")
+    for m in models:
+        served = layout.served_version(settings.models_dir, m.name)
+        _say(f"{m.name}: served version {served}, aliases {dict(sorted((m.aliases or {}).items()))}")
+        for v in sorted(c.search_model_versions(f"name='{m.name}'"), key=lambda v: -int(v.version))[:10]:
+            tags = v.tags or {}
+            _say(f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  gate_{'auc'}={tags.get('gate_auc', '-')}  run={v.run_id}")
+    if not models:
+        _say("no registered models yet: run `mlplatform demo`")
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
+    """Start the local server on a free port, send ``rows`` through the client, stop it."""
+    from serving.client import PredictionClient
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "serving.server", "--model-base", str(settings.models_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
+    log_path = settings.home_dir / "logs" / "serving.log"
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=settings.repo_root)
+        try:
+            client = PredictionClient(f"http://127.0.0.1:{port}")
+            version = client.wait_until_available(model, timeout_s=120)
+            result = client.predict(model, rows)
+            return {"port": port, "available_version": version, "model_version": result.model_version, "predictions": result.predictions}
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform import datagen
+
+    data_dir = settings.home_dir / "demo-data"
+    batch = len(list(data_dir.glob("batch-*.csv"))) + 1
+    path = datagen.write(datagen.generate(args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction), data_dir / f"batch-{batch}.csv")
+    _say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
+    result = run_pipeline(settings, "demo", str(path), None)
+    try:
+        _run_outcome(settings, "demo", result)
+    except OutcomeError as exc:
+        if "not promoted" not in str(exc):
+            raise
+        _say(f"gate: {exc} (the champion keeps serving)")
+    rows = datagen.generate(3, seed=10_000 + batch).drop(columns=["churned", "event_time", "customer_id"])
+    rows_json = json.loads(rows.to_json(orient="records"))
+    _say("serving: starting the local TF-Serving-compatible server and sending 3 raw rows")
+    answer = serve_and_predict(settings, "demo", rows_json)
+    for row, pred in zip(rows_json, answer["predictions"], strict=True):
+        _say(f"  {json.dumps(row)} -> {pred}")
+    _say(f"answered by model demo version {answer['model_version']} (server on port {answer['port']}, stopped)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlplatform",
+        description="Airflow-native ML platform: run pipelines, serve and inspect models.",
+        epilog="Settings come from MLP_* environment variables (see README); state lives under MLP_HOME (default .mlplatform).",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate a demo batch, run the demo pipeline end to end, query the served model")
+    p.add_argument("--rows", type=int, default=4000, help="rows in the generated batch (default 4000)")
+    p.add_argument("--drift", type=float, default=0.0, help="0..1 distribution shift of the batch")
+    p.add_argument("--bad-fraction", type=float, default=0.0, help="0..1 share of corrupt rows (validation demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="one run of a pipeline's training DAG through Airflow, with a per-stage summary")
+    p.add_argument("pipeline", help="pipeline name (pipelines/NAME.yaml) or path to a YAML")
+    p.add_argument("--data", help="raw batch to ingest (file path or file:// URI); default source.uri")
+    p.add_argument("--logical-date", help="ISO-8601 logical date of the run (default now)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a pipeline config and its expectation suite")
+    p.add_argument("pipeline")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("serve", help="run the local TF-Serving-compatible REST server on the model base")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="send raw feature rows to a served model")
+    p.add_argument("model")
+    p.add_argument("--json", required=True, help="JSON list of row objects, or @file.json")
+    p.add_argument("--version", type=int, help="a specific served version")
+    p.add_argument("--url", help="server URL (default http://MLP_SERVING_HOST:MLP_SERVING_PORT)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("status", help="registered models, versions, aliases and the served version")
+    p.add_argument("model", nargs="?")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        settings = get_settings()
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        return args.func(args, settings)
+    except (UsageError, ConfigError) as exc:
+        print(f"mlplatform: error: {exc}", file=sys.stderr)
+        return 2
+    except OutcomeError as exc:
+        print(f"mlplatform: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"mlplatform: error: {type(exc).__name__}: {exc} (rerun with --verbose for the trace)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Lineage facts that travel as MLflow run and model-version tags.
+
+From any served version one walks back: model version -> tags ``data_version`` (DVC md5),
+``data_commit`` (commit of the DVC data repo), ``validation`` (GX result + Data Docs),
+``feature_service``, ``training_set_uri``, ``git_commit`` (this platform checkout) and
+``pipeline_config_hash``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+
+LINEAGE_KEYS = (
+    "data_version",
+    "data_commit",
+    "data_uri",
+    "validation",
+    "data_docs",
+    "feature_service",
+    "training_set_uri",
+    "git_commit",
+    "pipeline_config_hash",
+    "airflow_run_id",
+)
+
+
+@cache
+def git_commit(repo: Path) -> str:
+    """HEAD of the platform checkout (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def lineage_tags(values: dict[str, object]) -> dict[str, str]:
+    """Keep the known lineage keys, stringified (MLflow tags are strings)."""
+    return {k: str(values[k]) for k in LINEAGE_KEYS if values.get(k) not in (None, "")}

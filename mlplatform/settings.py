@@ -1,0 +1,110 @@
+"""Platform settings: one object, environment variables with the ``MLP_`` prefix (or ``.env``).
+
+The defaults are the *embedded* profile: everything lives under ``MLP_HOME`` (default
+``.mlplatform/`` in the working directory) and needs no server — SQLite for Airflow and MLflow,
+local directories for storage, the DVC remote and the served models, Feast's SQLite online store.
+The production profile only changes URIs (``MLP_MLFLOW_TRACKING_URI=http://mlflow:5000``,
+``MLP_STORAGE_URI=s3://bucket/mlp`` ...); the same code runs in both.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """All knobs of the platform; read with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="MLP_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".mlplatform"), description="root of all embedded state")
+    repo_root: Path = Field(default=REPO_ROOT, description="checkout holding pipelines/, dags/ ...")
+    pipelines_path: Path | None = Field(default=None, description="pipeline YAMLs; default <repo>/pipelines")
+    storage_uri: str | None = Field(default=None, description="run artifacts; default <home>/storage")
+    mlflow_tracking_uri: str | None = Field(default=None, description="default sqlite in <home>")
+    mlflow_artifact_uri: str | None = Field(default=None, description="default <home>/mlartifacts")
+    model_base: Path | None = Field(default=None, description="TF Serving model base path")
+    dvc_remote: str | None = Field(default=None, description="DVC remote URL; default <home>/dvc-remote")
+    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
+    feast_redis_connection: str = "localhost:6379"
+    training_backend: Literal["local", "kubernetes"] = "local"
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8501
+    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="linked from the Airflow UI")
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def storage(self) -> str:
+        return self.storage_uri or str(self.home_dir / "storage")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.mlflow_artifact_uri or (self.home_dir / "mlartifacts").as_uri()
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.model_base or self.home_dir / "serving" / "models").resolve()
+
+    @property
+    def request_log_dir(self) -> Path:
+        return self.home_dir / "serving" / "requests"
+
+    @property
+    def dvc_repo_dir(self) -> Path:
+        """The DVC-tracked data repository (a git repo of its own) holding ingested batches."""
+        return self.home_dir / "data-repo"
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return self.dvc_remote or str(self.home_dir / "dvc-remote")
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home_dir / "feast"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home_dir / "airflow"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.serving_host}:{self.serving_port}"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return (self.pipelines_path or self.repo_root / "pipelines").resolve()
+
+    def airflow_env(self) -> dict[str, str]:
+        """Environment that points Airflow at this checkout and an embedded SQLite database."""
+        env = {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo_root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.repo_root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
+            "MLP_HOME": str(self.home_dir),
+            "MLP_PIPELINES_PATH": str(self.pipelines_dir),
+        }
+        return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; no caching so tests can override)."""
+    return Settings()

@@ -1,0 +1,17 @@
+"""Each pipeline stage's logic as plain functions (no Airflow): spec in, URIs and metrics out.
+
+A stage raises :class:`StageError` (or a subclass) with one readable line when the user must act;
+:class:`PipelineOutcome` marks results that are a decision, not a crash (a refused gate).
+"""
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason the user can fix; ``str()`` is one line saying what and where."""
+
+
+class ValidationFailed(StageError):
+    """Great Expectations rejected the batch; it is quarantined and training does not run."""
+
+
+class GateRefused(StageError):
+    """The challenger did not pass the evaluation gate; nothing is promoted."""

@@ -1,0 +1,127 @@
+"""Validate: run the pipeline's Great Expectations suite on the ingested batch (blocking).
+
+Contract: ``validate(cfg, data_uri, data_version, out_dir, settings)`` loads the suite
+``great_expectations/expectations/<suite>.json``, runs it through a GX Checkpoint over the batch,
+and writes Data Docs to ``out_dir/data_docs`` (``index.html``). On success it returns
+``{"validation": "passed", "data_docs": uri, "evaluated": n}`` and records the batch as the last
+validated data version. On failure it copies the batch and its Data Docs to
+``<home>/quarantine/<pipeline>/<data_version>/`` and raises :class:`ValidationFailed` whose message
+says in one line which expectations failed on which columns; the last validated version is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from mlplatform.config import PipelineConfig
+from mlplatform.settings import Settings
+from mlplatform.stages import StageError, ValidationFailed
+from mlplatform.storage import to_path, to_uri
+
+log = logging.getLogger(__name__)
+
+
+def suite_path(settings: Settings, suite: str) -> Path:
+    return settings.repo_root / "great_expectations" / "expectations" / f"{suite}.json"
+
+
+def load_suite_definition(settings: Settings, suite: str) -> dict:
+    path = suite_path(settings, suite)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageError(f"validate: no expectation suite {suite!r} ({path} does not exist)") from None
+    except json.JSONDecodeError as exc:
+        raise StageError(f"validate: {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def run_checkpoint(df: pd.DataFrame, suite_def: dict, docs_dir: Path):
+    """Run GX 1.x on a DataFrame with an ephemeral context; returns the CheckpointResult."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    suite = context.suites.add(gx.ExpectationSuite(**suite_def))
+    batch = (
+        context.data_sources.add_pandas("raw")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{suite.name}_validation", data=batch, suite=suite)
+    )
+    context.add_data_docs_site(
+        site_name="run",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{suite.name}_checkpoint",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run"])],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    return checkpoint.run(batch_parameters={"dataframe": df})
+
+
+def describe_failures(result) -> list[str]:
+    """``expect_x(column): n unexpected, e.g. [...]`` for each failed expectation."""
+    failures = []
+    for run in result.run_results.values():
+        for r in run.results:
+            if r.success:
+                continue
+            cfg = r.expectation_config
+            column = cfg.kwargs.get("column")
+            where = f"({column})" if column else ""
+            count = (r.result or {}).get("unexpected_count")
+            sample = (r.result or {}).get("partial_unexpected_list") or []
+            sample_txt = f", e.g. {sorted({str(s) for s in sample})[:3]}" if sample else ""
+            detail = f": {count} unexpected{sample_txt}" if count is not None else ""
+            failures.append(f"{cfg.type}{where}{detail}")
+    return failures
+
+
+def validate(
+    cfg: PipelineConfig, data_uri: str, data_version: str, out_dir: Path, settings: Settings
+) -> dict[str, object]:
+    """Run the validation stage (see module docstring)."""
+    suite_def = load_suite_definition(settings, cfg.validation.suite)
+    data_path = to_path(data_uri)
+    df = pd.read_parquet(data_path)
+    docs_dir = out_dir / "data_docs"
+    result = run_checkpoint(df, suite_def, docs_dir)
+    docs_uri = to_uri(docs_dir / "index.html")
+    stats = next(iter(result.run_results.values())).statistics
+    if result.success:
+        marker = to_path(settings.storage) / cfg.name / "last_validated.json"
+        marker.write_text(json.dumps({"data_version": data_version, "data_uri": data_uri}))
+        log.info("validation passed: %s expectations on %d rows; Data Docs %s", stats["evaluated_expectations"], len(df), docs_uri)
+        return {"validation": "passed", "data_docs": docs_uri, "evaluated": stats["evaluated_expectations"]}
+
+    quarantine = settings.home_dir / "quarantine" / cfg.name / (data_version or "unversioned")
+    if quarantine.exists():
+        shutil.rmtree(quarantine)
+    quarantine.mkdir(parents=True)
+    shutil.copyfile(data_path, quarantine / data_path.name)
+    shutil.copytree(docs_dir, quarantine / "data_docs")
+    failures = describe_failures(result)
+    raise ValidationFailed(
+        f"validation failed: {len(failures)} of {stats['evaluated_expectations']} expectations in suite "
+        f"{cfg.validation.suite!r}: {'; '.join(failures)} — batch quarantined at {quarantine}, "
+        f"Data Docs {to_uri(quarantine / 'data_docs' / 'index.html')}"
+    )

@@ -1,0 +1,60 @@
+"""The base of every stage operator: config loading, the run's stage directory, timing, errors.
+
+A subclass implements :meth:`PlatformOperator.run_stage` and returns a small dict (URIs, ids,
+metrics) that becomes the task's XCom ``return_value``. Errors map to Airflow outcomes:
+
+* :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
+* :class:`~mlplatform.stages.GateRefused` -> skipped with the reason (a decision, not a crash);
+* other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from mlplatform.config import PipelineConfig, find_pipeline, load_pipeline
+from mlplatform.settings import Settings, get_settings
+
+
+class PlatformOperator(BaseOperator):
+    """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
+
+    stage: str = "stage"
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
+        kwargs.setdefault("task_id", self.stage)
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+
+    def run_stage(self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from mlplatform.stages import GateRefused, StageError, ValidationFailed
+        from mlplatform.storage import run_key, stage_dir, write_summary
+
+        settings = get_settings()
+        cfg = load_pipeline(find_pipeline(self.pipeline, settings.pipelines_dir))
+        run = run_key(context["run_id"])
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
+        started = time.monotonic()
+        try:
+            result = self.run_stage(cfg, out_dir, settings, context)
+        except GateRefused as exc:
+            write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
+            raise AirflowSkipException(str(exc)) from None
+        except ValidationFailed as exc:
+            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
+            raise AirflowFailException(str(exc)) from None
+        except StageError as exc:
+            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
+            raise AirflowException(str(exc)) from None
+        write_summary(out_dir, self.stage, time.monotonic() - started, result)
+        self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
+        return result

@@ -1,0 +1,47 @@
+"""Feast operators: apply + materialize the batch, then the point-in-time training set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.base import PlatformOperator
+
+
+class FeaturesOperator(PlatformOperator):
+    """``feast apply`` + materialize the validated batch (``data``: ingest's XCom).
+
+    XCom: ``feature_service``, ``feature_view``, ``materialized_from``/``materialized_to``.
+    """
+
+    stage = "features"
+    template_fields = ("data",)
+    ui_color = "#eef7ea"
+
+    def __init__(self, *, data: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data = data
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.features import materialize_features
+
+        return materialize_features(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
+
+
+class TrainingSetOperator(PlatformOperator):
+    """Point-in-time join of the batch's labels with the feature service, split train/hold-out.
+
+    XCom: ``training_set_uri``, ``train_uri``, ``holdout_uri``, ``train_rows``, ``holdout_rows``.
+    """
+
+    stage = "training_set"
+    template_fields = ("data",)
+    ui_color = "#eef7ea"
+
+    def __init__(self, *, data: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data = data
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.features import build_training_set
+
+        return build_training_set(cfg, self.data["data_uri"], out_dir, settings)

@@ -1,0 +1,26 @@
+"""IngestOperator: read a raw batch, version it with DVC, hand on a Parquet URI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.base import PlatformOperator
+
+
+class IngestOperator(PlatformOperator):
+    """Ingest ``source_uri`` (templated; default the DAG param ``data_uri``).
+
+    XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``source_uri``.
+    """
+
+    stage = "ingest"
+    template_fields = ("source_uri",)
+
+    def __init__(self, *, source_uri: str = "{{ params.data_uri }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source_uri = source_uri
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.ingest import ingest
+
+        return ingest(cfg, self.source_uri or cfg.source.uri or "", out_dir, settings)

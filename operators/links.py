@@ -1,0 +1,50 @@
+"""Extra links shown on task instances in the Airflow UI: GX Data Docs, MLflow run and model.
+
+Each operator pushes the URL under the link's XCom key while it runs; the link reads it back.
+Registered for the UI by ``plugins/mlplatform_plugin.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperatorLink
+
+
+class _XComLink(BaseOperatorLink):
+    xcom_key = ""
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        try:
+            from airflow.models.xcom import XCom
+        except ImportError:  # pragma: no cover - task-side SDK
+            from airflow.sdk.execution_time.xcom import XCom
+        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
+
+
+class DataDocsLink(_XComLink):
+    name = "GX Data Docs"
+    xcom_key = "data_docs_url"
+
+
+class MlflowRunLink(_XComLink):
+    name = "MLflow run"
+    xcom_key = "mlflow_run_url"
+
+    @staticmethod
+    def url(settings: Any, experiment: str, run_id: str | None) -> str:
+        from mlflow import MlflowClient
+
+        if not run_id:
+            return ""
+        exp = MlflowClient(settings.tracking_uri).get_run(run_id).info.experiment_id
+        return f"{settings.mlflow_ui_url}/#/experiments/{exp}/runs/{run_id}"
+
+
+class MlflowModelLink(_XComLink):
+    name = "MLflow model version"
+    xcom_key = "mlflow_model_url"
+
+    @staticmethod
+    def url(settings: Any, model_name: str, version: int) -> str:
+        return f"{settings.mlflow_ui_url}/#/models/{model_name}/versions/{version}"

@@ -1,0 +1,38 @@
+"""ValidateOperator: the blocking Great Expectations gate on raw data, with a Data Docs link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.base import PlatformOperator
+from operators.links import DataDocsLink
+
+
+class ValidateOperator(PlatformOperator):
+    """Validate the batch at ``data`` (XCom of ingest: ``data_uri``, ``data_version``).
+
+    XCom: ``validation``, ``data_docs`` (file URI of the Data Docs index), ``evaluated``.
+    A failing batch is quarantined and the task fails without retry, naming the failed
+    expectations and columns in one line.
+    """
+
+    stage = "validate"
+    template_fields = ("data",)
+    operator_extra_links = (DataDocsLink(),)
+    ui_color = "#fdf2e3"
+
+    def __init__(self, *, data: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.data = data
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.validate import validate
+
+        try:
+            result = validate(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
+        except Exception:
+            context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=(out_dir / "data_docs" / "index.html").as_uri())
+            raise
+        context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=result["data_docs"])
+        return result
