@@ -1,0 +1,972 @@
+"""A local, TF-Serving-compatible REST server for the layout in :mod:`serving.layout`.
+
+Run it with::
+
+    python -m serving.server --model-base DIR [--port 8501] [--host 127.0.0.1] [--log-dir DIR]
+
+or build the ASGI app with :func:`create_app` (models load in the app's lifespan, so use
+``with TestClient(app)`` / uvicorn, which run it).
+
+Contract (the subset of https://www.tensorflow.org/tfx/serving/api_rest it implements):
+
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]`` -> ``{"model_version_status": [...]}``
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`` -> ``{"model_spec", "metadata"}``
+* ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict`` with either
+  ``{"signature_name"?, "instances": [...]}`` (row format -> ``{"predictions": [...]}``) or
+  ``{"signature_name"?, "inputs": ...}`` (columnar format -> ``{"outputs": ...}``).
+  With a single output, predictions/outputs hold that output's values directly, else one
+  dict (output name -> value) per row / a dict of columns. String values may be sent as
+  ``{"b64": "..."}``; string outputs that are not UTF-8 come back as ``{"b64": "..."}``.
+* Errors are ``{"error": "<one line>"}``: 400 for bad requests (malformed JSON, missing or
+  unknown inputs, wrong types/shapes, both or neither of instances/inputs, body larger
+  than ``max_body_bytes``), 404 for unknown models, versions, labels or URLs. Bad input
+  never produces a 500.
+* Predict responses carry ``X-Model-Version: <version>`` (real TF Serving does not).
+
+Versions: the default (unversioned) route serves ``layout.served_version`` (``stable``
+label, else highest). A background thread re-scans ``model_base`` every ``poll_seconds``;
+a new served version is loaded completely and then swapped in under a lock, so in-flight
+requests finish on the version they started with and none fail. The previously served
+version and every labelled version stay loaded; other versions requested explicitly are
+loaded lazily and kept in a small LRU. A version that fails to load is reported with
+state ``END`` in the status route, retried after ``retry_seconds``, and the previously
+served version keeps serving (with nothing served yet, e.g. at startup, the newest older
+version that loads is served instead).
+
+Request log: each successful predict appends one JSON line to
+``<log_dir>/<model>/<YYYY-MM-DD>.jsonl`` (UTC date) with keys ``time`` (ISO 8601 UTC),
+``model``, ``version``, ``format`` (``"instances"`` or ``"inputs"``), ``inputs`` (the
+request's instances/inputs as sent), ``outputs`` (the predictions/outputs returned) and
+``latency_ms``. Rejected requests are not logged.
+
+TensorFlow is imported lazily, on the first model load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving import layout
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_SIGNATURE",
+    "VERSION_HEADER",
+    "ApiError",
+    "ModelRegistry",
+    "RequestLogger",
+    "Servable",
+    "build_arg_parser",
+    "create_app",
+    "load_servable",
+    "main",
+    "predict",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+VERSION_HEADER = "X-Model-Version"
+_PREDICT_METHOD = "tensorflow/serving/predict"
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+class ApiError(Exception):
+    """An error returned to the client as ``{"error": message}`` with ``status_code``."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = " ".join(str(message).split())  # always one line
+
+
+class _NanJSONResponse(JSONResponse):
+    """JSON response that, like TF Serving, writes NaN/Infinity instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _error_response(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status_code)
+
+
+# --------------------------------------------------------------------------- loaded models
+
+
+@dataclass
+class Servable:
+    """One loaded model version."""
+
+    name: str
+    version: int
+    path: Path
+    model: Any
+    signatures: dict[str, Any]
+    input_specs: dict[str, dict[str, Any]]  # signature -> input name -> tf.TensorSpec
+    signature_defs: dict[str, Any]  # JSON form, as TF Serving's metadata API returns it
+
+
+def _signature_defs_from_pb(path: Path) -> dict[str, Any] | None:
+    """Signature defs exactly as stored in saved_model.pb (TF Serving's metadata source)."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / layout.SAVED_MODEL_PB).read_bytes())
+    except Exception:  # metadata is best effort
+        return None
+    graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags] or list(
+        proto.meta_graphs
+    )
+    if not graphs:
+        return None
+    return {
+        key: json_format.MessageToDict(
+            sig, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        for key, sig in sorted(graphs[0].signature_def.items())
+    }
+
+
+def _tensor_info(spec: Any, name: str) -> dict[str, Any]:
+    from tensorflow.core.framework import types_pb2
+
+    shape = spec.shape
+    if shape.rank is None:
+        tensor_shape: dict[str, Any] = {"dim": [], "unknown_rank": True}
+    else:
+        tensor_shape = {
+            "dim": [{"size": str(-1 if d is None else d), "name": ""} for d in shape.as_list()],
+            "unknown_rank": False,
+        }
+    return {
+        "dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
+        "tensor_shape": tensor_shape,
+        "name": name,
+    }
+
+
+def _derived_signature_def(fn: Any) -> dict[str, Any]:
+    """Fallback metadata built from a concrete function's structured signature."""
+    inputs = {k: _tensor_info(s, f"{k}:0") for k, s in fn.structured_input_signature[1].items()}
+    outs = fn.structured_outputs
+    outputs = (
+        {k: _tensor_info(s, f"{k}:0") for k, s in outs.items()} if isinstance(outs, dict) else {}
+    )
+    return {"inputs": inputs, "outputs": outputs, "method_name": _PREDICT_METHOD}
+
+
+def load_servable(name: str, version: int, path: Path) -> Servable:
+    """Load ``path`` with ``tf.saved_model.load`` and index its signatures."""
+    tf = _tf()
+    model = tf.saved_model.load(str(path))
+    signatures = dict(model.signatures)
+    input_specs = {key: dict(fn.structured_input_signature[1]) for key, fn in signatures.items()}
+    from_pb = _signature_defs_from_pb(path) or {}
+    signature_defs = {
+        key: from_pb.get(key) or _derived_signature_def(fn) for key, fn in signatures.items()
+    }
+    for key, value in from_pb.items():
+        signature_defs.setdefault(key, value)
+    return Servable(name, version, path, model, signatures, input_specs, signature_defs)
+
+
+@dataclass
+class _ModelState:
+    name: str
+    served: int | None = None
+    previous: int | None = None
+    labels: dict[str, int] = field(default_factory=dict)
+    loaded: dict[int, Servable] = field(default_factory=dict)
+    extra: OrderedDict[int, None] = field(default_factory=OrderedDict)  # lazily loaded, LRU
+    failed: dict[int, tuple[str, float]] = field(default_factory=dict)  # version -> (error, t)
+
+
+class ModelRegistry:
+    """Loaded models of one model base, kept in sync with the directory by polling.
+
+    Thread-safe: ``resolve`` may be called from any request thread while ``refresh``
+    runs in the poller. Loading happens outside the registry lock; only the swap of
+    references happens under it.
+    """
+
+    def __init__(
+        self,
+        model_base: Path,
+        poll_seconds: float = 1.0,
+        *,
+        max_extra_versions: int = 2,
+        retry_seconds: float = 30.0,
+    ) -> None:
+        self.model_base = Path(model_base)
+        self.poll_seconds = poll_seconds
+        self.max_extra_versions = max_extra_versions
+        self.retry_seconds = retry_seconds
+        self._lock = threading.Lock()
+        self._models: dict[str, _ModelState] = {}
+        self._load_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._labels_cache: dict[str, dict[str, int]] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the background poller (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll_loop, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the poller and wait for it (a load in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # the poller must never die
+                log.exception("model poll of %s failed", self.model_base)
+
+    # ---------------------------------------------------------------- loading
+
+    def _load(self, name: str, version: int) -> Servable:
+        """Return the loaded servable, loading it (once, even if raced) when needed."""
+        with self._lock:
+            state = self._models.setdefault(name, _ModelState(name))
+            if version in state.loaded:
+                return state.loaded[version]
+            load_lock = self._load_locks.setdefault((name, version), threading.Lock())
+        with load_lock:
+            with self._lock:
+                state = self._models.setdefault(name, _ModelState(name))
+                if version in state.loaded:
+                    return state.loaded[version]
+            path = self.model_base / name / str(version)
+            start = time.monotonic()
+            try:
+                servable = load_servable(name, version, path)
+            except Exception as exc:
+                message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+                log.error("failed to load model %s version %s: %s", name, version, message)
+                with self._lock:
+                    self._models.setdefault(name, _ModelState(name)).failed[version] = (
+                        message,
+                        time.monotonic(),
+                    )
+                raise
+            log.info("loaded model %s version %s in %.2fs", name, version, time.monotonic() - start)
+            with self._lock:
+                state = self._models.setdefault(name, _ModelState(name))
+                state.loaded[version] = servable
+                state.failed.pop(version, None)
+            return servable
+
+    def _should_try(self, state: _ModelState | None, version: int) -> bool:
+        if state is None or version not in state.failed:
+            return True
+        return time.monotonic() - state.failed[version][1] >= self.retry_seconds
+
+    def refresh(self) -> None:
+        """Scan ``model_base`` once: load new served/labelled versions, apply label changes,
+        unload what is no longer needed. Never raises for a single broken model."""
+        try:
+            config = layout.read_models_config(self.model_base)
+            self._labels_cache = {n: dict(info["labels"]) for n, info in config.items()}
+        except ValueError as exc:
+            log.error("keeping previous labels: %s", exc)
+        names = layout.list_models(self.model_base)
+        for name in names:
+            try:
+                self._refresh_model(name)
+            except Exception:
+                log.exception("refreshing model %s failed", name)
+        with self._lock:
+            for gone in set(self._models) - set(names):
+                log.info("model %s disappeared from %s; unloading", gone, self.model_base)
+                del self._models[gone]
+
+    def _refresh_model(self, name: str) -> None:
+        versions = layout.list_versions(self.model_base, name)
+        if not versions:
+            return
+        on_disk = set(versions)
+        labels = {k: v for k, v in self._labels_cache.get(name, {}).items() if v in on_disk}
+        stable = labels.get(layout.STABLE_LABEL)
+        target = stable if stable is not None else versions[-1]
+        with self._lock:
+            state = self._models.get(name)
+
+        def ensure_loaded(version: int) -> bool:
+            nonlocal state
+            with self._lock:
+                if state is not None and version in state.loaded:
+                    return True
+            if not self._should_try(state, version):
+                return False
+            try:
+                self._load(name, version)
+                return True
+            except Exception:  # recorded in state.failed
+                return False
+            finally:
+                with self._lock:
+                    state = self._models.get(name)
+
+        effective = target if ensure_loaded(target) else None
+        for version in sorted(set(labels.values()) - {target}, reverse=True):
+            ensure_loaded(version)
+        with self._lock:
+            current = state.served if state is not None else None
+        if effective is None and (current is None or current not in on_disk):
+            # Nothing (valid) is served yet: fall back to the newest older version that loads.
+            for version in [v for v in reversed(versions) if v < target][:3]:
+                if ensure_loaded(version):
+                    effective = version
+                    break
+        with self._lock:
+            state = self._models.setdefault(name, _ModelState(name))
+            if effective is not None and state.served != effective:
+                log.info("model %s now serves version %s (was %s)", name, effective, state.served)
+                if state.served is not None:
+                    state.previous = state.served
+                state.served = effective
+            state.labels = labels
+            if state.previous is not None and (
+                state.previous not in on_disk or state.previous == state.served
+            ):
+                state.previous = None
+            for version in [v for v in state.extra if v not in on_disk]:
+                del state.extra[version]
+            keep = {state.served, state.previous, *labels.values(), *state.extra}
+            for version in [v for v in state.loaded if v not in keep]:
+                log.info("unloading model %s version %s", name, version)
+                del state.loaded[version]
+            for version in [v for v in state.failed if v not in on_disk]:
+                del state.failed[version]
+
+    # ---------------------------------------------------------------- lookups
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for a request; lazily loads an explicitly requested version.
+
+        Raises ApiError(404) for an unknown model, version or label.
+        """
+        with self._lock:
+            state = self._models.get(name)
+            if state is None:
+                raise ApiError(404, f"Servable not found for request: Latest({name})")
+            if label is not None:
+                if label not in state.labels:
+                    raise ApiError(
+                        404, f"Unrecognized servable version label: {label} for model {name}"
+                    )
+                version = state.labels[label]
+            if version is None:
+                if state.served is None or state.served not in state.loaded:
+                    raise ApiError(404, f"Servable not found for request: Latest({name})")
+                return state.loaded[state.served]
+            servable = state.loaded.get(version)
+            if servable is not None:
+                if version in state.extra:
+                    state.extra.move_to_end(version)
+                return servable
+        if version not in layout.list_versions(self.model_base, name):
+            raise ApiError(404, f"Servable not found for request: Specific({name}, {version})")
+        with self._lock:
+            state = self._models.get(name)
+            if state is not None and not self._should_try(state, version):
+                raise ApiError(
+                    404,
+                    f"Servable not found for request: Specific({name}, {version}): "
+                    f"failed to load: {state.failed[version][0]}",
+                )
+        try:
+            servable = self._load(name, version)
+        except Exception as exc:
+            raise ApiError(
+                404, f"Servable not found for request: Specific({name}, {version}): {exc}"
+            ) from exc
+        with self._lock:
+            state = self._models.get(name)
+            if state is not None and version not in {state.served, state.previous} | set(
+                state.labels.values()
+            ):
+                state.extra[version] = None
+                state.extra.move_to_end(version)
+                while len(state.extra) > self.max_extra_versions:
+                    evicted, _ = state.extra.popitem(last=False)
+                    if evicted not in {state.served, state.previous} | set(state.labels.values()):
+                        state.loaded.pop(evicted, None)
+        return servable
+
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``model_version_status`` entries (newest first); ApiError(404) if unknown."""
+        with self._lock:
+            state = self._models.get(name)
+            if state is None:
+                raise ApiError(404, f"Could not find any versions of model {name}")
+            if label is not None:
+                if label not in state.labels:
+                    raise ApiError(
+                        404, f"Unrecognized servable version label: {label} for model {name}"
+                    )
+                version = state.labels[label]
+            entries: dict[int, dict[str, Any]] = {}
+            for v, (message, _) in state.failed.items():
+                entries[v] = _status_entry(v, "END", "UNKNOWN", message)
+            for v in state.loaded:
+                entries[v] = _status_entry(v, "AVAILABLE", "OK", "")
+        if version is not None:
+            if version not in entries:
+                if version in layout.list_versions(self.model_base, name):
+                    return [_status_entry(version, "END", "OK", "")]  # published, not loaded
+                raise ApiError(404, f"Could not find version {version} of model {name}")
+            return [entries[version]]
+        if not entries:
+            raise ApiError(404, f"Could not find any versions of model {name}")
+        return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def model_names(self) -> list[str]:
+        """Names of the models currently known to the registry."""
+        with self._lock:
+            return sorted(self._models)
+
+
+def _status_entry(version: int, state: str, code: str, message: str) -> dict[str, Any]:
+    return {
+        "version": str(version),
+        "state": state,
+        "status": {"error_code": code, "error_message": message},
+    }
+
+
+# --------------------------------------------------------------------------- request logging
+
+
+class RequestLogger:
+    """Appends one JSON line per predict request to ``<log_dir>/<model>/<UTC date>.jsonl``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._lock = threading.Lock()
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` (must contain ``time`` ISO string and ``model``); never raises."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+            path = self.log_dir / str(record["model"]) / f"{str(record['time'])[:10]}.jsonl"
+            with self._lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+        except Exception:  # logging must not fail a prediction
+            log.exception("could not write request log for model %s", record.get("model"))
+
+
+# --------------------------------------------------------------------------- tensor conversion
+
+
+def _shape_and_leaves(value: Any, name: str) -> tuple[tuple[int, ...], list[Any]]:
+    """Shape of a rectangular nested list and its leaves; ApiError(400) if ragged."""
+    if not isinstance(value, list):
+        return (), [value]
+    if not value:
+        return (0,), []
+    shapes, leaves = [], []
+    for item in value:
+        shape, sub = _shape_and_leaves(item, name)
+        shapes.append(shape)
+        leaves.extend(sub)
+    if any(s != shapes[0] for s in shapes):
+        raise ApiError(400, f"Input '{name}': ragged lists are not supported")
+    return (len(value), *shapes[0]), leaves
+
+
+def _to_bytes(leaf: Any, name: str) -> bytes:
+    if isinstance(leaf, str):
+        return leaf.encode("utf-8")
+    if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
+        try:
+            return base64.b64decode(leaf["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(400, f"Input '{name}': invalid base64 value") from exc
+    raise ApiError(400, f"Input '{name}': expected a string, got {type(leaf).__name__}")
+
+
+def _to_tensor(value: Any, spec: Any, name: str) -> Any:
+    """Convert a JSON value to a tensor of ``spec.dtype``, checking type and shape."""
+    import numpy as np
+
+    tf = _tf()
+    dtype = spec.dtype
+    if dtype == tf.string:
+        shape, leaves = _shape_and_leaves(value, name)
+        array = np.array([_to_bytes(leaf, name) for leaf in leaves], dtype=object).reshape(shape)
+    elif dtype.is_bool or dtype.is_integer or dtype.is_floating:
+        try:
+            raw = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, f"Input '{name}': ragged or invalid values") from exc
+        kind = raw.dtype.kind
+        np_dtype = dtype.as_numpy_dtype
+        if dtype.is_bool:
+            ok = kind == "b"
+        elif dtype.is_integer:
+            ok = kind in "iu" or (kind == "f" and bool(np.all(np.mod(raw, 1) == 0)))
+            if not ok and kind == "f":
+                raise ApiError(400, f"Input '{name}': {dtype.name} input got non-integer numbers")
+            if ok and raw.size:
+                info = np.iinfo(np_dtype)
+                if not (info.min <= raw.min() and raw.max() <= info.max):
+                    raise ApiError(400, f"Input '{name}': values out of range for {dtype.name}")
+        else:
+            ok = kind in "iuf"
+        if not ok:
+            raise ApiError(400, f"Input '{name}': {dtype.name} input got {_kind(kind)}")
+        array = raw.astype(np_dtype)
+    else:
+        raise ApiError(400, f"Input '{name}': unsupported input dtype {dtype.name}")
+    if not spec.shape.is_compatible_with(array.shape):
+        raise ApiError(
+            400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
+        )
+    return tf.constant(array, dtype=dtype)
+
+
+def _kind(kind: str) -> str:
+    return {"U": "strings", "O": "mixed, nested or null values", "b": "booleans"}.get(
+        kind, "numbers"
+    )
+
+
+def _to_json(array: Any) -> Any:
+    """numpy output -> JSON value; bytes become text, or {"b64": ...} if not UTF-8."""
+    if array.dtype.kind in "OSa":
+
+        def conv(x: Any) -> Any:
+            if isinstance(x, list):
+                return [conv(i) for i in x]
+            if isinstance(x, bytes):
+                try:
+                    return x.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(x).decode("ascii")}
+            return x
+
+        return conv(array.tolist())
+    return array.tolist()
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _named(value: Any, names: list[str]) -> bool:
+    """Whether a row/columns value is a dict of named inputs (vs. a lone b64 value)."""
+    return isinstance(value, dict) and not (
+        _is_b64(value) and len(names) == 1 and names[0] != "b64"
+    )
+
+
+def predict(servable: Servable, payload: Any) -> tuple[str, Any, dict[str, Any]]:
+    """Run one TF-Serving REST predict request body against ``servable``.
+
+    Returns ``(format, request_inputs, response_body)`` where format is ``"instances"``
+    or ``"inputs"``. Raises ApiError(400) for anything wrong with the request.
+    """
+    tf = _tf()
+    if not isinstance(payload, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    signature_name = payload.get("signature_name") or DEFAULT_SIGNATURE
+    if not isinstance(signature_name, str):
+        raise ApiError(400, "'signature_name' must be a string")
+    if signature_name not in servable.signatures:
+        raise ApiError(
+            400,
+            f"Serving signature name: '{signature_name}' not found in signature def "
+            f"(available: {', '.join(sorted(servable.signatures)) or 'none'})",
+        )
+    fn = servable.signatures[signature_name]
+    specs = servable.input_specs[signature_name]
+    names = sorted(specs)
+    has_instances, has_inputs = "instances" in payload, "inputs" in payload
+    if has_instances == has_inputs:
+        raise ApiError(400, "Request must contain exactly one of 'instances' or 'inputs'")
+    unknown_keys = set(payload) - {"signature_name", "instances", "inputs"}
+    if unknown_keys:
+        raise ApiError(400, f"Unknown request keys: {', '.join(sorted(unknown_keys))}")
+
+    if has_instances:
+        fmt, request_inputs = "instances", payload["instances"]
+        rows = request_inputs
+        if not isinstance(rows, list) or not rows:
+            raise ApiError(400, "'instances' must be a non-empty list")
+        if _named(rows[0], names):
+            columns: dict[str, list[Any]] = {n: [] for n in names}
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise ApiError(400, f"Instance {i} must be an object of named inputs")
+                missing = [n for n in names if n not in row]
+                if missing:
+                    raise ApiError(400, f"Instance {i} is missing input(s): {', '.join(missing)}")
+                extra = sorted(set(row) - set(names))
+                if extra:
+                    raise ApiError(
+                        400,
+                        f"Instance {i} has unknown input(s): {', '.join(extra)} "
+                        f"(signature inputs: {', '.join(names)})",
+                    )
+                for n in names:
+                    columns[n].append(row[n])
+        elif len(names) == 1:
+            columns = {names[0]: rows}
+        else:
+            raise ApiError(
+                400,
+                f"Instances must be objects of named inputs ({', '.join(names)}) "
+                "for a signature with several inputs",
+            )
+        n_rows = len(rows)
+    else:
+        fmt, request_inputs = "inputs", payload["inputs"]
+        if _named(request_inputs, names):
+            missing = [n for n in names if n not in request_inputs]
+            if missing:
+                raise ApiError(400, f"Missing input(s): {', '.join(missing)}")
+            extra = sorted(set(request_inputs) - set(names))
+            if extra:
+                raise ApiError(
+                    400,
+                    f"Unknown input(s): {', '.join(extra)} (signature inputs: {', '.join(names)})",
+                )
+            columns = dict(request_inputs)
+        elif len(names) == 1:
+            columns = {names[0]: request_inputs}
+        else:
+            raise ApiError(400, f"'inputs' must be an object with keys {', '.join(names)}")
+        n_rows = None
+
+    tensors = {n: _to_tensor(columns[n], specs[n], n) for n in names}
+    try:
+        result = fn(**tensors)
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+        raise ApiError(400, f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(result, Mapping):
+        result = {"output_0": result}
+    outputs = {k: v.numpy() for k, v in result.items()}
+
+    if n_rows is not None:
+        for key, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != n_rows:
+                raise ApiError(
+                    400,
+                    f"Output '{key}' has shape {list(array.shape)}, which does not have the "
+                    f"batch size {n_rows} of the instances; use the 'inputs' format",
+                )
+        per_output = {k: _to_json(v) for k, v in outputs.items()}
+        if len(per_output) == 1:
+            (values,) = per_output.values()
+            return fmt, request_inputs, {"predictions": values}
+        keys = list(per_output)
+        return (
+            fmt,
+            request_inputs,
+            {"predictions": [{k: per_output[k][i] for k in keys} for i in range(n_rows)]},
+        )
+    columns_out = {k: _to_json(v) for k, v in outputs.items()}
+    if len(columns_out) == 1:
+        (values,) = columns_out.values()
+        return fmt, request_inputs, {"outputs": values}
+    return fmt, request_inputs, {"outputs": columns_out}
+
+
+# --------------------------------------------------------------------------- app
+
+
+def _parse_version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not _DIGITS.fullmatch(version):
+        raise ApiError(404, f"Malformed request: version '{version}' is not an integer")
+    return int(version)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(400, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(400, f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    model_base: Path,
+    log_dir: Path | None = None,
+    poll_seconds: float = 1.0,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_extra_versions: int = 2,
+    retry_seconds: float = 30.0,
+) -> FastAPI:
+    """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
+
+    Models are loaded, and the poller is started, in the app's lifespan; an empty or
+    missing ``model_base`` is fine (requests 404 until models appear). ``log_dir=None``
+    disables request logging. The registry is exposed as ``app.state.registry``.
+    """
+    registry = ModelRegistry(
+        Path(model_base),
+        poll_seconds,
+        max_extra_versions=max_extra_versions,
+        retry_seconds=retry_seconds,
+    )
+    request_logger = RequestLogger(Path(log_dir)) if log_dir is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(registry.refresh)
+        registry.start()
+        try:
+            yield
+        finally:
+            registry.stop()
+
+    app = FastAPI(
+        title="mlplatform model server (TF Serving REST compatible)",
+        lifespan=lifespan,
+        default_response_class=_NanJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.registry = registry
+    app.state.request_logger = request_logger
+    app.state.max_body_bytes = max_body_bytes
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status_code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = 404 if exc.status_code == 405 else exc.status_code
+        return _error_response(status, f"Malformed request: {exc.detail}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(400, f"Malformed request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error_response(500, f"Internal error: {type(exc).__name__}: {exc}")
+
+    # ---------------------------------------------------------------- status
+
+    async def _status(name: str, version: str | None, label: str | None) -> dict[str, Any]:
+        entries = registry.status(name, _parse_version(version), label)
+        return {"model_version_status": entries}
+
+    @app.get("/v1/models/{name}")
+    async def model_status(name: str) -> dict[str, Any]:
+        return await _status(name, None, None)
+
+    @app.get("/v1/models/{name}/versions/{version}")
+    async def model_version_status(name: str, version: str) -> dict[str, Any]:
+        return await _status(name, version, None)
+
+    @app.get("/v1/models/{name}/labels/{label}")
+    async def model_label_status(name: str, label: str) -> dict[str, Any]:
+        return await _status(name, None, label)
+
+    # ---------------------------------------------------------------- metadata
+
+    async def _metadata(name: str, version: str | None, label: str | None) -> dict[str, Any]:
+        servable = await run_in_threadpool(registry.resolve, name, _parse_version(version), label)
+        return {
+            "model_spec": {
+                "name": name,
+                "signature_name": "",
+                "version": str(servable.version),
+            },
+            "metadata": {"signature_def": {"signature_def": servable.signature_defs}},
+        }
+
+    @app.get("/v1/models/{name}/metadata")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        return await _metadata(name, None, None)
+
+    @app.get("/v1/models/{name}/versions/{version}/metadata")
+    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
+        return await _metadata(name, version, None)
+
+    @app.get("/v1/models/{name}/labels/{label}/metadata")
+    async def model_label_metadata(name: str, label: str) -> dict[str, Any]:
+        return await _metadata(name, None, label)
+
+    # ---------------------------------------------------------------- predict
+
+    async def _predict(
+        request: Request, name: str, version: str | None, label: str | None
+    ) -> Response:
+        start = time.perf_counter()
+        parsed_version = _parse_version(version)
+        servable = await run_in_threadpool(registry.resolve, name, parsed_version, label)
+        body = await _read_body(request, app.state.max_body_bytes)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"JSON Parse error: {exc}") from exc
+        except RecursionError as exc:
+            raise ApiError(400, "JSON Parse error: document is nested too deeply") from exc
+
+        def run() -> dict[str, Any]:
+            fmt, request_inputs, response = predict(servable, payload)
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            if request_logger is not None:
+                request_logger.log(
+                    {
+                        "time": datetime.now(UTC).isoformat(),
+                        "model": name,
+                        "version": servable.version,
+                        "format": fmt,
+                        "inputs": request_inputs,
+                        "outputs": next(iter(response.values())),
+                        "latency_ms": round(latency_ms, 3),
+                    }
+                )
+            return response
+
+        response = await run_in_threadpool(run)
+        return _NanJSONResponse(response, headers={VERSION_HEADER: str(servable.version)})
+
+    @app.post("/v1/models/{name}:predict")
+    async def model_predict(request: Request, name: str) -> Response:
+        return await _predict(request, name, None, None)
+
+    @app.post("/v1/models/{name}/versions/{version}:predict")
+    async def model_version_predict(request: Request, name: str, version: str) -> Response:
+        return await _predict(request, name, version, None)
+
+    @app.post("/v1/models/{name}/labels/{label}:predict")
+    async def model_label_predict(request: Request, name: str, label: str) -> Response:
+        return await _predict(request, name, None, label)
+
+    return app
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The ``python -m serving.server`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description=(
+            "Serve the TF Serving model layout under --model-base "
+            "(<model>/<version>/saved_model.pb + models.config) with TF Serving's REST API: "
+            "GET /v1/models/<m>[/versions/<v>|/labels/<l>][/metadata], "
+            "POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict. "
+            "New versions and label changes are picked up without a restart."
+        ),
+    )
+    parser.add_argument(
+        "--model-base", required=True, type=Path, help="directory holding <model>/<version>/"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8501, help="REST port (default: 8501)")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="write one JSON line per predict to <log-dir>/<model>/<YYYY-MM-DD>.jsonl "
+        "(default: no request log)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=_positive_float,
+        default=1.0,
+        help="how often to re-scan --model-base for new versions/labels (default: 1)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"reject larger request bodies with 400 (default: {DEFAULT_MAX_BODY_BYTES})",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: parse ``argv`` and run the server with uvicorn until interrupted."""
+    args = build_arg_parser().parse_args(argv)
+    import uvicorn
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(
+        args.model_base,
+        args.log_dir,
+        args.poll_seconds,
+        max_body_bytes=args.max_body_bytes,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()
