@@ -55,7 +55,7 @@ class LocalHorovodTrainOperator(PlatformOperator):
         context["ti"].xcom_push(key=MlflowRunLink.xcom_key, value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]))
         return {
             "mlflow_run_id": result["mlflow_run_id"],
-            "model_uri": result["model_uri"],
+            "model_uri": f"models:/{result['mlflow_model_id']}" if result.get("mlflow_model_id") else result["model_uri"],
             "metrics": result["metrics"],
             "world_size": metrics.get("world_size"),
             "samples_per_sec": metrics.get("samples_per_sec"),

@@ -1,0 +1,139 @@
+"""Keras model builder and serving export for the tabular trainer.
+
+Contract:
+
+- ``build_model`` returns a Keras 3 functional model with one ``keras.Input(shape=(1,), name=F)``
+  per raw feature ``F`` (float32 for numeric features, string for categorical ones). All
+  preprocessing lives inside the model: ``Normalization`` adapted on the training rows for numeric
+  features, ``StringLookup(output_mode="one_hot")`` with the training vocabulary (sorted, plus one
+  OOV bucket) for categorical features; then ``Concatenate -> Dense(u, relu) for u in hidden_units
+  -> Dense(1)`` with a sigmoid for ``tabular_classifier`` and linear for ``tabular_regressor``
+  (whose output bias starts at the training labels' mean).
+  Build it after ``keras.utils.set_random_seed`` for repeatable weights.
+- ``ServingModule`` wraps a trained model in a ``tf.Module`` whose ``serve`` function is the
+  SavedModel's ``serving_default`` signature: raw features BY NAME, each a rank-1 tensor of shape
+  ``[None]`` (float32 / tf.string), returning ``{"score": float32 [None]}`` (classifier: the
+  probability of label 1) or ``{"prediction": float32 [None]}`` (regressor). That is what
+  TF-Serving's ``predict`` API (and the platform's own server) call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+CLASSIFIER = "tabular_classifier"
+REGRESSOR = "tabular_regressor"
+MODEL_KINDS = (CLASSIFIER, REGRESSOR)
+SIGNATURE_KEY = "serving_default"
+
+
+def output_name(kind: str) -> str:
+    """The serving signature's single output: ``score`` (classifier) or ``prediction``."""
+    return "score" if kind == CLASSIFIER else "prediction"
+
+
+def build_model(
+    kind: str,
+    hidden_units: Sequence[int],
+    numeric_features: Sequence[str],
+    categorical_features: Sequence[str],
+    train_features: Mapping[str, np.ndarray],
+    output_bias: float = 0.0,
+) -> keras.Model:
+    """Build the (uncompiled) model; ``train_features[F]`` is the column of training rows for
+    feature ``F`` with shape ``(n, 1)`` (float32 for numeric, str objects for categorical).
+
+    ``output_bias`` initialises the output unit's bias: pass the training labels' mean for a
+    regressor (so training starts at the mean instead of 0 on unscaled targets).
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
+    inputs: dict[str, keras.KerasTensor] = {}
+    encoded: list[keras.KerasTensor] = []
+    for name in numeric_features:
+        inp = keras.Input(shape=(1,), name=name, dtype="float32")
+        norm = keras.layers.Normalization(axis=-1, name=f"normalize_{name}")
+        norm.adapt(np.asarray(train_features[name], dtype=np.float32))
+        inputs[name] = inp
+        encoded.append(norm(inp))
+    for name in categorical_features:
+        inp = keras.Input(shape=(1,), name=name, dtype="string")
+        vocabulary = sorted({str(v) for v in np.asarray(train_features[name]).ravel()})
+        lookup = keras.layers.StringLookup(
+            vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
+        )
+        inputs[name] = inp
+        encoded.append(lookup(inp))
+    if not encoded:
+        raise ValueError("the model needs at least one feature")
+    x = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
+    for i, units in enumerate(hidden_units):
+        x = keras.layers.Dense(int(units), activation="relu", name=f"hidden_{i}")(x)
+    activation = "sigmoid" if kind == CLASSIFIER else None
+    output = keras.layers.Dense(
+        1,
+        activation=activation,
+        bias_initializer=keras.initializers.Constant(float(output_bias)),
+        name=output_name(kind),
+    )(x)
+    return keras.Model(inputs=inputs, outputs=output, name=kind)
+
+
+def input_signature(
+    numeric_features: Sequence[str], categorical_features: Sequence[str]
+) -> dict[str, tf.TensorSpec]:
+    """The serving signature's inputs: one rank-1 ``[None]`` tensor per raw feature, by name."""
+    spec = {name: tf.TensorSpec([None], tf.float32, name=name) for name in numeric_features}
+    spec.update(
+        {name: tf.TensorSpec([None], tf.string, name=name) for name in categorical_features}
+    )
+    return spec
+
+
+class ServingModule(tf.Module):
+    """``tf.Module`` exposing ``serve`` (the ``serving_default`` signature) over a Keras model."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        kind: str,
+        numeric_features: Sequence[str],
+        categorical_features: Sequence[str],
+    ) -> None:
+        super().__init__(name="serving")
+        self.model = model
+        self._output = output_name(kind)
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[input_signature(numeric_features, categorical_features)],
+        )
+
+    def _serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        batch = {name: tf.reshape(value, [-1, 1]) for name, value in features.items()}
+        out = self.model(batch, training=False)
+        return {self._output: tf.reshape(tf.cast(out, tf.float32), [-1])}
+
+    def signature_functions(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """What ``tf.saved_model.save(..., signatures=...)`` needs."""
+        return {SIGNATURE_KEY: self.serve.get_concrete_function()}
+
+    def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        """Run ``serve`` on rank-1 numpy columns in batches; returns a float32 ``[n]`` array."""
+        n = len(next(iter(features.values())))
+        parts: list[np.ndarray] = []
+        for start in range(0, n, batch_size):
+            chunk = {k: tf.constant(v[start : start + batch_size]) for k, v in features.items()}
+            parts.append(self.serve(chunk)[self._output].numpy())
+        return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+
+
+def export_saved_model(module: ServingModule, path: str | Path) -> Path:
+    """Write ``module`` as a SavedModel with the ``serving_default`` signature; returns the dir."""
+    path = Path(path)
+    tf.saved_model.save(module, str(path), signatures=module.signature_functions())
+    return path
