@@ -10,7 +10,7 @@ export MLP_HOME ?= $(CURDIR)/.mlplatform
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-fast lint serve clean
+.PHONY: help env demo test test-fast lint serve ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: env ## ruff
 
 serve: env ## run the local TF-Serving-compatible server on the promoted models
 	$(VENV)/bin/mlplatform serve
+
+ui: env ## start the Airflow UI (standalone) on the embedded home
+	$(VENV)/bin/mlplatform airflow standalone
 
 clean: ## remove the embedded state (.mlplatform); keeps the environment
 	rm -rf .mlplatform

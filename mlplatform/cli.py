@@ -193,7 +193,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         _say(f"{m.name}: served version {served}, aliases {dict(sorted((m.aliases or {}).items()))}")
         for v in sorted(c.search_model_versions(f"name='{m.name}'"), key=lambda v: -int(v.version))[:10]:
             tags = v.tags or {}
-            _say(f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  gate_{'auc'}={tags.get('gate_auc', '-')}  run={v.run_id}")
+            gate = " ".join(f"{k}={val}" for k, val in sorted(tags.items()) if k.startswith("gate_")) or "gate=-"
+            _say(f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  {gate}  run={v.run_id}")
     if not models:
         _say("no registered models yet: run `mlplatform demo`")
     return 0
@@ -254,6 +255,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.airflow_runner import prepare_airflow
+
+    prepare_airflow()
+    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    os.execv(airflow_bin, [airflow_bin, *args.airflow_args])
+    return 0  # pragma: no cover - exec does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlplatform",
@@ -290,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, help="a specific served version")
     p.add_argument("--url", help="server URL (default http://MLP_SERVING_HOST:MLP_SERVING_PORT)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "airflow",
+        help="run an airflow command on the embedded Airflow home (e.g. `mlplatform airflow standalone` for the UI)",
+    )
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for the airflow CLI")
+    p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser("status", help="registered models, versions, aliases and the served version")
     p.add_argument("model", nargs="?")
