@@ -1,9 +1,11 @@
-"""DAG factory: one training DAG ``mlp_<name>_train`` per ``pipelines/*.yaml``.
+"""DAG factory: per ``pipelines/*.yaml``, a training DAG ``mlp_<name>_train`` and a manual
+rollback DAG ``mlp_<name>_rollback``.
 
 Onboarding a model needs no Airflow code: drop a validated pipeline YAML into ``pipelines/`` and
-this file builds its DAG on the next parse::
+this file builds its DAGs on the next parse::
 
-    ingest -> validate -> features -> training_set -> train -> register -> gate -> promote
+    ingest -> validate -> features -> training_set -> train -> register -> gate
+      -> infra_validate -> promote
 
 Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``). Parsing stays
 fast: only the Airflow SDK, pydantic and the operators' thin modules are imported here.
@@ -22,10 +24,12 @@ from mlplatform.settings import get_settings
 from operators import (
     FeaturesOperator,
     GateOperator,
+    InfraValidateOperator,
     IngestOperator,
     LocalHorovodTrainOperator,
     PromoteOperator,
     RegisterOperator,
+    RollbackOperator,
     TrainingSetOperator,
     ValidateOperator,
 )
@@ -57,9 +61,26 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         )
         registered = RegisterOperator(trained=train.output)
         gate = GateOperator(registered=registered.output, training_set=training_set.output)
-        promote = PromoteOperator(registered=registered.output)
+        infra = InfraValidateOperator(registered=registered.output, training_set=training_set.output)
+        PromoteOperator(validated=infra.output)
         validate >> features >> training_set
-        gate >> promote
+        gate >> infra
+    return dag
+
+
+def build_rollback_dag(cfg: PipelineConfig) -> DAG:
+    """Manual DAG: serve the previous version again (param ``to_version`` to pick one)."""
+    with DAG(
+        dag_id=f"mlp_{cfg.name}_rollback",
+        description=f"roll {cfg.serving.model_name} back to the previous served version",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        tags=["mlplatform", "rollback", cfg.name],
+        params={"to_version": Param("", type="string", description="version to serve; empty = previous")},
+        default_args={"pipeline": cfg.name, "retries": 0},
+    ) as dag:
+        RollbackOperator(to_version="{{ params.to_version }}")
     return dag
 
 
@@ -71,8 +92,8 @@ def build_all(pipelines_dir: Path) -> dict[str, DAG]:
         except ConfigError as exc:  # one bad YAML must not hide every other pipeline's DAG
             log.error("skipping pipeline %s: %s", path.name, exc)
             continue
-        dag = build_train_dag(cfg)
-        dags[dag.dag_id] = dag
+        for dag in (build_train_dag(cfg), build_rollback_dag(cfg)):
+            dags[dag.dag_id] = dag
     return dags
 
 

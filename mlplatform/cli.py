@@ -18,7 +18,7 @@ from pathlib import Path
 from mlplatform.config import ConfigError, find_pipeline, load_pipeline
 from mlplatform.settings import Settings, get_settings
 
-STAGES = ["ingest", "validate", "features", "training_set", "train", "register", "gate", "promote"]
+STAGES = ["ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote"]
 KEY_OUTPUT = {
     "ingest": "data_version",
     "validate": "data_docs",
@@ -27,6 +27,7 @@ KEY_OUTPUT = {
     "train": "model_uri",
     "register": "model_uri",
     "gate": "challenger",
+    "infra_validate": "p99_ms",
     "promote": "served_version",
 }
 
@@ -56,7 +57,7 @@ def _stage_line(summary: dict) -> str:
             detail += "  " + " ".join(f"{k}={v:.3f}" for k, v in out["metrics"].items() if isinstance(v, float))
         if summary["stage"] == "gate":
             detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
-    return f"  {summary['stage']:<13}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
+    return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
 
 
 def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
@@ -134,6 +135,30 @@ def _run_outcome(settings: Settings, name: str, result: dict) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
     _run_outcome(settings, load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir)).name, result)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.stages import StageError
+    from mlplatform.stages.registry import rollback
+
+    try:
+        result = rollback(args.model, settings, args.to)
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    _say(f"{args.model}: now serving v{result['served_version']} (was v{result['from_version']}); alias champion -> v{result['served_version']}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.stages import StageError
+    from mlplatform.stages.registry import set_stable
+
+    try:
+        set_stable(args.model, args.version, settings)
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    _say(f"{args.model}: v{args.version} is now stable and champion")
     return 0
 
 
@@ -307,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for the airflow CLI")
     p.set_defaults(func=cmd_airflow)
+
+    p = sub.add_parser("rollback", help="serve the previous version again and move alias champion back (seconds)")
+    p.add_argument("model")
+    p.add_argument("--to", type=int, help="the published version to serve (default: the one before the current)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("promote", help="make a published version (e.g. a canary) stable and champion")
+    p.add_argument("model")
+    p.add_argument("--version", type=int, required=True)
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("status", help="registered models, versions, aliases and the served version")
     p.add_argument("model", nargs="?")

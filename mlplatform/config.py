@@ -93,6 +93,8 @@ class GateConfig(_Strict):
     metric: Literal["auc", "accuracy", "rmse", "mae"] = "auc"
     min: float | None = Field(default=None, description="absolute floor (ceiling for rmse/mae)")
     max_regression: float = Field(default=0.0, ge=0, description="allowed loss vs champion")
+    slices: list[str] = Field(default_factory=list, description="categorical features to also gate per value")
+    min_slice_rows: int = Field(default=30, ge=1, description="smaller slices are reported, not gated")
 
     @property
     def higher_is_better(self) -> bool:
@@ -101,6 +103,9 @@ class GateConfig(_Strict):
 
 class ServingConfig(_Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    canary: bool = Field(default=False, description="promote as label canary; stable moves on `mlplatform promote`")
+    latency_budget_ms: float = Field(default=250.0, gt=0, description="infra validation p99 budget")
+    warmup_requests: int = Field(default=20, ge=1, le=1000, description="hold-out requests replayed")
 
 
 class MonitoringConfig(_Strict):
@@ -136,6 +141,9 @@ class PipelineConfig(_Strict):
         classifier = self.model.kind == "tabular_classifier"
         if classifier != self.gate.higher_is_better:
             raise ValueError(f"gate.metric {self.gate.metric!r} does not fit model.kind {self.model.kind!r}")
+        unknown = [s for s in self.gate.slices if s not in self.features.categorical]
+        if unknown:
+            raise ValueError(f"gate.slices must name categorical features, not {unknown}")
         return self
 
     def config_hash(self) -> str:

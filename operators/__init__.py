@@ -7,18 +7,26 @@ Airflow SDK and pydantic config at top level; libraries load inside ``execute``.
 from operators.base import PlatformOperator
 from operators.features import FeaturesOperator, TrainingSetOperator
 from operators.ingest import IngestOperator
-from operators.registry import GateOperator, PromoteOperator, RegisterOperator
+from operators.registry import (
+    GateOperator,
+    InfraValidateOperator,
+    PromoteOperator,
+    RegisterOperator,
+    RollbackOperator,
+)
 from operators.training import LocalHorovodTrainOperator
 from operators.validate import ValidateOperator
 
 __all__ = [
     "FeaturesOperator",
     "GateOperator",
+    "InfraValidateOperator",
     "IngestOperator",
     "LocalHorovodTrainOperator",
     "PlatformOperator",
     "PromoteOperator",
     "RegisterOperator",
+    "RollbackOperator",
     "TrainingSetOperator",
     "ValidateOperator",
 ]

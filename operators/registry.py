@@ -50,18 +50,63 @@ class GateOperator(PlatformOperator):
         return gate(cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], settings)
 
 
-class PromoteOperator(PlatformOperator):
-    """Publish the gated version to the TF Serving model base and move alias champion."""
+class InfraValidateOperator(PlatformOperator):
+    """Load the challenger in the serving runtime, replay hold-out requests, write warm-up records.
 
-    stage = "promote"
-    template_fields = ("registered",)
+    XCom: ``candidate_dir`` (what promotion publishes), ``p50_ms``/``p99_ms``, ``warmup_file``.
+    A model that does not load, answers wrongly or misses the latency budget fails the task.
+    """
+
+    stage = "infra_validate"
+    template_fields = ("registered", "training_set")
     ui_color = "#e3f6f5"
 
-    def __init__(self, *, registered: Any, **kwargs: Any) -> None:
+    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.registered = registered
+        self.training_set = training_set
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.infra_validate import infra_validate
+
+        return infra_validate(cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], out_dir, settings)
+
+
+class PromoteOperator(PlatformOperator):
+    """Publish the validated candidate (``validated``: infra_validate's XCom) to the model base.
+
+    Labels it ``stable`` and moves alias ``champion`` (``canary`` for both with ``serving.canary``).
+    """
+
+    stage = "promote"
+    template_fields = ("validated",)
+    ui_color = "#e3f6f5"
+
+    def __init__(self, *, validated: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validated = validated
 
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import promote
 
-        return promote(cfg, int(self.registered["model_version"]), settings)
+        v = self.validated
+        return promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+
+
+class RollbackOperator(PlatformOperator):
+    """Serve the previous published version again (or ``to_version``, templated) and move champion back."""
+
+    stage = "rollback"
+    template_fields = ("to_version",)
+    ui_color = "#fbeaea"
+
+    def __init__(self, *, to_version: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.to_version = to_version
+
+    def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.stages.registry import rollback
+
+        to = int(self.to_version) if self.to_version not in (None, "", "None") else None
+        return rollback(cfg.serving.model_name, settings, to)

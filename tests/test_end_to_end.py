@@ -41,7 +41,7 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     # 1. the demo: a real DAG run through Airflow ending with a prediction from the promoted model
     demo = _cli("demo", "--rows", "1500", home=mlp_home)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for stage in ("ingest", "validate", "features", "training_set", "train", "register", "gate", "promote"):
+    for stage in ("ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote"):
         assert re.search(rf"^  {stage}\s+ok\s+\d+\.\d+s", demo.stdout, re.M), f"no summary line for {stage}:\n{demo.stdout}"
     assert "answered by model demo version 1" in demo.stdout
     predictions = [float(m) for m in re.findall(r"-> \[?([0-9.eE-]+)\]?$", demo.stdout, re.M)]

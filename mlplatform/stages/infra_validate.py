@@ -1,0 +1,105 @@
+"""Infra validation: the candidate must load in the serving runtime and answer in time.
+
+Contract: ``infra_validate(cfg, version, holdout_uri, out_dir, settings)`` downloads the registered
+version's SavedModel into ``out_dir/candidate``, loads it with the local server's own loader
+(:func:`serving.server.load_servable`), sends ``serving.warmup_requests`` REST-style predict bodies
+built from hold-out rows through the server's request path (:func:`serving.server.predict`), and
+checks every answer: one finite output per row (scores within [0, 1] for a classifier), under
+``serving.latency_budget_ms`` at p99 after the first (tracing) call. It then writes TF Serving's
+warm-up file into the candidate (``assets.extra/tf_serving_warmup_requests``) and returns
+``candidate_dir`` — the exact directory that promotion publishes. Any failure raises
+:class:`InfraValidationFailed` with one line saying what and why; nothing is published.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.config import PipelineConfig
+from mlplatform.settings import Settings
+from mlplatform.stages import StageError
+from mlplatform.storage import to_path
+
+
+class InfraValidationFailed(StageError):
+    """The candidate does not load, answers wrongly, or is too slow."""
+
+
+def _rows(cfg: PipelineConfig, df: pd.DataFrame) -> list[dict]:
+    cols = df[cfg.features.all].copy()
+    for c in cfg.features.categorical:
+        cols[c] = cols[c].astype(str)
+    return json.loads(cols.to_json(orient="records"))
+
+
+def check_answers(cfg: PipelineConfig, rows: list[dict], body: dict) -> None:
+    """Raise :class:`InfraValidationFailed` unless ``body`` holds one valid output per row."""
+    preds = body.get("predictions")
+    if not isinstance(preds, list) or len(preds) != len(rows):
+        raise InfraValidationFailed(f"infra validation: expected {len(rows)} predictions, got {str(preds)[:80]}")
+    values = []
+    for p in preds:
+        v = p[0] if isinstance(p, list) and len(p) == 1 else p
+        if isinstance(v, dict) or isinstance(v, list):
+            raise InfraValidationFailed(f"infra validation: each prediction must be one number, got {str(p)[:80]}")
+        values.append(float(v))
+    if not all(math.isfinite(v) for v in values):
+        raise InfraValidationFailed("infra validation: the model answered NaN or infinity")
+    if cfg.model.kind == "tabular_classifier" and not all(0.0 <= v <= 1.0 for v in values):
+        raise InfraValidationFailed("infra validation: classifier scores outside [0, 1]")
+
+
+def infra_validate(
+    cfg: PipelineConfig, version: int, holdout_uri: str, out_dir: Path, settings: Settings
+) -> dict[str, object]:
+    from mlplatform.stages.registry import download_saved_model
+    from serving import server, warmup
+
+    name, scfg = cfg.serving.model_name, cfg.serving
+    candidate = out_dir / "candidate"
+    try:
+        src = download_saved_model(settings, name, version, out_dir / "download")
+    except FileNotFoundError as exc:
+        raise InfraValidationFailed(f"infra validation: {name} v{version} holds no SavedModel: {exc}") from None
+    src.rename(candidate)
+    try:
+        servable = server.load_servable(name, version, candidate)
+    except Exception as exc:  # any load error blocks the candidate; the message says which
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InfraValidationFailed(f"infra validation: {name} v{version} does not load in the server: {first}") from None
+
+    holdout = pd.read_parquet(to_path(holdout_uri))
+    rows = _rows(cfg, holdout)
+    n = max(1, scfg.warmup_requests)
+    batches = [rows[(i * 7) % max(1, len(rows) - 8) :][: 1 + (i % 8)] for i in range(n)]
+    latencies = []
+    for body_rows in [rows[:1], *batches]:  # the first call traces the graph: not timed
+        started = time.perf_counter()
+        try:
+            _, _, body = server.predict(servable, {"instances": body_rows})
+        except server.ApiError as exc:
+            raise InfraValidationFailed(f"infra validation: the server rejected a hold-out request: {exc.message}") from None
+        latencies.append((time.perf_counter() - started) * 1000)
+        check_answers(cfg, body_rows, body)
+    timed = np.array(latencies[1:])
+    p50, p99 = float(np.percentile(timed, 50)), float(np.percentile(timed, 99))
+    if p99 > scfg.latency_budget_ms:
+        raise InfraValidationFailed(
+            f"infra validation: {name} v{version} p99 latency {p99:.1f} ms exceeds the budget of {scfg.latency_budget_ms} ms"
+        )
+    columns = [{k: np.asarray([r[k] for r in b]) for k in cfg.features.all} for b in batches]
+    warmup.write_warmup_file(candidate, name, columns)
+    return {
+        "candidate_dir": str(candidate),
+        "version": version,
+        "requests": len(batches),
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "warmup_file": str(candidate / warmup.WARMUP_RELPATH),
+    }

@@ -1,0 +1,227 @@
+"""Registry stages with real MLflow and real SavedModels: gate, infra validation, promote, rollback.
+
+Models here are small hand-written ``tf.Module`` scorers with the platform's signature (raw demo
+features by name -> ``score``), logged with MLflow's TensorFlow flavor exactly like the trainer does,
+so each test controls how good, bad or broken the challenger is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform import datagen
+from mlplatform.config import load_pipeline
+from mlplatform.settings import get_settings
+from mlplatform.stages import GateRefused
+from mlplatform.stages.infra_validate import InfraValidationFailed, infra_validate
+from mlplatform.stages.registry import alias_version, gate, promote, register, rollback
+from mlplatform.stages.train import ensure_experiment
+from tests.conftest import REPO
+
+END = pd.Timestamp("2026-06-01", tz="UTC").to_pydatetime()
+
+
+def _module(kind: str):
+    """A scorer following datagen's true logit ('good'), noise ('bad'), or broken variants."""
+    import tensorflow as tf
+
+    spec = {n: tf.TensorSpec([None], tf.float32, name=n) for n in ("tenure_months", "monthly_charges", "support_calls", "usage_minutes")}
+    spec |= {n: tf.TensorSpec([None], tf.string, name=n) for n in ("contract_type", "region")}
+
+    class Scorer(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, f):
+            logit = (
+                -1.4 + 0.55 * f["support_calls"] - 0.05 * f["tenure_months"] + 0.025 * (f["monthly_charges"] - 70.0)
+                - 0.004 * (f["usage_minutes"] - 300.0)
+                + tf.where(tf.equal(f["contract_type"], "month-to-month"), 1.3, tf.where(tf.equal(f["contract_type"], "one-year"), 0.2, -0.8))
+            )  # fmt: skip
+            score = tf.sigmoid(logit)
+            if kind == "bad":
+                score = tf.sigmoid(tf.sin(f["usage_minutes"] * 13.0))  # unrelated to the label
+            if kind == "slice_broken":
+                score = tf.where(tf.equal(f["region"], "south"), 1.0 - score, score)
+            if kind == "wrong_shape":
+                return {"score": tf.stack([score, score], axis=1)}
+            return {"score": score}
+
+    return Scorer()
+
+
+def _register(cfg, settings, kind: str) -> int:
+    import mlflow
+    import mlflow.tensorflow
+
+    ensure_experiment(settings, cfg.name)
+    module = _module(kind)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(cfg.name).experiment_id) as run:
+        info = mlflow.tensorflow.log_model(
+            module, name="model", saved_model_kwargs={"signatures": {"serving_default": module.serve.get_concrete_function()}},
+            pip_requirements=["tensorflow"],
+        )  # fmt: skip
+    return int(register(cfg, f"models:/{info.model_id}", run.info.run_id, {"data_version": kind}, settings)["model_version"])
+
+
+@pytest.fixture
+def env(mlp_home, tmp_path):
+    cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
+    settings = get_settings()
+    holdout = tmp_path / "holdout.parquet"
+    datagen.generate(1200, seed=5, end=END).to_parquet(holdout)
+    return cfg, settings, holdout.as_uri(), tmp_path
+
+
+def _ship(cfg, settings, version, holdout_uri, out):
+    gate(cfg, version, holdout_uri, settings)
+    validated = infra_validate(cfg, version, holdout_uri, out / f"infra{version}", settings)
+    return promote(cfg, version, settings, candidate_dir=validated["candidate_dir"])
+
+
+def test_first_model_needs_only_the_floor_and_a_worse_model_is_never_promoted(env):
+    from serving import layout, warmup
+
+    cfg, settings, holdout, tmp = env
+    cfg.gate.min = None  # the regression rule alone must stop the worse model
+    v1 = _register(cfg, settings, "good")
+    result = _ship(cfg, settings, v1, holdout, tmp)
+    assert result["served_version"] == v1 and alias_version(settings, "demo", "champion") == v1
+    records = warmup.read_warmup_file(settings.models_dir / "demo" / str(v1))
+    assert len(records) == cfg.serving.warmup_requests
+    assert set(records[0].predict_log.request.inputs) == set(cfg.features.all)
+
+    v2 = _register(cfg, settings, "bad")
+    assert alias_version(settings, "demo", "challenger") == v2
+    with pytest.raises(GateRefused, match=rf"gate refused demo v{v2}: auc=0\.\d+ vs champion v{v1} 0\.8\d+ regresses more than the allowed 0.02"):
+        gate(cfg, v2, holdout, settings)
+    assert alias_version(settings, "demo", "champion") == v1
+    assert layout.served_version(settings.models_dir, "demo") == v1
+    assert layout.list_versions(settings.models_dir, "demo") == [v1]
+
+    cfg.gate.min = 0.7
+    with pytest.raises(GateRefused, match=r"is past the floor 0.7"):
+        gate(cfg, v2, holdout, settings)
+
+
+def test_a_slice_that_regresses_refuses_the_gate(env):
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "slice_broken")
+    cfg.gate.min, cfg.gate.max_regression = None, 0.25  # overall the broken slice costs less ...
+    passed = gate(cfg, v2, holdout, settings)  # ... so without slices it passes
+    assert passed["decision"] == "promote"
+    cfg.gate.slices = ["region"]
+    with pytest.raises(GateRefused, match=r"slice region=south: auc=0\.\d+ vs champion"):
+        gate(cfg, v2, holdout, settings)
+
+
+def test_infra_validation_blocks_broken_and_slow_models(env):
+    cfg, settings, holdout, tmp = env
+    wrong = _register(cfg, settings, "wrong_shape")
+    with pytest.raises(InfraValidationFailed, match="infra validation: each prediction must be one number"):
+        infra_validate(cfg, wrong, holdout, tmp / "a", settings)
+
+    good = _register(cfg, settings, "good")
+    cfg.serving.latency_budget_ms = 0.001
+    with pytest.raises(InfraValidationFailed, match=r"p99 latency [\d.]+ ms exceeds the budget of 0.001 ms"):
+        infra_validate(cfg, good, holdout, tmp / "b", settings)
+
+    cfg.serving.latency_budget_ms = 250
+    corrupt = _register(cfg, settings, "good")
+    store = Path(settings.artifact_uri.removeprefix("file://"))
+    pbs = [p for p in store.rglob("saved_model.pb")]
+    for pb in pbs:  # corrupt only the newest version's artifact
+        if pb.stat().st_mtime == max(p.stat().st_mtime for p in pbs):
+            pb.write_bytes(b"not a saved model")
+    with pytest.raises(InfraValidationFailed, match=rf"demo v{corrupt} does not load in the server"):
+        infra_validate(cfg, corrupt, holdout, tmp / "c", settings)
+    from serving import layout
+
+    assert layout.list_versions(settings.models_dir, "demo") == []
+
+
+def test_canary_then_promote_and_rollback_errors(env):
+    from serving import layout
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    cfg.serving.canary = True
+    v2 = _register(cfg, settings, "good")
+    result = _ship(cfg, settings, v2, holdout, tmp)
+    labels = layout.read_models_config(settings.models_dir)["demo"]["labels"]
+    assert labels == {"stable": v1, "canary": v2} and result["served_version"] == v1
+    assert alias_version(settings, "demo", "champion") == v1 and alias_version(settings, "demo", "canary") == v2
+    rollback("demo", settings, to_version=v2)  # explicit version: make the canary stable
+    assert layout.read_models_config(settings.models_dir)["demo"]["labels"] == {"stable": v2}
+    from mlplatform.stages import StageError
+
+    with pytest.raises(StageError, match=r"demo v99 is not published"):
+        rollback("demo", settings, to_version=99)
+    rollback("demo", settings)
+    with pytest.raises(StageError, match=rf"demo v{v1} is the oldest published version"):
+        rollback("demo", settings)
+
+
+def test_twenty_promote_and_rollback_cycles_under_traffic_lose_no_request(env):
+    import uvicorn
+
+    from serving.client import PredictionClient
+    from serving.server import create_app
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v2, holdout, tmp)
+
+    app = create_app(settings.models_dir, log_dir=None, poll_seconds=0.05)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    client = PredictionClient(f"http://127.0.0.1:{port}")
+    client.wait_until_available("demo", timeout_s=60)
+    rows = datagen.generate(4, seed=1, end=END).drop(columns=["customer_id", "event_time", "churned"]).to_dict("records")
+
+    stop, failures, seen, count = threading.Event(), [], set(), [0]
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                result = client.predict("demo", rows)
+                assert len(result.predictions) == 4
+                seen.add(result.model_version)
+                count[0] += 1
+            except Exception as exc:  # every failure is recorded and fails the test
+                failures.append(repr(exc))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    rollback_seconds = []
+    try:
+        for _ in range(20):
+            started = time.perf_counter()
+            rollback("demo", settings)  # v2 -> v1
+            rollback_seconds.append(time.perf_counter() - started)
+            time.sleep(0.1)
+            promote(cfg, v2, settings)  # v1 -> v2 (already published: a label move)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert failures == []
+    assert count[0] > 40 and seen == {v1, v2}
+    assert max(rollback_seconds) < 5, rollback_seconds  # "seconds", with wide margin on a loaded CI box
+    assert alias_version(settings, "demo", "champion") == v2
+    print(f"{count[0]} requests, rollback median {np.median(rollback_seconds) * 1000:.0f} ms")
