@@ -284,7 +284,9 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     from mlplatform.airflow_runner import prepare_airflow
 
     prepare_airflow()
-    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    bin_dir = Path(sys.executable).parent
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
+    airflow_bin = str(bin_dir / "airflow")
     os.execv(airflow_bin, [airflow_bin, *args.airflow_args])
     return 0  # pragma: no cover - exec does not return
 

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
+            # embedded profile only: the local UI needs no login (production sets its auth manager)
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "MLP_HOME": str(self.home_dir),
             "MLP_PIPELINES_PATH": str(self.pipelines_dir),
         }

@@ -1,0 +1,627 @@
+"""The Kubernetes training backend without a cluster.
+
+The pod the operator would create is rendered through the KubernetesPodOperator's own
+``build_pod_request_obj`` and validated with kubernetes-validate (strict: unknown fields fail);
+the MPIJob is checked against the mpi-operator's published CRD schema (``tests/data``) and its pod
+templates with kubernetes-validate. Following an MPIJob is tested against fakes of
+CustomObjectsApi / CoreV1Api that answer like the API server (status conditions, 409 Conflict,
+404 after deletion, timestamped log lines, real ``kubernetes.client`` pod models).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes.client import ApiClient, V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
+from kubernetes.client.exceptions import ApiException
+
+from mlplatform import k8s
+from mlplatform.config import TrainingConfig, load_pipeline
+from mlplatform.settings import get_settings
+from tests.conftest import REPO
+
+K8S_VERSION = "1.31"
+RUN_ID = "manual__2026-03-01T12:00:00.123456+00:00"
+TRAINING_SET = {
+    "train_uri": "s3://mlp-bucket/runs/demo/r1/training_set/train.parquet",
+    "holdout_uri": "s3://mlp-bucket/runs/demo/r1/training_set/holdout.parquet",
+    "training_set_uri": "s3://mlp-bucket/runs/demo/r1/training_set/training_set.parquet",
+}
+LINEAGE = [{"data_version": "132a373544697ddbaaf7c46902f38cca", "ignored": 1}, {"validation": "ok"}]
+SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL", re.I)
+CRD_SCHEMA = REPO / "tests" / "data" / "mpijob_v2beta1_schema.yaml"
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def production_env(mlp_home, pipelines_dir, monkeypatch):
+    """Production-like settings (MLflow server, S3 storage, MinIO endpoint)."""
+    monkeypatch.setenv("MLP_MLFLOW_TRACKING_URI", "http://mlflow.mlplatform:5000")
+    monkeypatch.setenv("MLP_MLFLOW_ARTIFACT_URI", "s3://mlp-bucket/mlartifacts")
+    monkeypatch.setenv("MLP_STORAGE_URI", "s3://mlp-bucket/runs")
+    monkeypatch.setenv("MLP_K8S_S3_ENDPOINT_URL", "http://minio.mlplatform:9000")
+    monkeypatch.setenv("MLP_K8S_AWS_REGION", "eu-west-1")
+    for key in ("MLP_K8S_NAMESPACE", "MLP_K8S_GPU_NODE_SELECTOR", "MLP_K8S_S3_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    return pipelines_dir
+
+
+def set_training(pipelines_dir: Path, **training) -> None:
+    """Rewrite the demo pipeline's ``training:`` section."""
+    path = pipelines_dir / "demo.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["training"] = {**raw["training"], **training}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def demo_cfg(**training):
+    cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
+    return cfg.model_copy(
+        update={"training": TrainingConfig(**{"image": "reg/trainer:1", **training})}
+    )
+
+
+class FakeTI:
+    dag_id = "mlp_demo_train"
+    task_id = "train"
+    map_index = -1
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+        self.start_date = datetime.now(tz=UTC)
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
+def make_context() -> dict:
+    return {"ti": FakeTI(), "run_id": RUN_ID, "dag": SimpleNamespace()}
+
+
+def make_operator(**kwargs):
+    from operators.kubernetes_training import HorovodKubernetesTrainOperator
+
+    return HorovodKubernetesTrainOperator(
+        pipeline="demo", training_set=TRAINING_SET, lineage=LINEAGE, **kwargs
+    )
+
+
+def rendered_pod(op, context) -> dict:
+    """The pod the operator would create, in the API's JSON form."""
+    op.build_trainer_pod(context)
+    pod = op.build_pod_request_obj(context, dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def assert_no_literal_secrets(container: dict) -> None:
+    for item in container.get("env", []):
+        assert not (SECRETISH.search(item["name"]) and "value" in item), item
+    assert container.get("envFrom") == [{"secretRef": {"name": "mlplatform-s3"}}]
+
+
+def spec_arg(command: list[str]) -> dict:
+    assert command[-2] == "--spec-json"
+    return json.loads(command[-1])
+
+
+# -- the operator -------------------------------------------------------------------------------
+
+
+def test_operator_is_a_kubernetes_pod_operator_with_production_defaults(production_env):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
+    from airflow.sdk import DAG
+
+    from operators.kubernetes_training import HorovodKubernetesTrainOperator
+
+    assert issubclass(HorovodKubernetesTrainOperator, KubernetesPodOperator)
+    with DAG("mlp_demo_train", schedule=None, default_args={"pipeline": "demo"}):
+        op = HorovodKubernetesTrainOperator(training_set=TRAINING_SET, lineage=LINEAGE)
+    assert op.task_id == "train" and op.pipeline == "demo"
+    assert op.deferrable is True
+    assert op.reattach_on_restart is True and op.durable is True
+    assert op.on_finish_action == OnFinishAction.DELETE_SUCCEEDED_POD
+    assert op.get_logs is True and op.logging_interval == 60 and op.log_events_on_failure is True
+    assert op.do_xcom_push is True
+    assert op.service_account_name == "mlplatform-trainer" and op.namespace == "mlplatform"
+    assert op.startup_timeout_seconds == 900
+    assert {"training_set", "lineage"} <= set(op.template_fields)
+    assert set(KubernetesPodOperator.template_fields) <= set(op.template_fields)
+
+
+def test_gpu_pod_validates_and_carries_gpus_shm_env_and_labels(production_env):
+    set_training(
+        production_env,
+        gpus_per_worker=4,
+        image="reg/trainer:1",
+        resources={"cpu": "16", "memory": "64Gi"},
+    )
+    context = make_context()
+    obj = rendered_pod(make_operator(), context)
+
+    assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
+    spec = obj["spec"]
+    base, sidecar = spec["containers"]
+    assert base["name"] == "base" and sidecar["name"] == "airflow-xcom-sidecar"
+    assert base["image"] == "reg/trainer:1" and base["imagePullPolicy"] == "IfNotPresent"
+    assert base["command"][:8] == [
+        "horovodrun", "-np", "4", "-H", "localhost:4", "python", "-m", "training.train",
+    ]  # fmt: skip
+    trainer = spec_arg(base["command"])
+    assert trainer["train_uri"] == TRAINING_SET["train_uri"]
+    assert (
+        trainer["output_dir"]
+        == f"s3://mlp-bucket/runs/demo/{RUN_ID.replace(':', '_').replace('+', '_')}/train"
+    )
+    assert trainer["mlflow"]["tracking_uri"] == "http://mlflow.mlplatform:5000"
+    assert trainer["mlflow"]["artifact_location"] == "s3://mlp-bucket/mlartifacts/demo"
+    assert trainer["mlflow"]["tags"]["data_version"] == LINEAGE[0]["data_version"]
+    assert trainer["mlflow"]["tags"]["airflow_run_id"] == RUN_ID
+    assert "ignored" not in trainer["mlflow"]["tags"]
+
+    assert base["resources"] == {
+        "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"},
+        "requests": {"cpu": "16", "memory": "64Gi"},
+    }
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in base["volumeMounts"]
+    assert {"name": "xcom", "mountPath": "/airflow/xcom"} in base["volumeMounts"]  # KPO's sidecar
+    assert spec["serviceAccountName"] == "mlplatform-trainer"
+    assert spec["restartPolicy"] == "Never"
+    assert base["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+    env = env_of(base)
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlplatform:5000"
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert (
+        env["MLFLOW_S3_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"] == "http://minio.mlplatform:9000"
+    )
+    assert env["NCCL_DEBUG"] == "WARN"
+    assert env["MLPLATFORM_XCOM_PATH"] == "/airflow/xcom/return.json"
+    assert_no_literal_secrets(base)
+
+    labels = obj["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "mlplatform-trainer"
+    assert labels["mlplatform/pipeline"] == "demo"
+    assert labels["mlplatform/run"] == k8s.label_value(RUN_ID)
+    assert (
+        labels["dag_id"] == "mlp_demo_train" and labels["task_id"] == "train"
+    )  # KPO's re-attach keys
+    assert obj["metadata"]["namespace"] == "mlplatform"
+    assert obj["metadata"]["name"].startswith("mlp-demo-train-")
+
+
+def test_cpu_pod_runs_gloo_without_gpu_scheduling(production_env, monkeypatch):
+    monkeypatch.setenv("MLP_K8S_CPU_NODE_SELECTOR", '{"pool": "cpu"}')
+    set_training(production_env, gpus_per_worker=0, processes_per_worker=3, resources={"cpu": "6"})
+    obj = rendered_pod(make_operator(), make_context())
+
+    assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
+    base = obj["spec"]["containers"][0]
+    assert base["command"][:7] == [
+        "horovodrun",
+        "-np",
+        "3",
+        "--gloo",
+        "-H",
+        "localhost:3",
+        "python",
+    ]
+    assert base["resources"] == {"limits": {"cpu": "6"}, "requests": {"cpu": "6"}}
+    assert obj["spec"]["nodeSelector"] == {"pool": "cpu"}
+    assert not obj["spec"].get("tolerations")
+
+
+def test_bad_resource_quantity_is_refused_by_field(production_env):
+    with pytest.raises(ValueError, match=r"training.resources.memory: not a Kubernetes quantity"):
+        k8s.trainer_pod_spec(demo_cfg(resources={"memory": "lots"}), {}, settings=get_settings())
+
+
+# -- the MPIJob ---------------------------------------------------------------------------------
+
+
+def _closed(schema):
+    """The CRD schema with unknown fields refused (as ``kubectl apply --validate=strict``)."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+def crd_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_closed(yaml.safe_load(CRD_SCHEMA.read_text())))
+
+
+def validate_pod_template(template: dict) -> None:
+    kubernetes_validate.validate(
+        {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": template,
+        },
+        desired_version=K8S_VERSION,
+        strict=True,
+    )
+
+
+def test_mpijob_manifest_fits_the_crd_and_the_pod_schema(production_env):
+    cfg = demo_cfg(workers=3, gpus_per_worker=8, resources={"cpu": "32", "memory": "256Gi"})
+    spec = k8s.trainer_spec(
+        cfg, TRAINING_SET, output_dir="s3://b/o", tracking_uri="http://mlflow:5000",
+        artifact_location="s3://b/a", run_name="r", tags={},
+    )  # fmt: skip
+    name = k8s.mpijob_name("mlp_demo_train", "train", RUN_ID)
+    job = k8s.mpijob_manifest(cfg, spec, settings=get_settings(), name=name, run_id=RUN_ID)
+
+    crd_validator().validate(job)
+    replicas = job["spec"]["mpiReplicaSpecs"]
+    for template in (replicas["Launcher"]["template"], replicas["Worker"]["template"]):
+        validate_pod_template(template)
+
+    assert job["apiVersion"] == "kubeflow.org/v2beta1" and job["kind"] == "MPIJob"
+    assert job["spec"]["slotsPerWorker"] == 8
+    assert job["spec"]["runPolicy"] == {
+        "cleanPodPolicy": "Running", "backoffLimit": 0, "ttlSecondsAfterFinished": 86400,
+    }  # fmt: skip
+    # the mpi-operator's own validation (pkg/apis/kubeflow/validation): launcher replicas 1,
+    # restart policies Never/OnFailure, and "<name>-worker-<last>" a DNS-1035 label
+    assert replicas["Launcher"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 3
+    assert {r["restartPolicy"] for r in replicas.values()} <= {"Never", "OnFailure"}
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", f"{name}-worker-2")
+
+    launcher = replicas["Launcher"]["template"]["spec"]["containers"][0]
+    assert launcher["command"][:8] == [
+        "horovodrun", "-np", "24", "--hostfile", "/etc/mpi/hostfile", "python", "-m", "training.train",
+    ]  # fmt: skip
+    assert spec_arg(launcher["command"]) == spec
+    assert "nvidia.com/gpu" not in json.dumps(launcher["resources"])
+    assert_no_literal_secrets(launcher)
+
+    worker_pod = replicas["Worker"]["template"]["spec"]
+    worker = worker_pod["containers"][0]
+    assert "command" not in worker  # the mpi-operator runs sshd in workers
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert worker_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert worker_pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in worker["volumeMounts"]
+    assert worker_pod["serviceAccountName"] == "mlplatform-trainer"
+    assert env_of(worker)["NCCL_DEBUG"] == "WARN"
+    assert_no_literal_secrets(worker)
+    assert job["metadata"]["labels"]["mlplatform/pipeline"] == "demo"
+
+    misspelled = copy.deepcopy(job)
+    misspelled["spec"]["slotPerWorker"] = misspelled["spec"].pop("slotsPerWorker")
+    with pytest.raises(jsonschema.ValidationError, match="slotPerWorker"):
+        crd_validator().validate(misspelled)
+
+
+def test_names_and_labels_are_deterministic_and_dns_safe():
+    long_dag = "mlp_" + "very_long_pipeline_name_" * 5 + "train"
+    a = k8s.mpijob_name(long_dag, "train", RUN_ID)
+    assert a == k8s.mpijob_name(long_dag, "train", RUN_ID)
+    assert a != k8s.mpijob_name(long_dag, "train", RUN_ID.replace("12:00", "13:00"))
+    assert len(a) <= k8s.MPIJOB_NAME_MAX and re.fullmatch(r"[a-z][-a-z0-9]*[a-z0-9]", a)
+    assert k8s.mpijob_name("9_dag", "t", "r").startswith("mlp-9-dag-t-")
+    value = k8s.label_value("scheduled__" + "2026-01-01T00:00:00+00:00" * 4)
+    assert len(value) <= 63 and re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", value)
+
+
+# -- following an MPIJob -------------------------------------------------------------------------
+
+
+def cond(kind: str, reason: str = "", message: str = "") -> dict:
+    return {"type": kind, "status": "True", "reason": reason, "message": message}
+
+
+CREATED = {"conditions": [cond("Created")]}
+RUNNING = {"conditions": [cond("Created"), cond("Running", "MPIJobRunning")]}
+SUCCEEDED = {"conditions": [cond("Created"), cond("Succeeded", "MPIJobSucceeded", "done")]}
+FAILED = {
+    "conditions": [
+        cond("Created"),
+        cond(
+            "Failed",
+            "BackoffLimitExceeded/Error",
+            "Job has reached the specified backoff limit:\n  launcher exited with code 2",
+        ),
+    ]
+}
+RESULT = {
+    "mlflow_run_id": "abc123",
+    "mlflow_experiment_id": "7",
+    "model_uri": "runs:/abc123/model",
+    "mlflow_model_id": "m-42",
+    "metrics": {"auc": 0.83},
+    "world_size": 16,
+    "samples_per_sec": 1234.5,
+}
+
+
+class FakeCustomObjects:
+    """CustomObjectsApi's MPIJob calls. A created job goes through ``timeline`` (one status per
+    ``get``; the last one stays); ``existing`` is a job already there (a previous try's)."""
+
+    def __init__(self, timeline: list[dict], existing: dict | None = None) -> None:
+        self.timeline = timeline
+        self.jobs: dict[str, dict] = {}
+        self.queues: dict[str, list[dict]] = {}
+        self.created: list[dict] = []
+        self.deleted: list[tuple[str, str]] = []
+        if existing is not None:
+            self.jobs[existing["metadata"]["name"]] = copy.deepcopy(existing)
+
+    def _check(self, group, version, plural) -> None:
+        assert (group, version, plural) == ("kubeflow.org", "v2beta1", "mpijobs")
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **_):
+        self._check(group, version, plural)
+        name = body["metadata"]["name"]
+        if name in self.jobs:
+            raise ApiException(status=409, reason="Conflict")
+        self.created.append(copy.deepcopy(body))
+        self.jobs[name] = {**copy.deepcopy(body), "status": {}}
+        self.queues[name] = list(self.timeline)
+        return copy.deepcopy(self.jobs[name])
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
+        self._check(group, version, plural)
+        if name not in self.jobs:
+            raise ApiException(status=404, reason="Not Found")
+        queue = self.queues.get(name)
+        if queue:
+            self.jobs[name]["status"] = queue.pop(0) if len(queue) > 1 else queue[0]
+        return copy.deepcopy(self.jobs[name])
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kwargs):
+        self._check(group, version, plural)
+        if name not in self.jobs:
+            raise ApiException(status=404, reason="Not Found")
+        self.deleted.append((name, kwargs.get("propagation_policy")))
+        del self.jobs[name]
+        self.queues.pop(name, None)
+
+    def state(self, name: str) -> str:
+        job = self.jobs.get(name)
+        return k8s.mpijob_state(job)[0] if job else "Gone"
+
+
+class FakeLog(list):
+    released = False
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+class FakeCoreV1:
+    """CoreV1Api's pod list and pod log: one launcher pod whose phase follows the job; every log
+    read returns the log written so far (two more lines each time; all of it once the job has
+    ended), with timestamps."""
+
+    PHASES = {"Pending": "Pending", "Created": "Pending", "Running": "Running",
+              "Succeeded": "Succeeded", "Failed": "Failed"}  # fmt: skip
+
+    def __init__(self, custom: FakeCustomObjects, job_name: str, lines: list[str]) -> None:
+        self.custom = custom
+        self.job_name = job_name
+        self.log = [
+            f"2026-03-01T12:00:{i:02d}.{i % 3 * 25}Z {line}" for i, line in enumerate(lines)
+        ]
+        self.written = 0
+        self.reads: list[dict] = []
+
+    def list_namespaced_pod(self, namespace, label_selector, **_):
+        assert label_selector == (
+            f"training.kubeflow.org/job-name={self.job_name},training.kubeflow.org/job-role=launcher"
+        )
+        phase = self.PHASES.get(self.custom.state(self.job_name))
+        if phase is None:
+            return V1PodList(items=[])
+        pod = V1Pod(
+            metadata=V1ObjectMeta(
+                name=f"{self.job_name}-launcher-x7k2p", namespace=namespace,
+                creation_timestamp=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+            ),
+            status=V1PodStatus(phase=phase),
+        )  # fmt: skip
+        return V1PodList(items=[pod])
+
+    def read_namespaced_pod_log(self, name, namespace, container, **kwargs):
+        assert container == "launcher" and kwargs["timestamps"] is True
+        self.reads.append(kwargs)
+        done = self.custom.state(self.job_name) in ("Succeeded", "Failed")
+        self.written = len(self.log) if done else min(len(self.log), self.written + 2)
+        return FakeLog(f"{line}\n".encode() for line in self.log[: self.written])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg, *args) -> None:
+        self.lines.append(msg % args)
+
+    debug = warning = info
+
+
+def make_runner(custom, core, name="mlp-demo-train-train-0123456789"):
+    from operators.kubernetes_training import MPIJobRunner
+
+    manifest = {"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob",
+                "metadata": {"name": name, "namespace": "mlplatform"}, "spec": {}}  # fmt: skip
+    log = Recorder()
+    runner = MPIJobRunner(custom, core, manifest, log=log, poll_interval=0.01, sleep=lambda s: None)
+    return runner, log
+
+
+LAUNCHER_LINES = [
+    "training tabular_classifier on 10000 rows, world_size=16",
+    "[1,0]<stdout>:epoch 1/2 loss=0.52",
+    "[1,0]<stdout>:epoch 2/2 loss=0.44",
+    "[1,0]<stdout>:holdout auc=0.8300",
+    f"[1,0]<stdout>:MLPLATFORM_RESULT {json.dumps(RESULT)}",
+]
+
+
+def test_runner_follows_a_job_to_success_and_reads_the_result():
+    name = "mlp-demo-train-train-0123456789"
+    custom = FakeCustomObjects([CREATED, RUNNING, RUNNING, RUNNING, SUCCEEDED])
+    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
+    runner, log = make_runner(custom, core, name)
+
+    assert runner.run() == RESULT
+    assert len(custom.created) == 1 and not custom.deleted
+    launcher_lines = [line for line in log.lines if line.startswith("[launcher] ")]
+    assert launcher_lines == [
+        f"[launcher] {line}" for line in LAUNCHER_LINES
+    ]  # each once, in order
+    assert len(core.reads) >= 2 and core.reads[0]["since_seconds"] is None
+    assert any(r["follow"] for r in core.reads) and core.reads[-1]["follow"] is False
+    assert core.reads[1]["since_seconds"] is not None  # a re-opened stream asks only for the gap
+    assert any("MPIJob mlplatform/" in line and "Succeeded" in line for line in log.lines)
+
+
+def test_runner_raises_one_line_on_failure():
+    from operators.kubernetes_training import MPIJobFailed
+
+    name = "mlp-demo-train-train-0123456789"
+    custom = FakeCustomObjects([CREATED, RUNNING, FAILED])
+    core = FakeCoreV1(
+        custom, name, ["start", "training.train: error: spec: train_uri: no such file"]
+    )
+    runner, _ = make_runner(custom, core, name)
+
+    with pytest.raises(MPIJobFailed) as info:
+        runner.run()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"train: MPIJob mlplatform/{name} failed (BackoffLimitExceeded/Error): "
+    )
+    assert "launcher exited with code 2" in message
+    assert message.endswith(
+        "last launcher line: training.train: error: spec: train_uri: no such file"
+    )
+
+
+def test_runner_reattaches_to_a_running_job_on_conflict():
+    name = "mlp-demo-train-train-0123456789"
+    existing = {"metadata": {"name": name, "namespace": "mlplatform"}, "status": RUNNING}
+    custom = FakeCustomObjects([RUNNING, RUNNING, SUCCEEDED], existing=existing)
+    custom.queues[name] = [RUNNING, RUNNING, SUCCEEDED]  # the job a previous try submitted goes on
+    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
+    runner, log = make_runner(custom, core, name)
+
+    assert runner.run() == RESULT
+    assert custom.created == [] and custom.deleted == []  # followed, not created again
+    assert any(line.startswith("re-attaching to MPIJob mlplatform/") for line in log.lines)
+
+
+def test_runner_replaces_a_failed_job_on_retry():
+    name = "mlp-demo-train-train-0123456789"
+    existing = {"metadata": {"name": name, "namespace": "mlplatform"}, "status": FAILED}
+    custom = FakeCustomObjects([CREATED, RUNNING, SUCCEEDED], existing=existing)
+    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
+    runner, _ = make_runner(custom, core, name)
+
+    assert runner.run() == RESULT
+    assert custom.deleted == [(name, "Foreground")] and len(custom.created) == 1
+
+
+def test_runner_gives_up_on_a_job_that_never_starts():
+    from operators.kubernetes_training import MPIJobFailed, MPIJobRunner
+
+    name = "mlp-demo-train-train-0123456789"
+    custom = FakeCustomObjects([CREATED])
+    core = FakeCoreV1(custom, name, [])
+    ticks = iter(range(0, 10_000, 100))
+    manifest = {"metadata": {"name": name, "namespace": "mlplatform"}}
+    runner = MPIJobRunner(
+        custom, core, manifest, log=Recorder(), startup_timeout=900,
+        sleep=lambda s: None, clock=lambda: next(ticks),
+    )  # fmt: skip
+    with pytest.raises(MPIJobFailed, match=r"not running after 900s \(state Created;"):
+        runner.run()
+    assert core.reads == []  # the launcher never ran: nothing to read
+
+
+def test_mpijob_state_reads_conditions():
+    assert k8s.mpijob_state({}) == ("Pending", "", "")
+    assert k8s.mpijob_state({"status": RUNNING})[0] == "Running"
+    state, reason, message = k8s.mpijob_state({"status": FAILED})
+    assert (state, reason) == ("Failed", "BackoffLimitExceeded/Error") and "\n" not in message
+    assert k8s.parse_result_line('[0]<stdout>:MLPLATFORM_RESULT {"a": 1}') == {"a": 1}
+    assert k8s.parse_result_line("MLPLATFORM_RESULT not-json") is None
+
+
+def test_operator_runs_an_mpijob_and_pushes_the_train_xcom(production_env, monkeypatch):
+    from operators.kubernetes_training import HorovodKubernetesTrainOperator
+
+    monkeypatch.setenv("MLP_K8S_POLL_INTERVAL_SECONDS", "0.01")
+    set_training(production_env, workers=2, gpus_per_worker=4)
+    name = k8s.mpijob_name("mlp_demo_train", "train", RUN_ID)
+    custom = FakeCustomObjects([CREATED, RUNNING, SUCCEEDED])
+    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
+
+    class OnFakeCluster(HorovodKubernetesTrainOperator):
+        def mpijob_clients(self):
+            return custom, core
+
+    op = OnFakeCluster(pipeline="demo", training_set=TRAINING_SET, lineage=LINEAGE)
+    context = make_context()
+    result = op.execute(context)
+
+    submitted = custom.created[0]
+    assert submitted["metadata"]["name"] == name
+    assert submitted["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 2
+    assert result == {
+        "mlflow_run_id": "abc123",
+        "model_uri": "models:/m-42",
+        "metrics": {"auc": 0.83},
+        "world_size": 16,
+        "samples_per_sec": 1234.5,
+        "tags": result["tags"],
+    }
+    assert result["tags"]["data_version"] == LINEAGE[0]["data_version"]
+    assert result["tags"]["airflow_run_id"] == RUN_ID
+    assert context["ti"].xcom["mpijob_name"] == name
+    assert context["ti"].xcom["mlflow_run_url"].endswith("/#/experiments/7/runs/abc123")
+
+
+def test_train_xcom_needs_a_result():
+    from airflow.sdk.exceptions import AirflowException
+
+    from operators.kubernetes_training import train_xcom
+
+    assert train_xcom({**RESULT, "mlflow_model_id": None}, {})["model_uri"] == "runs:/abc123/model"
+    with pytest.raises(AirflowException, match="/airflow/xcom/return.json"):
+        train_xcom(None, {})
