@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
+REPORTS_PREFIX = "/mlplatform"  # where plugins/mlplatform_plugin.py mounts its report server
+
 
 class _XComLink(BaseOperatorLink):
     xcom_key = ""
@@ -25,6 +27,14 @@ class _XComLink(BaseOperatorLink):
 class DataDocsLink(_XComLink):
     name = "GX Data Docs"
     xcom_key = "data_docs_url"
+
+    @staticmethod
+    def url(settings: Any, index_file: Any) -> str:
+        """The Airflow-served URL of a Data Docs ``index.html`` under the platform storage."""
+        from mlplatform.storage import to_path
+
+        relative = to_path(str(index_file)).relative_to(to_path(settings.storage))
+        return f"{REPORTS_PREFIX}/reports/{relative.as_posix()}"
 
 
 class MlflowRunLink(_XComLink):

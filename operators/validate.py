@@ -29,10 +29,8 @@ class ValidateOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.validate import validate
 
+        link = DataDocsLink.url(settings, out_dir / "data_docs" / "index.html")
         try:
-            result = validate(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
-        except Exception:
-            context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=(out_dir / "data_docs" / "index.html").as_uri())
-            raise
-        context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=result["data_docs"])
-        return result
+            return validate(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
+        finally:  # the Data Docs exist for failed batches too: link them either way
+            context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=link)

@@ -58,3 +58,21 @@ def test_a_bad_pipeline_yaml_does_not_hide_the_others(mlp_home, pipelines_dir):
     assert result["errors"] == {}
     assert "mlp_demo_train" in result["dag_ids"]
     assert "mlp_broken_train" not in result["dag_ids"]
+
+
+def test_kubernetes_backend_swaps_in_the_pod_operator(mlp_home):
+    result = _load(REPO / "dags", {"MLP_TRAINING_BACKEND": "kubernetes"})
+    assert result["errors"] == {}
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag; import sys; "
+        "t = DagBag(dag_folder=sys.argv[1]).dags['mlp_demo_train'].get_task('train'); "
+        "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator as K; "
+        "print(type(t).__name__, isinstance(t, K))"
+    )
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "dags")], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "MLP_TRAINING_BACKEND": "kubernetes"}, timeout=300,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "HorovodKubernetesTrainOperator True", out.stderr[-1500:]
