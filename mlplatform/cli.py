@@ -183,7 +183,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from serving import server
 
     argv = ["--model-base", str(settings.models_dir), "--host", args.host or settings.serving_host,
-            "--port", str(args.port or settings.serving_port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
+            "--port", str(args.port or settings.serving_port), "--log-dir", str(settings.request_log_dir),
+            "--grpc-port", str(settings.serving_grpc_port if args.grpc_port is None else args.grpc_port)]  # fmt: skip
     return server.main(argv) or 0
 
 
@@ -318,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the local TF-Serving-compatible REST server on the model base")
     p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="REST port (default MLP_SERVING_PORT, 8501)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default MLP_SERVING_GRPC_PORT, 8500; 0 disables)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="send raw feature rows to a served model")

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     training_backend: Literal["local", "kubernetes"] = "local"
     serving_host: str = "127.0.0.1"
     serving_port: int = 8501
+    serving_grpc_port: int = Field(default=8500, description="gRPC PredictionService port; 0 disables")
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="linked from the Airflow UI")
 
     @cached_property

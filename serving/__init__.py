@@ -1,11 +1,13 @@
-"""Model serving: TF Serving layout (:mod:`serving.layout`), a TF-Serving-compatible REST
-server (:mod:`serving.server`, imports FastAPI; TensorFlow only when loading a model) and a
-REST client (:mod:`serving.client`).
+"""Model serving: TF Serving layout (:mod:`serving.layout`), a TF-Serving-compatible server
+speaking TF Serving's REST API (:mod:`serving.server`, imports FastAPI; TensorFlow only when
+loading a model) and its gRPC API (:mod:`serving.grpc_server`), the classify/regress and
+signature logic they share (:mod:`serving.inference`), and REST and gRPC clients
+(:mod:`serving.client`).
 
-Importing this package does not import TensorFlow or FastAPI.
+Importing this package does not import TensorFlow, gRPC or FastAPI.
 """
 
-from serving.client import PredictionClient, PredictResult, ServingError
+from serving.client import GrpcPredictionClient, PredictionClient, PredictResult, ServingError
 from serving.layout import (
     list_models,
     list_versions,
@@ -19,6 +21,7 @@ from serving.layout import (
 )
 
 __all__ = [
+    "GrpcPredictionClient",
     "PredictResult",
     "PredictionClient",
     "ServingError",

@@ -1,44 +1,90 @@
-"""Small REST client for TF Serving's API (this package's server or a real TF Serving).
+"""Clients for TF Serving's APIs (this package's server or a real TF Serving): REST
+(:class:`PredictionClient`) and gRPC (:class:`GrpcPredictionClient`), with one result type.
 
 Contract:
 
 * ``PredictionClient(base_url).predict(model, instances)`` POSTs the row format to
-  ``/v1/models/<model>[/versions/<v>|/labels/<l>]:predict`` and returns a
+  ``/v1/models/<model>[/versions/<v>|/labels/<l>]:predict``; ``classify`` / ``regress``
+  POST ``{"examples", "context"?}`` to ``:classify`` / ``:regress``. All return a
   :class:`PredictResult`. ``model_version`` comes from the ``X-Model-Version`` response
   header (set by :mod:`serving.server`); against a real TF Serving, which does not send
   it, it is the explicitly requested ``version`` or None.
-* Any non-200 answer, unreadable answer or transport failure raises :class:`ServingError`
-  whose message is one line (the server's ``error`` text when it sent one).
+* ``GrpcPredictionClient(target)`` (``"host:8500"``) has the same methods over
+  ``tensorflow.serving.PredictionService`` / ``ModelService``, using only
+  tensorflow-serving-api's stubs and protos, so it works unchanged against a real
+  TF Serving; ``model_version`` is the ``model_spec.version`` of the response.
+* Both: ``model_status`` (the ``model_version_status`` list, as REST JSON),
+  ``model_metadata`` (the REST metadata JSON), ``wait_until_available``.
+* Any failed request raises :class:`ServingError` whose message is one line (the server's
+  error text when it sent one); ``status_code`` is the HTTP status (REST) and ``code``
+  the canonical status name (``"NOT_FOUND"``, ``"INVALID_ARGUMENT"``, ...; for REST
+  derived from the HTTP status), both None for transport failures over REST.
+
+Importing this module does not import TensorFlow or gRPC. Constructing a
+:class:`GrpcPredictionClient` does: tensorflow-serving-api's generated protos import
+``tensorflow.core.*``, which loads the TensorFlow package (seconds, once per process).
 """
 
 from __future__ import annotations
 
+import base64
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-__all__ = ["PredictResult", "PredictionClient", "ServingError"]
+__all__ = ["GrpcPredictionClient", "PredictResult", "PredictionClient", "ServingError"]
 
 VERSION_HEADER = "X-Model-Version"
+DEFAULT_SIGNATURE = "serving_default"
+_CODE_FOR_HTTP_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 class ServingError(RuntimeError):
-    """A failed serving request; ``status_code`` is None for transport errors."""
+    """A failed serving request.
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    ``status_code``: the HTTP status (REST; None for transport errors and for gRPC).
+    ``code``: the canonical status code name (gRPC's, or derived from the HTTP status).
+    """
+
+    def __init__(
+        self, message: str, status_code: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(" ".join(str(message).split()))
         self.status_code = status_code
+        self.code = code or (
+            _CODE_FOR_HTTP_STATUS.get(status_code, "UNKNOWN") if status_code else None
+        )
 
 
 @dataclass(frozen=True)
 class PredictResult:
-    """Predictions (one per instance) and the model version that produced them, if known."""
+    """Answers and the model version that produced them, if known.
 
-    predictions: list[Any]
+    ``predictions``: predict -> one value per instance (one dict per instance when the
+    signature has several outputs), as REST's ``predictions``; classify -> one
+    ``[[label, score], ...]`` list per example; regress -> one float per example.
+    ``outputs``: gRPC predict only, the raw output arrays by name (numpy).
+    """
+
+    predictions: Any
     model_version: int | None
+    outputs: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class PredictionClient:
@@ -119,9 +165,66 @@ class PredictionClient:
         model_version = int(header) if header and header.strip().isdigit() else version
         return PredictResult(predictions=payload["predictions"], model_version=model_version)
 
-    def model_status(self, model_name: str) -> list[dict[str, Any]]:
-        """The ``model_version_status`` list of ``GET /v1/models/<model_name>``."""
-        url = self._model_url(model_name, None, None)
+    def _examples_call(
+        self,
+        method: str,
+        model_name: str,
+        examples: Sequence[Mapping[str, Any]],
+        version: int | None,
+        label: str | None,
+        context: Mapping[str, Any] | None,
+        signature_name: str | None,
+    ) -> PredictResult:
+        body: dict[str, Any] = {"examples": list(examples)}
+        if context is not None:
+            body["context"] = dict(context)
+        if signature_name:
+            body["signature_name"] = signature_name
+        url = self._model_url(model_name, version, label) + f":{method}"
+        response = self._request("POST", url, json=body)
+        payload = self._json(response)
+        if not isinstance(payload, dict) or "results" not in payload:
+            raise ServingError(f"{url} answered without 'results'", response.status_code)
+        header = response.headers.get(VERSION_HEADER)
+        model_version = int(header) if header and header.strip().isdigit() else version
+        return PredictResult(predictions=payload["results"], model_version=model_version)
+
+    def classify(
+        self,
+        model_name: str,
+        examples: Sequence[Mapping[str, Any]],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        signature_name: str | None = None,
+    ) -> PredictResult:
+        """Classify ``examples`` (feature -> value|list); predictions are one
+        ``[[label, score], ...]`` list per example."""
+        return self._examples_call(
+            "classify", model_name, examples, version, label, context, signature_name
+        )
+
+    def regress(
+        self,
+        model_name: str,
+        examples: Sequence[Mapping[str, Any]],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        signature_name: str | None = None,
+    ) -> PredictResult:
+        """Regress ``examples`` (feature -> value|list); predictions are one float each."""
+        return self._examples_call(
+            "regress", model_name, examples, version, label, context, signature_name
+        )
+
+    def model_status(
+        self, model_name: str, version: int | None = None, label: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``model_version_status`` list of ``GET /v1/models/<model_name>[...]``."""
+        url = self._model_url(model_name, version, label)
         payload = self._json(self._request("GET", url))
         status = payload.get("model_version_status") if isinstance(payload, dict) else None
         if not isinstance(status, list):
@@ -142,35 +245,422 @@ class PredictionClient:
         """Poll until ``model_name`` has an AVAILABLE version; return the default-served one.
 
         The version is the ``model_spec.version`` of the metadata route (what an
-        unversioned predict uses), falling back to the highest AVAILABLE version. 404s
-        and connection errors count as "not yet". Raises TimeoutError after ``timeout_s``.
+        unversioned predict uses), falling back to the highest AVAILABLE version. 404s,
+        503s and connection errors count as "not yet". Raises TimeoutError after
+        ``timeout_s``.
         """
-        deadline = time.monotonic() + timeout_s
-        last_error = "no answer yet"
-        while True:
+        return _wait_until_available(self, self.base_url, model_name, timeout_s, poll_s)
+
+
+def _wait_until_available(
+    client: Any, where: str, model_name: str, timeout_s: float, poll_s: float
+) -> int:
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    while True:
+        try:
+            available = [
+                int(s["version"])
+                for s in client.model_status(model_name)
+                if s.get("state") == "AVAILABLE"
+            ]
+            if available:
+                try:
+                    spec = client.model_metadata(model_name).get("model_spec", {})
+                    return int(spec["version"])
+                except (ServingError, KeyError, TypeError, ValueError):
+                    return max(available)
+            last_error = "no AVAILABLE version"
+        except ServingError as exc:
+            if exc.code not in (None, "NOT_FOUND", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise
+            last_error = str(exc)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"model {model_name!r} not available at {where} after {timeout_s:g}s: {last_error}"
+            )
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+class GrpcPredictionClient:
+    """gRPC client for ``target`` (e.g. ``"127.0.0.1:8500"``); usable as a context manager.
+
+    Uses only tensorflow-serving-api's ``PredictionServiceStub`` / ``ModelServiceStub``
+    and protos, so it talks to a real TF Serving as well as to :mod:`serving.server`.
+    Thread-safe (one channel; calls may run concurrently). ``timeout`` is each RPC's
+    deadline in seconds.
+
+    ``predict`` builds one TensorProto per signature input with that input's dtype,
+    read once from ``GetModelMetadata`` and cached per (model, version/label, signature)
+    — TF Serving does not cast, so a Python float must become DT_FLOAT for a float32
+    input. When a cached dtype may be stale (the served version changed) and the server
+    answers INVALID_ARGUMENT, the metadata is re-read and the request sent once more.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 10,
+        *,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.target = target
+        self.timeout = timeout
+        self._grpc = grpc
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                *options,
+            ],
+        )
+        self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._input_dtypes: dict[tuple[Any, ...], dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> GrpcPredictionClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _fill_spec(
+        spec: Any,
+        model_name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str | None = None,
+    ) -> None:
+        if version is not None and label is not None:
+            raise ValueError("pass either version or label, not both")
+        spec.name = model_name
+        if version is not None:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ValueError(f"invalid version {version!r}: must be a non-negative int")
+            spec.version.value = version
+        elif label is not None:
+            spec.version_label = label
+        if signature_name:
+            spec.signature_name = signature_name
+
+    def _call(self, rpc: Any, request: Any, what: str) -> Any:
+        try:
+            return rpc(request, timeout=self.timeout)
+        except self._grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            name = code.name if code is not None else "UNKNOWN"
+            raise ServingError(
+                f"{what} at {self.target} failed: {name}: {details}", code=name
+            ) from exc
+
+    @staticmethod
+    def _version(response: Any, requested: int | None) -> int | None:
+        spec = response.model_spec
+        return int(spec.version.value) if spec.HasField("version") else requested
+
+    def _metadata_proto(self, model_name: str, version: int | None, label: str | None) -> Any:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._fill_spec(request.model_spec, model_name, version, label)
+        return self._call(
+            self._prediction.GetModelMetadata, request, f"GetModelMetadata {model_name}"
+        )
+
+    @staticmethod
+    def _signature_defs(response: Any) -> Any:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        signature_defs = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" in response.metadata:
+            response.metadata["signature_def"].Unpack(signature_defs)
+        return signature_defs
+
+    def _dtypes(
+        self,
+        model_name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        refresh: bool,
+    ) -> tuple[dict[str, int], bool]:
+        """Input name -> DataType enum of a signature, and whether it came from the cache."""
+        key = (model_name, version, label, signature_name)
+        with self._lock:
+            cached = self._input_dtypes.get(key)
+        if cached is not None and not refresh:
+            return cached, True
+        signature_defs = self._signature_defs(self._metadata_proto(model_name, version, label))
+        if signature_name not in signature_defs.signature_def:
+            available = ", ".join(sorted(signature_defs.signature_def)) or "none"
+            raise ServingError(
+                f"Predict {model_name} at {self.target}: serving signature name: "
+                f"'{signature_name}' not found in signature def (available: {available})",
+                code="INVALID_ARGUMENT",
+            )
+        signature = signature_defs.signature_def[signature_name]
+        dtypes = {k: int(v.dtype) for k, v in signature.inputs.items()}
+        with self._lock:
+            self._input_dtypes[key] = dtypes
+        return dtypes, False
+
+    @staticmethod
+    def _columns(inputs: Any, dtypes: Mapping[str, int]) -> dict[str, Any]:
+        if isinstance(inputs, Mapping):
+            return dict(inputs)
+        rows = list(inputs)
+        if not rows:
+            raise ValueError("predict needs at least one instance")
+        if all(isinstance(r, Mapping) for r in rows):
+            names = list(rows[0])
+            for i, row in enumerate(rows):
+                if set(row) != set(names):
+                    raise ValueError(
+                        f"instance {i} has inputs {sorted(row)}, instance 0 has {sorted(names)}"
+                    )
+            return {n: [row[n] for row in rows] for n in names}
+        if len(dtypes) != 1:
+            raise ValueError(
+                "instances must be dicts of named inputs unless the signature has exactly "
+                f"one input (it has: {', '.join(sorted(dtypes)) or 'unknown'})"
+            )
+        return {next(iter(dtypes)): rows}
+
+    @staticmethod
+    def _rows(outputs: Mapping[str, Any]) -> Any:
+        """REST-like ``predictions`` from output arrays (row format when possible)."""
+        converted = {k: _to_python(v) for k, v in outputs.items()}
+        if len(converted) == 1:
+            return next(iter(converted.values()))
+        sizes = {len(v) if isinstance(v, list) else -1 for v in converted.values()}
+        if len(sizes) != 1 or -1 in sizes:
+            return converted  # no common batch dimension: columns, as REST "outputs"
+        (n,) = sizes
+        return [{k: v[i] for k, v in converted.items()} for i in range(n)]
+
+    # ------------------------------------------------------------------ API
+
+    def predict(
+        self,
+        model_name: str,
+        inputs: Sequence[Any] | Mapping[str, Any],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        signature_name: str | None = None,
+        output_filter: Sequence[str] | None = None,
+    ) -> PredictResult:
+        """Predict with the default, a specific, or a labelled version.
+
+        ``inputs``: rows (a list of ``{input: value}``, or of values for a one-input
+        signature) or columns (``{input: list | numpy array | TensorProto}``).
+        ``predictions`` are as REST's row format; ``outputs`` has the raw arrays.
+        """
+        from tensorflow_serving.apis import predict_pb2
+
+        from serving.tensor_proto import to_ndarray, to_tensor_proto
+
+        signature = signature_name or DEFAULT_SIGNATURE
+        for attempt in range(2):
+            dtypes, cached = self._dtypes(model_name, version, label, signature, attempt == 1)
+            request = predict_pb2.PredictRequest()
+            self._fill_spec(request.model_spec, model_name, version, label, signature_name)
+            for name, values in self._columns(inputs, dtypes).items():
+                try:
+                    proto = to_tensor_proto(values, dtypes.get(name))
+                except (TypeError, ValueError) as exc:
+                    raise ServingError(
+                        f"Predict {model_name}: input '{name}' cannot be sent as the "
+                        f"signature's dtype: {exc}",
+                        code="INVALID_ARGUMENT",
+                    ) from exc
+                request.inputs[name].CopyFrom(proto)
+            if output_filter:
+                request.output_filter.extend(output_filter)
             try:
-                available = [
-                    int(s["version"])
-                    for s in self.model_status(model_name)
-                    if s.get("state") == "AVAILABLE"
-                ]
-                if available:
-                    try:
-                        spec = self.model_metadata(model_name).get("model_spec", {})
-                        return int(spec["version"])
-                    except (ServingError, KeyError, TypeError, ValueError):
-                        return max(available)
-                last_error = "no AVAILABLE version"
+                response = self._call(self._prediction.Predict, request, f"Predict {model_name}")
             except ServingError as exc:
-                if exc.status_code not in (None, 404, 503):
-                    raise
-                last_error = str(exc)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"model {model_name!r} not available at {self.base_url} after "
-                    f"{timeout_s:g}s: {last_error}"
-                )
-            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+                if exc.code == "INVALID_ARGUMENT" and cached and attempt == 0:
+                    continue  # the served version may have changed its signature: re-read
+                raise
+            outputs = {k: to_ndarray(v) for k, v in response.outputs.items()}
+            return PredictResult(
+                predictions=self._rows(outputs),
+                model_version=self._version(response, version),
+                outputs=outputs,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _input(self, examples: Sequence[Any], context: Any | None) -> Any:
+        from tensorflow_serving.apis import input_pb2
+
+        protos = [_example(e) for e in examples]
+        if context is None:
+            return input_pb2.Input(example_list=input_pb2.ExampleList(examples=protos))
+        return input_pb2.Input(
+            example_list_with_context=input_pb2.ExampleListWithContext(
+                examples=protos, context=_example(context)
+            )
+        )
+
+    def classify(
+        self,
+        model_name: str,
+        examples: Sequence[Any],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        context: Any | None = None,
+        signature_name: str | None = None,
+    ) -> PredictResult:
+        """Classify ``examples`` (dicts feature -> value|list, or ``tf.train.Example``);
+        predictions are one ``[[label, score], ...]`` list per example."""
+        from tensorflow_serving.apis import classification_pb2
+
+        request = classification_pb2.ClassificationRequest(input=self._input(examples, context))
+        self._fill_spec(request.model_spec, model_name, version, label, signature_name)
+        response = self._call(self._prediction.Classify, request, f"Classify {model_name}")
+        results = [
+            [[c.label, float(c.score)] for c in classifications.classes]
+            for classifications in response.result.classifications
+        ]
+        return PredictResult(predictions=results, model_version=self._version(response, version))
+
+    def regress(
+        self,
+        model_name: str,
+        examples: Sequence[Any],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        context: Any | None = None,
+        signature_name: str | None = None,
+    ) -> PredictResult:
+        """Regress ``examples`` (dicts feature -> value|list, or ``tf.train.Example``);
+        predictions are one float per example."""
+        from tensorflow_serving.apis import regression_pb2
+
+        request = regression_pb2.RegressionRequest(input=self._input(examples, context))
+        self._fill_spec(request.model_spec, model_name, version, label, signature_name)
+        response = self._call(self._prediction.Regress, request, f"Regress {model_name}")
+        values = [float(r.value) for r in response.result.regressions]
+        return PredictResult(predictions=values, model_version=self._version(response, version))
+
+    def model_status(
+        self, model_name: str, version: int | None = None, label: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``GetModelStatus`` as the REST status route's ``model_version_status`` list."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_spec(request.model_spec, model_name, version, label)
+        response = self._call(self._models.GetModelStatus, request, f"GetModelStatus {model_name}")
+        return json_format.MessageToDict(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )["model_version_status"]
+
+    def model_metadata(
+        self, model_name: str, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        """``GetModelMetadata`` (signature defs) as the REST metadata route's JSON."""
+        from google.protobuf import json_format
+
+        response = self._metadata_proto(model_name, version, label)
+
+        def as_dict(message: Any) -> dict[str, Any]:
+            return json_format.MessageToDict(
+                message,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+            )
+
+        return {
+            "model_spec": as_dict(response.model_spec),
+            "metadata": {"signature_def": as_dict(self._signature_defs(response))},
+        }
+
+    def wait_until_available(self, model_name: str, timeout_s: float, poll_s: float = 0.5) -> int:
+        """Poll until ``model_name`` has an AVAILABLE version; return the default-served one
+        (as :meth:`PredictionClient.wait_until_available`; NOT_FOUND, UNAVAILABLE and
+        DEADLINE_EXCEEDED count as "not yet")."""
+        return _wait_until_available(self, self.target, model_name, timeout_s, poll_s)
+
+
+def _to_python(array: Any) -> Any:
+    """numpy -> Python lists/scalars; bytes become str when they are UTF-8."""
+
+    def conv(x: Any) -> Any:
+        if isinstance(x, list):
+            return [conv(i) for i in x]
+        if isinstance(x, bytes):
+            try:
+                return x.decode("utf-8")
+            except UnicodeDecodeError:
+                return x
+        return x
+
+    return conv(array.tolist())
+
+
+def _example(value: Any) -> Any:
+    """A ``tf.train.Example`` from a dict (feature -> value|list) or an Example.
+
+    Conversion as TF Serving's REST API: float -> float_list; int and bool -> int64_list;
+    str (UTF-8), bytes and ``{"b64": ...}`` -> bytes_list. Raises TypeError/ValueError.
+    """
+    import numpy as np
+    from tensorflow.core.example import example_pb2
+
+    if isinstance(value, example_pb2.Example):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"an example must be a dict or tf.train.Example, got {type(value).__name__}"
+        )
+    example = example_pb2.Example()
+    for name, content in value.items():
+        items = content.tolist() if isinstance(content, np.ndarray) else content
+        items = list(items) if isinstance(items, list | tuple) else [items]
+        kind: str | None = None
+        converted: list[Any] = []
+        for item in items:
+            if isinstance(item, np.generic):
+                item = item.item()
+            if isinstance(item, bool | int):
+                this, item = "int64", int(item)
+            elif isinstance(item, float):
+                this = "float"
+            elif isinstance(item, str):
+                this, item = "bytes", item.encode("utf-8")
+            elif isinstance(item, bytes):
+                this = "bytes"
+            elif isinstance(item, Mapping) and set(item) == {"b64"}:
+                this, item = "bytes", base64.b64decode(item["b64"], validate=True)
+            else:
+                raise TypeError(f"feature {name!r}: unsupported value {item!r}")
+            if kind not in (None, this):
+                raise ValueError(f"feature {name!r} mixes {kind} and {this} values")
+            kind = this
+            converted.append(item)
+        feature = example.features.feature[name]
+        if kind is not None:
+            getattr(feature, f"{kind}_list").value.extend(converted)
+    return example
 
 
 def _error_text(response: requests.Response) -> str:

@@ -1,13 +1,16 @@
-"""A local, TF-Serving-compatible REST server for the layout in :mod:`serving.layout`.
+"""A local, TF-Serving-compatible model server for the layout in :mod:`serving.layout`:
+TF Serving's REST API and, in the same process, its gRPC API (:mod:`serving.grpc_server`).
 
 Run it with::
 
-    python -m serving.server --model-base DIR [--port 8501] [--host 127.0.0.1] [--log-dir DIR]
+    python -m serving.server --model-base DIR [--port 8501] [--grpc-port 8500]
+        [--host 127.0.0.1] [--log-dir DIR]
 
-or build the ASGI app with :func:`create_app` (models load in the app's lifespan, so use
+(``--grpc-port 0``, the default, serves REST only) or build the ASGI app with
+:func:`create_app` (models load, and the gRPC server starts, in the app's lifespan, so use
 ``with TestClient(app)`` / uvicorn, which run it).
 
-Contract (the subset of https://www.tensorflow.org/tfx/serving/api_rest it implements):
+REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
 
 * ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]`` -> ``{"model_version_status": [...]}``
 * ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`` -> ``{"model_spec", "metadata"}``
@@ -17,11 +20,20 @@ Contract (the subset of https://www.tensorflow.org/tfx/serving/api_rest it imple
   With a single output, predictions/outputs hold that output's values directly, else one
   dict (output name -> value) per row / a dict of columns. String values may be sent as
   ``{"b64": "..."}``; string outputs that are not UTF-8 come back as ``{"b64": "..."}``.
-* Errors are ``{"error": "<one line>"}``: 400 for bad requests (malformed JSON, missing or
-  unknown inputs, wrong types/shapes, both or neither of instances/inputs, body larger
-  than ``max_body_bytes``), 404 for unknown models, versions, labels or URLs. Bad input
-  never produces a 500.
-* Predict responses carry ``X-Model-Version: <version>`` (real TF Serving does not).
+* ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify`` and ``:regress`` with
+  ``{"signature_name"?, "context"?, "examples": [{feature: value|list}, ...]}`` ->
+  ``{"results": [[[label, score], ...], ...]}`` (classify) / ``{"results": [value, ...]}``
+  (regress). Which signatures can serve them, including this platform's predict
+  signatures (``score`` -> classes "0"/"1", ``prediction`` -> value), is defined in
+  :mod:`serving.inference`.
+* Errors are ``{"error": "<one line>"}`` with TF Serving's status mapping: 400 for bad
+  requests (malformed JSON, missing or unknown inputs, wrong types/shapes, both or
+  neither of instances/inputs, a signature that cannot classify/regress, an unknown
+  version label, a body larger than ``max_body_bytes``) and for a version that exists
+  but failed to load (FAILED_PRECONDITION); 404 for unknown models, versions or URLs.
+  Bad input never produces a 500.
+* Responses to predict/classify/regress carry ``X-Model-Version: <version>`` (real TF
+  Serving does not).
 
 Versions: the default (unversioned) route serves ``layout.served_version`` (``stable``
 label, else highest). A background thread re-scans ``model_base`` every ``poll_seconds``;
@@ -33,11 +45,14 @@ state ``END`` in the status route, retried after ``retry_seconds``, and the prev
 served version keeps serving (with nothing served yet, e.g. at startup, the newest older
 version that loads is served instead).
 
-Request log: each successful predict appends one JSON line to
-``<log_dir>/<model>/<YYYY-MM-DD>.jsonl`` (UTC date) with keys ``time`` (ISO 8601 UTC),
-``model``, ``version``, ``format`` (``"instances"`` or ``"inputs"``), ``inputs`` (the
-request's instances/inputs as sent), ``outputs`` (the predictions/outputs returned) and
-``latency_ms``. Rejected requests are not logged.
+Request log: each successful predict, classify or regress (REST or gRPC) appends one JSON
+line to ``<log_dir>/<model>/<YYYY-MM-DD>.jsonl`` (UTC date) with keys ``time`` (ISO 8601
+UTC), ``model``, ``version``, ``protocol`` (``"rest"`` or ``"grpc"``), ``method``
+(``"predict"``, ``"classify"`` or ``"regress"``), ``format`` (``"instances"``,
+``"inputs"`` — gRPC predicts are columnar — or ``"examples"``), ``inputs`` (the request's
+instances/inputs as sent; for examples, one object per example with the context merged
+in), ``outputs`` (the predictions/outputs/results returned) and ``latency_ms``. Rejected
+requests are not logged.
 
 TensorFlow is imported lazily, on the first model load.
 """
@@ -67,7 +82,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import layout
+from serving import inference, layout
+from serving.inference import DEFAULT_SIGNATURE, ApiError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -82,14 +98,13 @@ __all__ = [
     "load_servable",
     "main",
     "predict",
+    "to_json_value",
 ]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 VERSION_HEADER = "X-Model-Version"
-_PREDICT_METHOD = "tensorflow/serving/predict"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -97,15 +112,6 @@ def _tf() -> Any:
     import tensorflow as tf
 
     return tf
-
-
-class ApiError(Exception):
-    """An error returned to the client as ``{"error": message}`` with ``status_code``."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = " ".join(str(message).split())  # always one line
 
 
 class _NanJSONResponse(JSONResponse):
@@ -124,7 +130,12 @@ def _error_response(status_code: int, message: str) -> JSONResponse:
 
 @dataclass
 class Servable:
-    """One loaded model version."""
+    """One loaded model version.
+
+    ``signature_defs`` is the JSON form of the SavedModel's signature defs (what TF
+    Serving's metadata API returns), ``signature_def_protos`` the same as
+    ``tensorflow.SignatureDef`` protos (for the gRPC ``GetModelMetadata``).
+    """
 
     name: str
     version: int
@@ -133,11 +144,11 @@ class Servable:
     signatures: dict[str, Any]
     input_specs: dict[str, dict[str, Any]]  # signature -> input name -> tf.TensorSpec
     signature_defs: dict[str, Any]  # JSON form, as TF Serving's metadata API returns it
+    signature_def_protos: dict[str, Any] = field(default_factory=dict)
 
 
-def _signature_defs_from_pb(path: Path) -> dict[str, Any] | None:
+def _signature_def_protos_from_pb(path: Path) -> dict[str, Any] | None:
     """Signature defs exactly as stored in saved_model.pb (TF Serving's metadata source)."""
-    from google.protobuf import json_format
     from tensorflow.core.protobuf import saved_model_pb2
 
     try:
@@ -150,12 +161,15 @@ def _signature_defs_from_pb(path: Path) -> dict[str, Any] | None:
     )
     if not graphs:
         return None
-    return {
-        key: json_format.MessageToDict(
-            sig, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        for key, sig in sorted(graphs[0].signature_def.items())
-    }
+    return dict(sorted(graphs[0].signature_def.items()))
+
+
+def _signature_def_json(proto: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        proto, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _tensor_info(spec: Any, name: str) -> dict[str, Any]:
@@ -183,22 +197,27 @@ def _derived_signature_def(fn: Any) -> dict[str, Any]:
     outputs = (
         {k: _tensor_info(s, f"{k}:0") for k, s in outs.items()} if isinstance(outs, dict) else {}
     )
-    return {"inputs": inputs, "outputs": outputs, "method_name": _PREDICT_METHOD}
+    return {"inputs": inputs, "outputs": outputs, "method_name": inference.PREDICT_METHOD}
 
 
 def load_servable(name: str, version: int, path: Path) -> Servable:
     """Load ``path`` with ``tf.saved_model.load`` and index its signatures."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import meta_graph_pb2
+
     tf = _tf()
     model = tf.saved_model.load(str(path))
     signatures = dict(model.signatures)
     input_specs = {key: dict(fn.structured_input_signature[1]) for key, fn in signatures.items()}
-    from_pb = _signature_defs_from_pb(path) or {}
-    signature_defs = {
-        key: from_pb.get(key) or _derived_signature_def(fn) for key, fn in signatures.items()
-    }
-    for key, value in from_pb.items():
-        signature_defs.setdefault(key, value)
-    return Servable(name, version, path, model, signatures, input_specs, signature_defs)
+    protos = _signature_def_protos_from_pb(path) or {}
+    for key, fn in signatures.items():
+        if key not in protos:
+            protos[key] = json_format.ParseDict(
+                _derived_signature_def(fn), meta_graph_pb2.SignatureDef()
+            )
+    protos = dict(sorted(protos.items()))
+    signature_defs = {key: _signature_def_json(p) for key, p in protos.items()}
+    return Servable(name, version, path, model, signatures, input_specs, signature_defs, protos)
 
 
 @dataclass
@@ -385,7 +404,9 @@ class ModelRegistry:
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The servable for a request; lazily loads an explicitly requested version.
 
-        Raises ApiError(404) for an unknown model, version or label.
+        Raises ApiError: NOT_FOUND (404) for an unknown model or version, INVALID_ARGUMENT
+        (400) for an unknown label (as TF Serving), FAILED_PRECONDITION (400) for a version
+        that is published but failed to load, or a model none of whose versions loaded.
         """
         with self._lock:
             state = self._models.get(name)
@@ -394,11 +415,18 @@ class ModelRegistry:
             if label is not None:
                 if label not in state.labels:
                     raise ApiError(
-                        404, f"Unrecognized servable version label: {label} for model {name}"
+                        400, f"Unrecognized servable version label: {label} for model {name}"
                     )
                 version = state.labels[label]
             if version is None:
                 if state.served is None or state.served not in state.loaded:
+                    if state.failed:
+                        failed, (message, _) = max(state.failed.items())
+                        raise ApiError.of(
+                            "FAILED_PRECONDITION",
+                            f"Model {name} has no available version: version {failed} "
+                            f"failed to load: {message}",
+                        )
                     raise ApiError(404, f"Servable not found for request: Latest({name})")
                 return state.loaded[state.served]
             servable = state.loaded.get(version)
@@ -411,16 +439,18 @@ class ModelRegistry:
         with self._lock:
             state = self._models.get(name)
             if state is not None and not self._should_try(state, version):
-                raise ApiError(
-                    404,
-                    f"Servable not found for request: Specific({name}, {version}): "
+                raise ApiError.of(
+                    "FAILED_PRECONDITION",
+                    f"Servable {name} version {version} is not available: "
                     f"failed to load: {state.failed[version][0]}",
                 )
         try:
             servable = self._load(name, version)
         except Exception as exc:
-            raise ApiError(
-                404, f"Servable not found for request: Specific({name}, {version}): {exc}"
+            raise ApiError.of(
+                "FAILED_PRECONDITION",
+                f"Servable {name} version {version} is not available: failed to load: "
+                f"{type(exc).__name__}: {exc}",
             ) from exc
         with self._lock:
             state = self._models.get(name)
@@ -438,7 +468,11 @@ class ModelRegistry:
     def status(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[dict[str, Any]]:
-        """``model_version_status`` entries (newest first); ApiError(404) if unknown."""
+        """``model_version_status`` entries (newest first).
+
+        Raises ApiError: NOT_FOUND (404) for an unknown model or version, INVALID_ARGUMENT
+        (400) for an unknown label.
+        """
         with self._lock:
             state = self._models.get(name)
             if state is None:
@@ -446,7 +480,7 @@ class ModelRegistry:
             if label is not None:
                 if label not in state.labels:
                     raise ApiError(
-                        404, f"Unrecognized servable version label: {label} for model {name}"
+                        400, f"Unrecognized servable version label: {label} for model {name}"
                     )
                 version = state.labels[label]
             entries: dict[int, dict[str, Any]] = {}
@@ -577,7 +611,7 @@ def _kind(kind: str) -> str:
     )
 
 
-def _to_json(array: Any) -> Any:
+def to_json_value(array: Any) -> Any:
     """numpy output -> JSON value; bytes become text, or {"b64": ...} if not UTF-8."""
     if array.dtype.kind in "OSa":
 
@@ -612,20 +646,12 @@ def predict(servable: Servable, payload: Any) -> tuple[str, Any, dict[str, Any]]
     Returns ``(format, request_inputs, response_body)`` where format is ``"instances"``
     or ``"inputs"``. Raises ApiError(400) for anything wrong with the request.
     """
-    tf = _tf()
     if not isinstance(payload, dict):
         raise ApiError(400, "Request body must be a JSON object")
-    signature_name = payload.get("signature_name") or DEFAULT_SIGNATURE
-    if not isinstance(signature_name, str):
-        raise ApiError(400, "'signature_name' must be a string")
-    if signature_name not in servable.signatures:
-        raise ApiError(
-            400,
-            f"Serving signature name: '{signature_name}' not found in signature def "
-            f"(available: {', '.join(sorted(servable.signatures)) or 'none'})",
-        )
-    fn = servable.signatures[signature_name]
-    specs = servable.input_specs[signature_name]
+    signature_name = payload.get("signature_name")
+    if signature_name is not None and not isinstance(signature_name, str):
+        raise ApiError(400, "'signature_name' key must be a string value.")
+    _key, fn, specs, _sigdef = inference.get_signature(servable, signature_name)
     names = sorted(specs)
     has_instances, has_inputs = "instances" in payload, "inputs" in payload
     if has_instances == has_inputs:
@@ -685,13 +711,7 @@ def predict(servable: Servable, payload: Any) -> tuple[str, Any, dict[str, Any]]
         n_rows = None
 
     tensors = {n: _to_tensor(columns[n], specs[n], n) for n in names}
-    try:
-        result = fn(**tensors)
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise ApiError(400, f"{type(exc).__name__}: {exc}") from exc
-    if not isinstance(result, Mapping):
-        result = {"output_0": result}
-    outputs = {k: v.numpy() for k, v in result.items()}
+    outputs = inference.run_signature(fn, tensors)
 
     if n_rows is not None:
         for key, array in outputs.items():
@@ -701,7 +721,7 @@ def predict(servable: Servable, payload: Any) -> tuple[str, Any, dict[str, Any]]
                     f"Output '{key}' has shape {list(array.shape)}, which does not have the "
                     f"batch size {n_rows} of the instances; use the 'inputs' format",
                 )
-        per_output = {k: _to_json(v) for k, v in outputs.items()}
+        per_output = {k: to_json_value(v) for k, v in outputs.items()}
         if len(per_output) == 1:
             (values,) = per_output.values()
             return fmt, request_inputs, {"predictions": values}
@@ -711,7 +731,7 @@ def predict(servable: Servable, payload: Any) -> tuple[str, Any, dict[str, Any]]
             request_inputs,
             {"predictions": [{k: per_output[k][i] for k in keys} for i in range(n_rows)]},
         )
-    columns_out = {k: _to_json(v) for k, v in outputs.items()}
+    columns_out = {k: to_json_value(v) for k, v in outputs.items()}
     if len(columns_out) == 1:
         (values,) = columns_out.values()
         return fmt, request_inputs, {"outputs": values}
@@ -743,6 +763,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_json(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON (NaN/Infinity allowed, as TF Serving); ApiError(400)."""
+    body = await _read_body(request, limit)
+    if not body.strip():
+        raise ApiError(400, "JSON Parse error: The document is empty")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"JSON Parse error: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "JSON Parse error: document is nested too deeply") from exc
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 def create_app(
     model_base: Path,
     log_dir: Path | None = None,
@@ -751,12 +788,21 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_extra_versions: int = 2,
     retry_seconds: float = 30.0,
+    grpc_port: int | None = None,
+    grpc_host: str = "127.0.0.1",
+    grpc_max_workers: int = 16,
 ) -> FastAPI:
     """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
 
     Models are loaded, and the poller is started, in the app's lifespan; an empty or
     missing ``model_base`` is fine (requests 404 until models appear). ``log_dir=None``
     disables request logging. The registry is exposed as ``app.state.registry``.
+
+    ``grpc_port`` (None: no gRPC; 0: a free port) also starts TF Serving's gRPC API
+    (:func:`serving.grpc_server.start_grpc_server`) on ``grpc_host`` in the lifespan,
+    sharing the registry and the request log, with ``max_body_bytes`` as its largest
+    message; the bound port is ``app.state.grpc_port`` once started (else None). A port
+    that cannot be bound fails the startup.
     """
     registry = ModelRegistry(
         Path(model_base),
@@ -767,12 +813,30 @@ def create_app(
     request_logger = RequestLogger(Path(log_dir)) if log_dir is not None else None
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.refresh)
         registry.start()
+        grpc_handle = None
         try:
+            if grpc_port is not None:
+                from serving.grpc_server import start_grpc_server
+
+                grpc_handle = await run_in_threadpool(
+                    lambda: start_grpc_server(
+                        registry,
+                        grpc_host,
+                        grpc_port,
+                        request_logger=request_logger,
+                        max_message_bytes=max_body_bytes,
+                        max_workers=grpc_max_workers,
+                    )
+                )
+                app_.state.grpc_port = grpc_handle.port
             yield
         finally:
+            if grpc_handle is not None:
+                grpc_handle.stop(grace=2.0)
+                app_.state.grpc_port = None
             registry.stop()
 
     app = FastAPI(
@@ -786,6 +850,7 @@ def create_app(
     app.state.registry = registry
     app.state.request_logger = request_logger
     app.state.max_body_bytes = max_body_bytes
+    app.state.grpc_port = None
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -848,53 +913,70 @@ def create_app(
     async def model_label_metadata(name: str, label: str) -> dict[str, Any]:
         return await _metadata(name, None, label)
 
-    # ---------------------------------------------------------------- predict
+    # ---------------------------------------------------------------- predict / classify / regress
 
-    async def _predict(
-        request: Request, name: str, version: str | None, label: str | None
+    def _log(
+        servable: Servable, method: str, fmt: str, inputs: Any, outputs: Any, start: float
+    ) -> None:
+        if request_logger is None:
+            return
+        request_logger.log(
+            {
+                "time": _utc_now(),
+                "model": servable.name,
+                "version": servable.version,
+                "protocol": "rest",
+                "method": method,
+                "format": fmt,
+                "inputs": inputs,
+                "outputs": outputs,
+                "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+            }
+        )
+
+    async def _infer(
+        request: Request, name: str, version: str | None, label: str | None, method: str
     ) -> Response:
         start = time.perf_counter()
-        parsed_version = _parse_version(version)
-        servable = await run_in_threadpool(registry.resolve, name, parsed_version, label)
-        body = await _read_body(request, app.state.max_body_bytes)
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"JSON Parse error: {exc}") from exc
-        except RecursionError as exc:
-            raise ApiError(400, "JSON Parse error: document is nested too deeply") from exc
+        servable = await run_in_threadpool(registry.resolve, name, _parse_version(version), label)
+        payload = await _read_json(request, app.state.max_body_bytes)
 
         def run() -> dict[str, Any]:
-            fmt, request_inputs, response = predict(servable, payload)
-            latency_ms = (time.perf_counter() - start) * 1000.0
-            if request_logger is not None:
-                request_logger.log(
-                    {
-                        "time": datetime.now(UTC).isoformat(),
-                        "model": name,
-                        "version": servable.version,
-                        "format": fmt,
-                        "inputs": request_inputs,
-                        "outputs": next(iter(response.values())),
-                        "latency_ms": round(latency_ms, 3),
-                    }
-                )
-            return response
+            if method == "predict":
+                fmt, request_inputs, response = predict(servable, payload)
+                _log(servable, method, fmt, request_inputs, next(iter(response.values())), start)
+                return response
+            signature_name, examples, rows = inference.examples_from_json(payload, method)
+            if method == "classify":
+                _key, results = inference.classify(servable, signature_name, examples)
+            else:
+                _key, results = inference.regress(servable, signature_name, examples)
+            _log(servable, method, "examples", rows, results, start)
+            return {"results": results}
 
         response = await run_in_threadpool(run)
         return _NanJSONResponse(response, headers={VERSION_HEADER: str(servable.version)})
 
-    @app.post("/v1/models/{name}:predict")
-    async def model_predict(request: Request, name: str) -> Response:
-        return await _predict(request, name, None, None)
+    def _add_inference_routes(method: str) -> None:
+        async def unversioned(request: Request, name: str) -> Response:
+            return await _infer(request, name, None, None, method)
 
-    @app.post("/v1/models/{name}/versions/{version}:predict")
-    async def model_version_predict(request: Request, name: str, version: str) -> Response:
-        return await _predict(request, name, version, None)
+        async def versioned(request: Request, name: str, version: str) -> Response:
+            return await _infer(request, name, version, None, method)
 
-    @app.post("/v1/models/{name}/labels/{label}:predict")
-    async def model_label_predict(request: Request, name: str, label: str) -> Response:
-        return await _predict(request, name, None, label)
+        async def labelled(request: Request, name: str, label: str) -> Response:
+            return await _infer(request, name, None, label, method)
+
+        app.add_api_route(f"/v1/models/{{name}}:{method}", unversioned, methods=["POST"])
+        app.add_api_route(
+            f"/v1/models/{{name}}/versions/{{version}}:{method}", versioned, methods=["POST"]
+        )
+        app.add_api_route(
+            f"/v1/models/{{name}}/labels/{{label}}:{method}", labelled, methods=["POST"]
+        )
+
+    for verb in ("predict", "classify", "regress"):
+        _add_inference_routes(verb)
 
     return app
 
@@ -915,9 +997,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="python -m serving.server",
         description=(
             "Serve the TF Serving model layout under --model-base "
-            "(<model>/<version>/saved_model.pb + models.config) with TF Serving's REST API: "
-            "GET /v1/models/<m>[/versions/<v>|/labels/<l>][/metadata], "
-            "POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict. "
+            "(<model>/<version>/saved_model.pb + models.config) with TF Serving's REST API "
+            "(GET /v1/models/<m>[/versions/<v>|/labels/<l>][/metadata], "
+            "POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict|classify|regress) and, "
+            "with --grpc-port, its gRPC API (tensorflow.serving.PredictionService and "
+            "ModelService) from the same process. "
             "New versions and label changes are picked up without a restart."
         ),
     )
@@ -927,10 +1011,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8501, help="REST port (default: 8501)")
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="gRPC port (TF Serving's default is 8500); 0 disables gRPC (default: 0)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         default=None,
-        help="write one JSON line per predict to <log-dir>/<model>/<YYYY-MM-DD>.jsonl "
+        help="write one JSON line per predict/classify/regress (REST and gRPC) to "
+        "<log-dir>/<model>/<YYYY-MM-DD>.jsonl "
         "(default: no request log)",
     )
     parser.add_argument(
@@ -943,7 +1034,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
-        help=f"reject larger request bodies with 400 (default: {DEFAULT_MAX_BODY_BYTES})",
+        help="reject larger REST bodies with 400 and larger gRPC messages with "
+        f"RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_BODY_BYTES})",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -953,7 +1045,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point: parse ``argv`` and run the server with uvicorn until interrupted."""
-    args = build_arg_parser().parse_args(argv)
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.grpc_port <= 65535:
+        parser.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
     import uvicorn
 
     logging.basicConfig(
@@ -964,6 +1059,8 @@ def main(argv: list[str] | None = None) -> None:
         args.log_dir,
         args.poll_seconds,
         max_body_bytes=args.max_body_bytes,
+        grpc_port=args.grpc_port or None,
+        grpc_host=args.host,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

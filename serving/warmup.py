@@ -16,8 +16,17 @@ WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's cap on replayed warm-up records
 
 
-def build_predict_request(model_name: str, columns: Mapping[str, Any], signature_name: str = "serving_default"):
-    """A ``PredictRequest`` with one TensorProto per named input column."""
+def build_predict_request(
+    model_name: str,
+    columns: Mapping[str, Any],
+    dtypes: Mapping[str, Any] | None = None,
+    signature_name: str = "serving_default",
+):
+    """A ``PredictRequest`` with one TensorProto per named input column.
+
+    ``dtypes`` (input name -> ``tf.DType``, from the signature) must be given for real TF Serving:
+    it rejects a DT_DOUBLE tensor for a DT_FLOAT input, and a failed warm-up fails the load.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
@@ -25,14 +34,18 @@ def build_predict_request(model_name: str, columns: Mapping[str, Any], signature
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     for name, values in columns.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+        dtype = (dtypes or {}).get(name)
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     return request
 
 
 def write_warmup_file(
-    saved_model_dir: str | Path, model_name: str, batches: Sequence[Mapping[str, Any]]
+    saved_model_dir: str | Path,
+    model_name: str,
+    batches: Sequence[Mapping[str, Any]],
+    dtypes: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write one warm-up record per batch (columns by input name) into the SavedModel dir."""
+    """Write one warm-up record per batch (columns by input name, cast to ``dtypes``)."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -43,7 +56,7 @@ def write_warmup_file(
     with tf.io.TFRecordWriter(str(path)) as writer:
         for columns in list(batches)[:MAX_RECORDS]:
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=build_predict_request(model_name, columns))
+                predict_log=prediction_log_pb2.PredictLog(request=build_predict_request(model_name, columns, dtypes))
             )
             writer.write(log.SerializeToString())
     return path

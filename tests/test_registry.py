@@ -93,7 +93,13 @@ def test_first_model_needs_only_the_floor_and_a_worse_model_is_never_promoted(en
     assert result["served_version"] == v1 and alias_version(settings, "demo", "champion") == v1
     records = warmup.read_warmup_file(settings.models_dir / "demo" / str(v1))
     assert len(records) == cfg.serving.warmup_requests
-    assert set(records[0].predict_log.request.inputs) == set(cfg.features.all)
+    inputs = records[0].predict_log.request.inputs
+    assert set(inputs) == set(cfg.features.all)
+    # TF Serving rejects a warm-up tensor whose dtype differs from the signature's (and then the load)
+    from tensorflow.core.framework import types_pb2
+
+    assert {inputs[c].dtype for c in cfg.features.numeric} == {types_pb2.DT_FLOAT}
+    assert {inputs[c].dtype for c in cfg.features.categorical} == {types_pb2.DT_STRING}
 
     v2 = _register(cfg, settings, "bad")
     assert alias_version(settings, "demo", "challenger") == v2

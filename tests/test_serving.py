@@ -332,11 +332,12 @@ def test_oversize_chunked_body_is_400(app_client: Any) -> None:
         ("get", "/v1/models/nope"),
         ("get", "/v1/models/nope/metadata"),
         ("get", f"/v1/models/{MODEL}/versions/9"),
-        ("get", f"/v1/models/{MODEL}/labels/nope"),
         ("post", "/v1/models/nope:predict"),
+        ("post", "/v1/models/nope:classify"),
         ("post", f"/v1/models/{MODEL}/versions/9:predict"),
+        ("post", f"/v1/models/{MODEL}/versions/9:regress"),
         ("post", f"/v1/models/{MODEL}/versions/abc:predict"),
-        ("post", f"/v1/models/{MODEL}/labels/nope:predict"),
+        ("post", f"/v1/models/{MODEL}:explain"),
         ("get", "/v2/whatever"),
     ],
 )
@@ -345,6 +346,23 @@ def test_unknown_things_are_404(app_client: Any, method: str, path: str) -> None
     resp = getattr(app_client, method)(path, **kwargs)
     assert resp.status_code == 404, resp.text
     assert resp.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", f"/v1/models/{MODEL}/labels/nope"),
+        ("get", f"/v1/models/{MODEL}/labels/nope/metadata"),
+        ("post", f"/v1/models/{MODEL}/labels/nope:predict"),
+        ("post", f"/v1/models/{MODEL}/labels/nope:classify"),
+    ],
+)
+def test_unknown_label_is_400_as_in_tf_serving(app_client: Any, method: str, path: str) -> None:
+    """TF Serving answers an unknown label with INVALID_ARGUMENT, i.e. HTTP 400."""
+    kwargs = {"json": {"instances": ROWS}} if method == "post" else {}
+    resp = getattr(app_client, method)(path, **kwargs)
+    assert resp.status_code == 400, resp.text
+    assert "Unrecognized servable version label: nope" in resp.json()["error"]
 
 
 def test_hot_reload_of_versions_and_labels(
@@ -400,6 +418,41 @@ def test_request_log(app_client: Any, tmp_path: Path) -> None:
     assert first["time"].endswith("+00:00") and first["time"][:10] == files[0].stem
     assert second["version"] == 2 and second["format"] == "inputs"
     assert second["inputs"] == {"x": [1.0], "c": ["a"]}
+    assert {(r["protocol"], r["method"]) for r in lines} == {("rest", "predict")}
+
+
+def test_classify_and_regress_routes(app_client: Any, tmp_path: Path) -> None:
+    """A predict signature with output ``score`` classifies as classes "0"/"1"; its single
+    float output also regresses; several outputs without ``prediction`` do not regress."""
+    body = {"context": {"c": "a"}, "examples": [{"x": 1.0}, {"x": 2, "c": "neg"}]}
+    p1, p2 = _score(1.0, "a", W2), _score(2.0, "neg", W2)
+    for path in (
+        f"/v1/models/{MODEL}/labels/canary:classify",
+        f"/v1/models/{MODEL}/versions/2:classify",
+    ):
+        resp = app_client.post(path, json=body)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["X-Model-Version"] == "2"
+        ((l0, s0), (l1, s1)), ((m0, t0), (m1, t1)) = resp.json()["results"]
+        assert (l0, l1, m0, m1) == ("0", "1", "0", "1")
+        assert (s0, s1, t0, t1) == pytest.approx([1 - p1, p1, 1 - p2, p2], rel=1e-5)
+    resp = app_client.post(f"/v1/models/{MODEL}:regress", json=body)
+    assert resp.json()["results"] == pytest.approx([_score(1.0, "a", W1), _score(2.0, "neg", W1)])
+    resp = app_client.post(f"/v1/models/{MULTI}:classify", json=body)
+    assert resp.status_code == 200 and len(resp.json()["results"]) == 2
+    resp = app_client.post(f"/v1/models/{MULTI}:regress", json=body)
+    assert resp.status_code == 400
+    assert "Expected regression signature method_name" in resp.json()["error"]
+
+    records = [
+        json.loads(line)
+        for f in (tmp_path / "logs" / MODEL).glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    classify = [r for r in records if r["method"] == "classify"]
+    assert len(classify) == 2 and classify[0]["format"] == "examples"
+    assert classify[0]["inputs"] == [{"c": "a", "x": 1.0}, {"c": "neg", "x": 2}]
+    assert classify[0]["outputs"][0][1] == ["1", pytest.approx(p1, rel=1e-5)]
 
 
 def test_empty_model_base_then_model_appears(tmp_path: Path, saved_models: dict[str, Path]) -> None:
@@ -523,7 +576,7 @@ def test_server_cli_help() -> None:
     from serving.server import build_arg_parser
 
     help_text = build_arg_parser().format_help()
-    for flag in ("--model-base", "--port", "--host", "--log-dir", "--poll-seconds"):
+    for flag in ("--model-base", "--port", "--grpc-port", "--host", "--log-dir", "--poll-seconds"):
         assert flag in help_text
 
 

@@ -94,7 +94,8 @@ def infra_validate(
             f"infra validation: {name} v{version} p99 latency {p99:.1f} ms exceeds the budget of {scfg.latency_budget_ms} ms"
         )
     columns = [{k: np.asarray([r[k] for r in b]) for k in cfg.features.all} for b in batches]
-    warmup.write_warmup_file(candidate, name, columns)
+    dtypes = {k: spec.dtype for k, spec in servable.input_specs["serving_default"].items()}
+    warmup.write_warmup_file(candidate, name, columns, dtypes)
     return {
         "candidate_dir": str(candidate),
         "version": version,

@@ -1,0 +1,420 @@
+"""Serving overhead: REST and gRPC through the local server vs. the SavedModel in-process.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_serving.py [--quick] [--out benchmarks/results/serving.md]
+
+What it does (loopback only, bounded request counts, stops by itself):
+
+1. Model: the served version of ``demo`` under the platform's model base
+   (``.mlplatform/serving/models/demo/``, or ``MLP_MODEL_BASE`` / ``MLP_HOME``) if there is
+   one, else a freshly built, untrained demo-like Keras model (``training.model``: numeric
+   ``tenure_months, monthly_charges, support_calls, usage_minutes``, categorical
+   ``contract_type, region``, hidden units 32/16, output ``score``). It is published as
+   ``demo/1`` into a temporary model base.
+2. Starts ``python -m serving.server`` (REST + gRPC, request log on, as deployed) on free
+   loopback ports in a subprocess, and loads the same SavedModel in this process.
+3. For batch sizes 1 and 64 and concurrency 1, 8 and 32 (threads, one client each), runs
+   the same rows through: the signature function called directly in-process (tensors
+   prebuilt: the model's own cost), :class:`serving.client.PredictionClient` (REST row
+   format) and :class:`serving.client.GrpcPredictionClient`, back to back per cell so
+   that the ratios compare like with like. Each cell runs a fixed number of requests or
+   until its time cap, after untimed warm-up requests.
+4. Prints a markdown table — p50/p99 latency, requests/s, rows/s, and the ratios to the
+   in-process call at the same batch and concurrency — and writes it, with the machine's
+   description, to ``--out``.
+
+Client and server share the machine's cores, so on a 2-core box the served numbers include
+the client's own CPU time (JSON encoding, TensorProto building) and contention at high
+concurrency; the in-process rows have no client. Default run: under ~5 minutes on 2 cores;
+``--quick``: under ~2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODEL = "demo"
+NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "usage_minutes"]
+CATEGORICAL = {
+    "contract_type": ["month", "one_year", "two_year"],
+    "region": ["north", "south", "east", "west"],
+}
+BATCHES = (1, 64)
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much to run: requests per cell by concurrency, time cap per cell, warm-up."""
+
+    requests: dict[int, int]
+    cap_s: float
+    warmup: int
+
+
+DEFAULT = Profile(requests={1: 1000, 8: 2400, 32: 4800}, cap_s=15.0, warmup=40)
+QUICK = Profile(requests={1: 200, 8: 480, 32: 960}, cap_s=5.0, warmup=16)
+
+
+@dataclass
+class Cell:
+    path: str
+    batch: int
+    concurrency: int
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rps * self.batch
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _existing_demo_version() -> Path | None:
+    """The served version directory of ``demo`` under the platform's model base, if any."""
+    from serving import layout
+
+    bases = []
+    try:
+        from mlplatform.settings import Settings
+
+        bases.append(Settings().models_dir)
+    except Exception:  # noqa: BLE001 - settings are optional here
+        pass
+    bases.append(REPO / ".mlplatform" / "serving" / "models")
+    for base in bases:
+        try:
+            version = layout.served_version(base, MODEL)
+        except ValueError:
+            version = None
+        if version is not None:
+            return Path(base) / MODEL / str(version)
+    return None
+
+
+def _build_demo_like(path: Path) -> Path:
+    """An untrained model with the demo pipeline's raw-feature signature (training.model)."""
+    import keras
+    import numpy as np
+
+    from training.model import CLASSIFIER, ServingModule, build_model, export_saved_model
+
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(7)
+    n = 512
+    features: dict[str, np.ndarray] = {
+        name: rng.normal(10.0, 3.0, size=(n, 1)).astype(np.float32) for name in NUMERIC
+    }
+    for name, vocabulary in CATEGORICAL.items():
+        features[name] = rng.choice(vocabulary, size=(n, 1)).astype(object)
+    model = build_model(CLASSIFIER, [32, 16], NUMERIC, list(CATEGORICAL), features)
+    return export_saved_model(ServingModule(model, CLASSIFIER, NUMERIC, list(CATEGORICAL)), path)
+
+
+def _rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
+    import random
+
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        row: dict[str, Any] = {name: round(rnd.uniform(0.0, 100.0), 2) for name in NUMERIC}
+        row.update({name: rnd.choice(vocab) for name, vocab in CATEGORICAL.items()})
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_cell(
+    path: str,
+    batch: int,
+    concurrency: int,
+    profile: Profile,
+    make_call: Callable[[], tuple[Callable[[], Any], Callable[[], None]]],
+) -> Cell:
+    """Run ``profile.requests[concurrency]`` calls on ``concurrency`` threads (or until the
+    time cap); ``make_call`` gives each thread its own ``(call, close)``."""
+    total = profile.requests[concurrency]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    issued = [0]
+    errors: list[BaseException] = []
+    ready = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def worker() -> None:
+        call, close = make_call()
+        try:
+            for _ in range(max(1, profile.warmup // concurrency)):
+                call()
+            ready.wait()
+            ready.wait()
+            mine: list[float] = []
+            while True:
+                with lock:
+                    if issued[0] >= total or time.perf_counter() > deadline[0]:
+                        break
+                    issued[0] += 1
+                started = time.perf_counter()
+                call()
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            ready.abort()
+        finally:
+            close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    try:
+        ready.wait()  # all warmed up
+        deadline[0] = time.perf_counter() + profile.cap_s
+        started = time.perf_counter()
+        ready.wait()  # go
+    except threading.BrokenBarrierError:
+        pass
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{path} batch {batch} x{concurrency}: {errors[0]!r}") from errors[0]
+    latencies.sort()
+    p99_index = min(len(latencies) - 1, max(0, round(0.99 * len(latencies)) - 1))
+    return Cell(
+        path,
+        batch,
+        concurrency,
+        len(latencies),
+        statistics.median(latencies) * 1000.0,
+        latencies[p99_index] * 1000.0,
+        len(latencies) / wall,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _table(cells: list[Cell]) -> str:
+    base = {(c.batch, c.concurrency): c for c in cells if c.path == "in-process"}
+    lines = [
+        "| batch | concurrency | path | requests | p50 ms | p99 ms | req/s | rows/s "
+        "| p50 vs in-process | req/s vs in-process |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for cell in cells:
+        ref = base[(cell.batch, cell.concurrency)]
+        ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.1f}×"
+        ratio_rps = "1.0×" if cell is ref else f"{cell.rps / ref.rps:.2f}×"
+        lines.append(
+            f"| {cell.batch} | {cell.concurrency} | {cell.path} | {cell.requests} "
+            f"| {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cell.rps:,.0f} | {cell.rows_per_s:,.0f} "
+            f"| {ratio_p50} | {ratio_rps} |"
+        )
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (~2 minutes)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
+    parser.add_argument(
+        "--no-request-log", action="store_true", help="run the server without its request log"
+    )
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else DEFAULT
+    t0 = time.monotonic()
+    load_before = os.getloadavg()[0]
+
+    import numpy as np
+    import tensorflow as tf
+
+    from serving import layout
+    from serving.client import GrpcPredictionClient, PredictionClient
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    server = None
+    server_log = None
+    try:
+        source = _existing_demo_version()
+        if source is not None:
+            model_source = f"served version of `demo` at `{source}`"
+        else:
+            source = _build_demo_like(work / "export")
+            model_source = "an untrained demo-like model built by the benchmark (training.model)"
+        base = work / "models"
+        layout.publish_version(base, MODEL, 1, source)
+        print(f"model: {model_source}", flush=True)
+
+        rest_port, grpc_port = _free_port(), _free_port()
+        cmd = [
+            sys.executable, "-m", "serving.server", "--model-base", str(base),
+            "--port", str(rest_port), "--grpc-port", str(grpc_port),
+            "--poll-seconds", "5", "--log-level", "warning",
+        ]  # fmt: skip
+        if not args.no_request_log:
+            cmd += ["--log-dir", str(work / "requests")]
+        server_log = open(work / "server.log", "w")  # noqa: SIM115 - closed in finally
+        server = subprocess.Popen(cmd, cwd=REPO, stdout=server_log, stderr=subprocess.STDOUT)
+        rest_url, grpc_target = f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
+
+        loaded = tf.saved_model.load(str(base / MODEL / "1"))
+        fn = loaded.signatures["serving_default"]
+        specs = fn.structured_input_signature[1]
+        with PredictionClient(rest_url) as probe:
+            probe.wait_until_available(MODEL, timeout_s=180)
+        with GrpcPredictionClient(grpc_target) as probe:
+            probe.wait_until_available(MODEL, timeout_s=60)
+        print(f"server up ({time.monotonic() - t0:.0f}s)", flush=True)
+
+        cells: list[Cell] = []
+        for batch in BATCHES:
+            rows = _rows(batch)
+            tensors = {
+                name: tf.constant(
+                    np.asarray([r[name] for r in rows], dtype=spec.dtype.as_numpy_dtype)
+                    if spec.dtype != tf.string
+                    else np.asarray([r[name] for r in rows], dtype=object)
+                )
+                for name, spec in specs.items()
+            }
+            in_process = fn(**tensors)["score"].numpy()
+            with PredictionClient(rest_url) as rest, GrpcPredictionClient(grpc_target) as grpc_:
+                served_rest = np.asarray(rest.predict(MODEL, rows).predictions, dtype=np.float32)
+                served_grpc = np.asarray(grpc_.predict(MODEL, rows).predictions, dtype=np.float32)
+            np.testing.assert_allclose(served_rest.reshape(-1), in_process, rtol=1e-5)
+            np.testing.assert_allclose(served_grpc.reshape(-1), in_process, rtol=1e-5)
+
+            def local(
+                tensors: dict[str, Any] = tensors,
+            ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                return (lambda: fn(**tensors)), (lambda: None)
+
+            def over_rest(
+                rows: list[dict[str, Any]] = rows,
+            ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                client = PredictionClient(rest_url, timeout=60)
+                return (lambda: client.predict(MODEL, rows)), client.close
+
+            def over_grpc(
+                rows: list[dict[str, Any]] = rows,
+            ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                client = GrpcPredictionClient(grpc_target, timeout=60)
+                return (lambda: client.predict(MODEL, rows)), client.close
+
+            for concurrency in CONCURRENCY:
+                for path, make in (("in-process", local), ("REST", over_rest), ("gRPC", over_grpc)):
+                    cell = _run_cell(path, batch, concurrency, profile, make)
+                    cells.append(cell)
+                    print(
+                        f"  batch {batch:>2} x{concurrency:<2} {path:<10} {cell.requests:>5} req  "
+                        f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  {cell.rps:8.0f} req/s",
+                        flush=True,
+                    )
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"the server exited early: {(work / 'server.log').read_text()[-2000:]}"
+            )
+
+        table = _table(cells)
+        elapsed = time.monotonic() - t0
+        machine = _machine()
+        report = "\n".join(
+            [
+                "# Serving benchmark",
+                "",
+                f"`benchmarks/bench_serving.py{' --quick' if args.quick else ''}`, "
+                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s. Machine: {machine}; "
+                f"1-minute load average {load_before:.1f} before the run, "
+                f"{os.getloadavg()[0]:.1f} after (other jobs share the machine: compare the "
+                "ratios within this table, not absolute numbers across runs).",
+                "",
+                f"Model: {model_source}; signature `serving_default` (6 raw features -> `score`). "
+                "Server: `python -m serving.server` (REST + gRPC in one process, request log "
+                f"{'off' if args.no_request_log else 'on'}) on loopback; clients: "
+                "`PredictionClient` (REST row format) and `GrpcPredictionClient`, one per thread. "
+                "In-process: the SavedModel's signature function called directly with prebuilt "
+                "tensors in the benchmark process. Ratios compare each path with in-process at "
+                "the same batch and concurrency. Client and server share the machine's cores, "
+                "so served latencies include the client's CPU time (JSON encoding, TensorProto "
+                "building) and, at high concurrency, contention between them.",
+                "",
+                table,
+                "",
+            ]
+        )
+        print()
+        print(table)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        print(f"\nwritten to {args.out} ({elapsed:.0f}s)")
+        return 0
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if server_log is not None:
+            server_log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
