@@ -231,3 +231,21 @@ def test_twenty_promote_and_rollback_cycles_under_traffic_lose_no_request(env):
     assert max(rollback_seconds) < 5, rollback_seconds  # "seconds", with wide margin on a loaded CI box
     assert alias_version(settings, "demo", "champion") == v2
     print(f"{count[0]} requests, rollback median {np.median(rollback_seconds) * 1000:.0f} ms")
+
+
+def test_a_failed_promotion_keeps_the_served_version_and_champion(env):
+    from mlplatform.stages import StageError
+    from serving import layout
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "good")
+    empty = tmp / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(StageError, match=rf"promote: demo v{v2} holds no SavedModel"):
+        promote(cfg, v2, settings, candidate_dir=str(empty))
+    assert layout.served_version(settings.models_dir, "demo") == v1
+    assert layout.list_versions(settings.models_dir, "demo") == [v1]
+    assert alias_version(settings, "demo", "champion") == v1
+    assert not [p for p in (settings.models_dir / "demo").iterdir() if p.name.startswith(".tmp")]
