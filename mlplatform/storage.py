@@ -35,11 +35,21 @@ def to_uri(path: str | Path) -> str:
     return Path(path).resolve().as_uri()
 
 
-def stage_dir(storage: str, pipeline: str, run: str, stage: str, fresh: bool = True) -> Path:
-    """The stage's output directory, emptied first when ``fresh`` (idempotent re-runs)."""
+def stage_dir(storage: str, pipeline: str, run: str, stage: str, fresh: bool = True, keep: tuple[str, ...] = ()) -> Path:
+    """The stage's output directory, emptied first when ``fresh`` (idempotent re-runs).
+
+    Entries named in ``keep`` survive the emptying: the train stage keeps ``checkpoints`` so that
+    an Airflow retry resumes training instead of starting over.
+    """
     path = to_path(storage) / pipeline / run / stage
     if fresh and path.exists():
-        shutil.rmtree(path)
+        for entry in path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

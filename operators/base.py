@@ -25,6 +25,7 @@ class PlatformOperator(BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
+    keep_on_retry: tuple[str, ...] = ()  # stage-dir entries a retry must not wipe
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
@@ -42,7 +43,7 @@ class PlatformOperator(BaseOperator):
         settings = get_settings()
         cfg = load_pipeline(find_pipeline(self.pipeline, settings.pipelines_dir))
         run = run_key(context["run_id"])
-        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, keep=self.keep_on_retry)
         started = time.monotonic()
         try:
             result = self.run_stage(cfg, out_dir, settings, context)

@@ -22,6 +22,7 @@ class LocalHorovodTrainOperator(PlatformOperator):
     """
 
     stage = "train"
+    keep_on_retry = ("checkpoints",)  # a retry resumes from the last epoch's checkpoint
     template_fields = ("training_set", "lineage")
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#f3eafb"
