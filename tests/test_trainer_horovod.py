@@ -2,19 +2,26 @@
 
 - under ``horovodrun -np 2 --gloo``: both ranks end with identical weights, the SavedModel's
   ``serving_default`` takes raw features by name and the model learns (hold-out AUC > 0.7);
-- plain (world size 1) with MLflow: the run holds params, per-epoch loss, hold-out metrics and the
-  TF-flavor model whose artifact holds the SavedModel;
-- a spec naming a column the parquet lacks fails with exit code 2 and one line naming it.
+- killed with SIGKILL after epoch 2's checkpoint and started again with the same spec, it resumes
+  at epoch 3 (`resuming from checkpoint at epoch 2/6`), trains each epoch once, continues the same
+  MLflow run, and ends exactly where an uninterrupted run ends (same losses, same signature);
+- plain (world size 1) with MLflow, the spec given inline with ``--spec-json``: the run holds
+  params, per-epoch loss, hold-out metrics and the TF-flavor model whose artifact holds the
+  SavedModel;
+- a spec naming a column the parquet lacks, or an unsupported URI scheme, fails with exit code 2
+  and one line naming it; a checkpoint of another model fails the same way.
 
-These start TensorFlow in subprocesses (≈ 15 s each, ≈ 40 s under horovodrun): ``slow``.
+These start TensorFlow in subprocesses (≈ 15 s each, ≈ 25 s under horovodrun): ``slow``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +34,8 @@ HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "usage_minutes"]
 CATEGORICAL = ["contract_type", "region"]
-EPOCHS = 5
+EPOCHS = 6
+KILL_AFTER_EPOCH = 2
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +68,10 @@ def make_data(directory: Path, n: int = 2000, seed: int = 7) -> tuple[Path, Path
     return train, holdout
 
 
-def write_spec(tmp: Path, out: str, mlflow: dict | None = None, **overrides: object) -> Path:
+def make_spec(tmp: Path, out: str, mlflow: dict | None = None, **overrides: object) -> dict:
+    """A trainer spec on fresh data under ``tmp``, writing to ``tmp/out``."""
     train, holdout = make_data(tmp / "data")
-    spec = {
+    return {
         "pipeline": "demo",
         "label": "churned",
         "numeric_features": NUMERIC,
@@ -81,21 +90,36 @@ def write_spec(tmp: Path, out: str, mlflow: dict | None = None, **overrides: obj
         "mlflow": mlflow,
         **overrides,
     }
+
+
+def write_spec(tmp: Path, out: str, mlflow: dict | None = None, **overrides: object) -> Path:
+    """``make_spec`` written to ``tmp/<out>.spec.json``; returns its path."""
     path = tmp / f"{out}.spec.json"
-    path.write_text(json.dumps(spec, indent=2))
+    path.write_text(json.dumps(make_spec(tmp, out, mlflow, **overrides), indent=2))
     return path
 
 
-def run_trainer(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {
+def trainer_env(**extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **extra,
     }
+
+
+def run_trainer(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+        cmd, cwd=REPO, env=trainer_env(), capture_output=True, text=True, timeout=600, check=False
     )
+
+
+def horovod_cmd(np_: int, *args: str) -> list[str]:
+    if not HOROVODRUN.exists():
+        pytest.skip(f"{HOROVODRUN} not found: run scripts/install_horovod.sh")
+    return [str(HOROVODRUN), "-np", str(np_), "--gloo", "-H", f"localhost:{np_}",
+            PYTHON, "-m", "training.train", *args]  # fmt: skip
 
 
 def raw_holdout(holdout_uri: str, n: int = 50) -> dict[str, np.ndarray]:
@@ -125,24 +149,41 @@ def check_serving_signature(saved_model_dir: Path, holdout_uri: str, output: str
     return values
 
 
-def test_horovod_two_ranks_agree_and_learn(tmp_path: Path) -> None:
-    if not HOROVODRUN.exists():
-        pytest.skip(f"{HOROVODRUN} not found: run scripts/install_horovod.sh")
-    spec_path = write_spec(tmp_path, "out")
-    spec = json.loads(spec_path.read_text())
-    out = Path(spec["output_dir"])
+def signature_of(saved_model_dir: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """``serving_default``'s inputs and outputs as ``{name: (shape, dtype)}``."""
+    import tensorflow as tf
 
-    proc = run_trainer(
-        [str(HOROVODRUN), "-np", "2", "--gloo", "-H", "localhost:2",
-         PYTHON, "-m", "training.train", "--spec", str(spec_path), "--dump-weights"]
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"epoch {EPOCHS}/{EPOCHS}" in proc.stdout
+    fn = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    return (
+        {k: (tuple(s.shape.as_list()), s.dtype.name) for k, s in kwargs.items()},
+        {k: (tuple(s.shape.as_list()), s.dtype.name) for k, s in fn.structured_outputs.items()},
+    )
 
+
+def assert_same_weights(out: Path) -> None:
     w0, w1 = np.load(out / "weights_rank0.npz"), np.load(out / "weights_rank1.npz")
     assert sorted(w0.files) == sorted(w1.files) and len(w0.files) > 0
     for key in w0.files:
         np.testing.assert_allclose(w0[key], w1[key], rtol=0, atol=1e-7, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def fresh_np2(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    """One uninterrupted run at np=2 with ``--dump-weights``: ``(spec, output_dir, stdout)``."""
+    tmp = tmp_path_factory.mktemp("fresh")
+    spec_path = write_spec(tmp, "out")
+    proc = run_trainer(horovod_cmd(2, "--spec", str(spec_path), "--dump-weights"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec = json.loads(spec_path.read_text())
+    return spec, Path(spec["output_dir"]), proc.stdout
+
+
+def test_horovod_two_ranks_agree_and_learn(fresh_np2: tuple[dict, Path, str]) -> None:
+    spec, out, stdout = fresh_np2
+    assert f"epoch {EPOCHS}/{EPOCHS}" in stdout
+    assert "resuming" not in stdout
+    assert_same_weights(out)
 
     scores = check_serving_signature(out / "saved_model", spec["holdout_uri"], "score")
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -152,6 +193,8 @@ def test_horovod_two_ranks_agree_and_learn(tmp_path: Path) -> None:
     assert metrics["train_rows"] == 1600
     assert [h["epoch"] for h in metrics["history"]] == list(range(1, EPOCHS + 1))
     assert metrics["samples_per_sec"] > 0 and metrics["seconds"] > 0
+    assert metrics["steady_samples_per_sec"] > 0
+    assert metrics["epochs_trained"] == EPOCHS and metrics["resumed_from_epoch"] == 0
     assert metrics["holdout"]["auc"] > 0.7, metrics["holdout"]
 
     result = json.loads((out / "result.json").read_text())
@@ -159,12 +202,133 @@ def test_horovod_two_ranks_agree_and_learn(tmp_path: Path) -> None:
     assert result["saved_model_dir"] == str(out / "saved_model")
     assert result["metrics"] == metrics["holdout"]
 
+    # Every epoch wrote a checkpoint; the newest two are kept, "latest" is the last epoch.
+    ckpt_dir = out / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.glob("ckpt-*.index")) == [
+        f"ckpt-{EPOCHS - 1}.index",
+        f"ckpt-{EPOCHS}.index",
+    ]
+    assert f'model_checkpoint_path: "ckpt-{EPOCHS}"' in (ckpt_dir / "checkpoint").read_text()
+
+
+def _hard_kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the launcher's process group and every process below it (horovodrun starts its
+    workers in sessions of their own), then wait until all are gone."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert not alive, f"still running after SIGKILL: {alive}"
+
+
+def test_sigkill_then_retry_resumes_the_same_run(
+    tmp_path: Path, fresh_np2: tuple[dict, Path, str]
+) -> None:
+    import mlflow
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec_path = write_spec(
+        tmp_path,
+        "out",
+        mlflow={"tracking_uri": tracking_uri, "experiment": "demo", "run_name": "resume"},
+        checkpoint_dir=str(tmp_path / "ckpts"),
+    )
+    spec = json.loads(spec_path.read_text())
+    out, ckpt_dir = Path(spec["output_dir"]), tmp_path / "ckpts"
+    cmd = horovod_cmd(2, "--spec", str(spec_path), "--dump-weights")
+
+    # 1. Start, and SIGKILL everything once epoch 2's checkpoint is "latest" (the trainer
+    #    pauses 5 s after each checkpoint through the test hook, so the kill lands before epoch 3;
+    #    it may land before epoch 2's loss reached MLflow: the retry back-fills it).
+    log = (tmp_path / "first.log").open("w+")
+    first = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=trainer_env(MLP_TRAINER_EPOCH_PAUSE_S="5"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    state_file = ckpt_dir / "checkpoint"
+    deadline = time.monotonic() + 300
+    try:
+        while f'"ckpt-{KILL_AFTER_EPOCH}"' not in (
+            state_file.read_text() if state_file.exists() else ""
+        ):
+            assert first.poll() is None, "trainer ended before it was killed"
+            assert time.monotonic() < deadline, "no checkpoint for epoch 2 within 300 s"
+            time.sleep(0.05)
+    finally:
+        _hard_kill(first)
+    log.seek(0)
+    first_out = log.read()
+    assert f"epoch {KILL_AFTER_EPOCH - 1}/{EPOCHS} loss=" in first_out
+    assert f"epoch {KILL_AFTER_EPOCH + 1}/{EPOCHS} loss=" not in first_out
+    assert not (ckpt_dir / f"ckpt-{KILL_AFTER_EPOCH + 1}.index").exists()
+    assert not (out / "saved_model").exists() and not (out / "metrics.json").exists()
+    first_run = json.loads((ckpt_dir / "mlflow_run.json").read_text())["run_id"]
+
+    # 2. The retry: same command, same spec.
+    proc = run_trainer(cmd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"resuming from checkpoint at epoch {KILL_AFTER_EPOCH}/{EPOCHS}" in proc.stdout
+    assert f"continuing MLflow run {first_run}" in proc.stdout
+    trained = [e for e in range(1, EPOCHS + 1) if f"epoch {e}/{EPOCHS} loss=" in proc.stdout]
+    assert trained == list(range(KILL_AFTER_EPOCH + 1, EPOCHS + 1)), proc.stdout[-3000:]
+    assert_same_weights(out)  # rank 0 restored, every rank trained on from the same state
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, EPOCHS + 1))
+    assert metrics["resumed_from_epoch"] == KILL_AFTER_EPOCH
+    assert metrics["epochs_trained"] == EPOCHS - KILL_AFTER_EPOCH
+    # Same batches, same LR schedule step, same optimizer state: the uninterrupted run's losses.
+    fresh_spec, fresh_out, _ = fresh_np2
+    fresh = json.loads((fresh_out / "metrics.json").read_text())
+    np.testing.assert_allclose(
+        [h["loss"] for h in metrics["history"]],
+        [h["loss"] for h in fresh["history"]],
+        rtol=1e-4,
+    )
+
+    # The SavedModel serves, with the signature of an uninterrupted run's.
+    scores = check_serving_signature(out / "saved_model", spec["holdout_uri"], "score")
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert signature_of(out / "saved_model") == signature_of(fresh_out / "saved_model")
+    fresh_scores = check_serving_signature(
+        fresh_out / "saved_model", fresh_spec["holdout_uri"], "score"
+    )
+    np.testing.assert_allclose(scores, fresh_scores, atol=1e-3)
+
+    # One MLflow run, each epoch's loss logged once.
+    result = json.loads((out / "result.json").read_text())
+    assert result["mlflow_run_id"] == first_run
+    client = mlflow.MlflowClient(tracking_uri)
+    assert len(client.search_runs([client.get_experiment_by_name("demo").experiment_id])) == 1
+    run = client.get_run(first_run)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["resumed_from_epoch"] == str(KILL_AFTER_EPOCH)
+    steps = sorted(m.step for m in client.get_metric_history(first_run, "loss"))
+    assert steps == list(range(1, EPOCHS + 1))
+    assert "holdout_auc" in run.data.metrics
+
 
 def test_mlflow_run_holds_params_metrics_and_saved_model(tmp_path: Path) -> None:
     import mlflow
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec_path = write_spec(
+    spec = make_spec(
         tmp_path,
         "out",
         mlflow={
@@ -175,20 +339,26 @@ def test_mlflow_run_holds_params_metrics_and_saved_model(tmp_path: Path) -> None
             "artifact_location": str(tmp_path / "mlartifacts"),
         },
     )
-    spec = json.loads(spec_path.read_text())
     out = Path(spec["output_dir"])
 
-    proc = run_trainer([PYTHON, "-m", "training.train", "--spec", str(spec_path)])
+    proc = run_trainer([PYTHON, "-m", "training.train", "--spec-json", json.dumps(spec)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Failed to validate serving input example" not in proc.stderr
 
     result = json.loads((out / "result.json").read_text())
     run_id = result["mlflow_run_id"]
     assert run_id and result["model_uri"] == f"runs:/{run_id}/model"
+    # the Kubernetes hand-back: the last MLPLATFORM_RESULT line parses to the same result
+    from mlplatform.k8s import parse_result_line
+
+    handed = [r for r in map(parse_result_line, proc.stdout.splitlines()) if r]
+    assert handed and handed[-1] == result and result["world_size"] == 1
+    assert json.loads((out / "checkpoints" / "mlflow_run.json").read_text())["run_id"] == run_id
 
     client = mlflow.MlflowClient(tracking_uri)
     run = client.get_run(run_id)
     assert run.info.run_name == "demo-run1"
+    assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "demo"
     params = run.data.params
     assert params["world_size"] == "1"
@@ -214,6 +384,15 @@ def test_mlflow_run_holds_params_metrics_and_saved_model(tmp_path: Path) -> None
     assert (local / "input_example.json").is_file()
     check_serving_signature(local / "tf2model", spec["holdout_uri"], "score")
 
+    # The same checkpoint dir with another architecture: one line, exit 2, nothing discarded.
+    other = {**spec, "mlflow": None, "model": {**spec["model"], "hidden_units": [8]}}
+    proc = run_trainer([PYTHON, "-m", "training.train", "--spec-json", json.dumps(other)])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("training.train: error")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "different model" in errors[0] and "hidden_units: [64, 32] -> [8]" in errors[0]
+    assert (out / "checkpoints" / f"ckpt-{EPOCHS}.index").exists()
+
 
 def test_missing_column_is_one_line_error(tmp_path: Path) -> None:
     spec_path = write_spec(tmp_path, "out", numeric_features=[*NUMERIC, "no_such_column"])
@@ -222,3 +401,38 @@ def test_missing_column_is_one_line_error(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("training.train: error")]
     assert len(errors) == 1, proc.stderr[-2000:]
     assert "'no_such_column'" in errors[0] and "train.parquet" in errors[0]
+
+
+@pytest.mark.parametrize("key", ["train_uri", "holdout_uri", "output_dir", "checkpoint_dir"])
+def test_unsupported_uri_scheme_is_one_line_naming_the_key(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.train import main
+
+    spec = make_spec(tmp_path, "out", **{key: "s3://bucket/some/key"})
+    assert main(["--spec-json", json.dumps(spec)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"training.train: error: spec: {key}: unsupported URI scheme")
+    assert "'s3://'" in errors[0]
+
+
+def test_spec_sources_are_exclusive_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.train import main
+
+    spec_path = write_spec(tmp_path, "out")
+    with pytest.raises(SystemExit) as exc:
+        main(["--spec", str(spec_path), "--spec-json", spec_path.read_text()])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "one of the arguments --spec --spec-json is required" in capsys.readouterr().err
+
+    assert main(["--spec-json", "{not json"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "training.train: error: --spec-json is not valid JSON"
+    )

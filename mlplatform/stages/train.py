@@ -56,6 +56,7 @@ def write_spec(
         "train_uri": str(to_path(str(training_set["train_uri"]))),
         "holdout_uri": str(to_path(str(training_set["holdout_uri"]))),
         "output_dir": str(out_dir),
+        "checkpoint_dir": str(out_dir / "checkpoints"),  # kept across task retries: training resumes
         "mlflow": {"tracking_uri": settings.tracking_uri, "experiment": cfg.name, "run_name": run_name, "tags": tags},
     }
     path = out_dir / "spec.json"

@@ -1,0 +1,26 @@
+"""Images: no Docker engine here, so the Dockerfiles are linted (hadolint) and checked for the
+properties the platform relies on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def test_trainer_dockerfile_lints_clean():
+    out = subprocess.run([str(HADOLINT), str(REPO / "docker" / "trainer.Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_trainer_image_builds_horovod_with_nccl_and_checks_it():
+    text = (REPO / "docker" / "trainer.Dockerfile").read_text()
+    assert "nvidia/cuda:" in text
+    assert "HOROVOD_GPU_OPERATIONS=NCCL" in text
+    assert "HOROVOD_WITH_TENSORFLOW=1" in text
+    assert "horovodrun --check-build" in text
+    assert "training/ /app/training/" in text
