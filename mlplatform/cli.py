@@ -235,20 +235,25 @@ def _free_port() -> int:
 
 
 def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
-    """Start the local server on a free port, send ``rows`` through the client, stop it."""
+    """Start the local server on a free port, send ``rows`` with ``mlplatform predict``, stop it."""
     from serving.client import PredictionClient
 
     port = _free_port()
+    url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "serving.server", "--model-base", str(settings.models_dir), "--host", "127.0.0.1",
            "--port", str(port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
     log_path = settings.home_dir / "logs" / "serving.log"
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=settings.repo_root)
         try:
-            client = PredictionClient(f"http://127.0.0.1:{port}")
-            version = client.wait_until_available(model, timeout_s=120)
-            result = client.predict(model, rows)
-            return {"port": port, "available_version": version, "model_version": result.model_version, "predictions": result.predictions}
+            version = PredictionClient(url).wait_until_available(model, timeout_s=120)
+            predict = ["mlplatform", "predict", model, "--url", url, "--json", json.dumps(rows)]
+            _say(f"  $ mlplatform predict {model} --url {url} --json '[{{...}}, ...]'")
+            out = subprocess.run([sys.executable, "-m", "mlplatform.cli", *predict[1:]], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise OutcomeError(f"mlplatform predict failed: {out.stderr.strip()}")
+            answer = json.loads(out.stdout.strip().splitlines()[-1])
+            return {"port": port, "available_version": version, **answer}
         finally:
             server.terminate()
             try:
