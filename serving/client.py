@@ -37,22 +37,12 @@ from urllib.parse import quote
 
 import requests
 
+from serving.inference import CODE_FOR_HTTP_STATUS  # light: no TensorFlow, no gRPC
+
 __all__ = ["GrpcPredictionClient", "PredictResult", "PredictionClient", "ServingError"]
 
 VERSION_HEADER = "X-Model-Version"
 DEFAULT_SIGNATURE = "serving_default"
-_CODE_FOR_HTTP_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 
 class ServingError(RuntimeError):
@@ -68,7 +58,7 @@ class ServingError(RuntimeError):
         super().__init__(" ".join(str(message).split()))
         self.status_code = status_code
         self.code = code or (
-            _CODE_FOR_HTTP_STATUS.get(status_code, "UNKNOWN") if status_code else None
+            CODE_FOR_HTTP_STATUS.get(status_code, "UNKNOWN") if status_code else None
         )
 
 

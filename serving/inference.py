@@ -93,7 +93,7 @@ HTTP_STATUS_FOR_CODE: dict[str, int] = {
     "DATA_LOSS": 500,
     "UNAUTHENTICATED": 401,
 }
-_CODE_FOR_HTTP_STATUS = {
+CODE_FOR_HTTP_STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
@@ -141,7 +141,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = " ".join(str(message).split())  # always one line
-        self.code = code or _CODE_FOR_HTTP_STATUS.get(
+        self.code = code or CODE_FOR_HTTP_STATUS.get(
             status_code, "INTERNAL" if status_code >= 500 else "INVALID_ARGUMENT"
         )
 

@@ -249,3 +249,28 @@ def test_a_failed_promotion_keeps_the_served_version_and_champion(env):
     assert layout.list_versions(settings.models_dir, "demo") == [v1]
     assert alias_version(settings, "demo", "champion") == v1
     assert not [p for p in (settings.models_dir / "demo").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_cli_rollback_and_status(env):
+    import subprocess
+    import sys
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v2, holdout, tmp)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mlplatform.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+    status = cli("status", "demo")
+    assert status.returncode == 0 and f"demo: served version {v2}" in status.stdout
+    assert f"'champion': {v2}" in status.stdout
+    back = cli("rollback", "demo")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.strip() == f"demo: now serving v{v1} (was v{v2}); alias champion -> v{v1}"
+    again = cli("rollback", "demo")
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"mlplatform: rollback: demo v{v1} is the oldest published version; nothing to roll back to"
+    assert cli("status", "nope").returncode == 2
