@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("serve", help="run the local TF-Serving-compatible REST server on the model base")
+    p = sub.add_parser("serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base")
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="REST port (default MLP_SERVING_PORT, 8501)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default MLP_SERVING_GRPC_PORT, 8500; 0 disables)")

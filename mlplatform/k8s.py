@@ -108,6 +108,11 @@ class KubernetesSettings(BaseSettings):
         default_factory=dict, description="CPU-only trainer pods and the MPI launcher"
     )
     shm_size: str = Field(default="8Gi", description="sizeLimit of the memory-backed /dev/shm")
+    storage_pvc: str | None = Field(
+        default=None,
+        description="ReadWriteMany PVC holding MLP_STORAGE_URI (a local path shared with the Airflow "
+        "workers, e.g. EFS/NFS); mounted at that same path so the spec's paths resolve in the pod",
+    )
     s3_secret: str = Field(
         default="mlplatform-s3", description="Secret with AWS_ACCESS_KEY_ID/...; '' for none (IRSA)"
     )
@@ -369,11 +374,25 @@ def _training_pod_spec(
     if resources := trainer_resources(cfg.training, k8s):
         container["resources"] = resources
     container["volumeMounts"] = [dict(_SHM_MOUNT)]
+    volumes = [_shm_volume(k8s)]
+    if k8s.storage_pvc:
+        # The trainer reads and writes plain paths (train/hold-out Parquet, checkpoints, the
+        # SavedModel): the run storage must be the same path in the pod as on the Airflow worker.
+        from mlplatform.storage import to_path
+
+        try:
+            mount_path = str(to_path(settings.storage))
+        except ValueError:
+            raise ValueError(
+                f"MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path, not {settings.storage!r}"
+            ) from None
+        volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": k8s.storage_pvc}})
+        container["volumeMounts"].append({"name": "storage", "mountPath": mount_path})
     return {
         **_common_pod_spec(k8s),
         **_scheduling(cfg.training, k8s),
         "containers": [container],
-        "volumes": [_shm_volume(k8s)],
+        "volumes": volumes,
     }
 
 

@@ -625,3 +625,17 @@ def test_train_xcom_needs_a_result():
     assert train_xcom({**RESULT, "mlflow_model_id": None}, {})["model_uri"] == "runs:/abc123/model"
     with pytest.raises(AirflowException, match="/airflow/xcom/return.json"):
         train_xcom(None, {})
+
+
+def test_shared_storage_pvc_is_mounted_at_the_storage_path(production_env, monkeypatch, tmp_path):
+    shared = tmp_path / "shared-runs"
+    monkeypatch.setenv("MLP_STORAGE_URI", str(shared))
+    monkeypatch.setenv("MLP_K8S_STORAGE_PVC", "mlplatform-runs")
+    obj = rendered_pod(make_operator(), make_context())
+    assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "mlplatform-runs"}} in obj["spec"]["volumes"]
+    mounts = obj["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "storage", "mountPath": str(shared)} in mounts
+    monkeypatch.setenv("MLP_STORAGE_URI", "s3://bucket/runs")
+    with pytest.raises(ValueError, match="MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path"):
+        rendered_pod(make_operator(), make_context())
