@@ -46,3 +46,20 @@ def git_commit(repo: Path) -> str:
 def lineage_tags(values: dict[str, object]) -> dict[str, str]:
     """Keep the known lineage keys, stringified (MLflow tags are strings)."""
     return {k: str(values[k]) for k in LINEAGE_KEYS if values.get(k) not in (None, "")}
+
+
+def training_run_tags(
+    upstream: list[dict[str, object] | None],
+    training_set: dict[str, object] | None,
+    repo_root: Path,
+    config_hash: str,
+    airflow_run_id: str,
+) -> dict[str, str]:
+    """The lineage tags of a training run: upstream stages' XComs (ingest, validate, features),
+    the training set, this checkout's commit, the config hash and the Airflow run id."""
+    values: dict[str, object] = {}
+    for xcom in upstream:
+        values.update(xcom or {})
+    values.update(training_set or {})
+    values |= {"git_commit": git_commit(repo_root), "pipeline_config_hash": config_hash, "airflow_run_id": airflow_run_id}
+    return lineage_tags(values)

@@ -34,30 +34,13 @@ from kubernetes.client.exceptions import ApiException
 from mlplatform import k8s as k8s_objects
 from mlplatform.k8s import KubernetesSettings
 from operators.links import MlflowRunLink
+from operators.training import train_xcom
 
 _log = logging.getLogger(__name__)
 
 
 class MPIJobFailed(RuntimeError):
     """The MPIJob ended in ``Failed``; ``str()`` is one line: job, reason, message, last log line."""
-
-
-def train_xcom(raw: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, Any]:
-    """The train task's XCom from the trainer's result (``result.json`` / ``return.json``)."""
-    if not raw:
-        raise AirflowException(
-            "train: the trainer returned no result (rank 0 must write /airflow/xcom/return.json "
-            "and print a final 'MLPLATFORM_RESULT {json}' line)"
-        )
-    model_id = raw.get("mlflow_model_id")
-    return {
-        "mlflow_run_id": raw.get("mlflow_run_id"),
-        "model_uri": f"models:/{model_id}" if model_id else raw.get("model_uri"),
-        "metrics": raw.get("metrics") or {},
-        "world_size": raw.get("world_size"),
-        "samples_per_sec": raw.get("samples_per_sec"),
-        "tags": tags,
-    }
 
 
 def _ts_key(stamp: str) -> tuple[str, int]:
@@ -388,20 +371,9 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
         return settings, load_pipeline(find_pipeline(self.pipeline, settings.pipelines_dir))
 
     def _tags(self, context: Any, settings: Any, cfg: Any) -> dict[str, str]:
-        from mlplatform.lineage import git_commit, lineage_tags
+        from mlplatform.lineage import training_run_tags
 
-        upstream: dict[str, Any] = {}
-        for values in self.lineage:
-            upstream.update(values or {})
-        return lineage_tags(
-            {
-                **upstream,
-                **(self.training_set or {}),
-                "git_commit": git_commit(settings.repo_root),
-                "pipeline_config_hash": cfg.config_hash(),
-                "airflow_run_id": context["run_id"],
-            }
-        )
+        return training_run_tags(self.lineage, self.training_set, settings.repo_root, cfg.config_hash(), context["run_id"])
 
     def trainer_spec(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings

@@ -9,15 +9,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowException
+
 from operators.base import PlatformOperator
 from operators.links import MlflowRunLink
+
+
+def train_xcom(raw: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, Any]:
+    """The train task's XCom from the trainer's result (``result.json`` / ``return.json``)."""
+    if not raw:
+        raise AirflowException(
+            "train: the trainer returned no result (rank 0 must write /airflow/xcom/return.json "
+            "and print a final 'MLPLATFORM_RESULT {json}' line)"
+        )
+    model_id = raw.get("mlflow_model_id")
+    return {
+        "mlflow_run_id": raw.get("mlflow_run_id"),
+        "model_uri": f"models:/{model_id}" if model_id else raw.get("model_uri"),
+        "metrics": raw.get("metrics") or {},
+        "world_size": raw.get("world_size"),
+        "samples_per_sec": raw.get("samples_per_sec"),
+        "tags": tags,
+    }
 
 
 class LocalHorovodTrainOperator(PlatformOperator):
     """Train on the training set (``training_set``: its XCom); ``lineage`` is a list of upstream
     XComs (ingest, validate, features) whose lineage keys become MLflow tags.
 
-    XCom: ``mlflow_run_id``, ``model_uri`` (``runs:/<id>/model``), ``metrics`` (hold-out),
+    XCom: ``mlflow_run_id``, ``model_uri`` (``models:/<logged model id>``), ``metrics`` (hold-out),
     ``world_size``, ``samples_per_sec``.
     """
 
@@ -33,32 +53,11 @@ class LocalHorovodTrainOperator(PlatformOperator):
         self.lineage = lineage or []
 
     def run_stage(self, cfg, out_dir, settings, context):
-        import json
-
-        from mlplatform.lineage import git_commit, lineage_tags
+        from mlplatform.lineage import training_run_tags
         from mlplatform.stages.train import run_local, write_spec
 
-        upstream: dict[str, Any] = {}
-        for values in self.lineage:
-            upstream.update(values or {})
-        tags = lineage_tags(
-            {
-                **upstream,
-                **self.training_set,
-                "git_commit": git_commit(settings.repo_root),
-                "pipeline_config_hash": cfg.config_hash(),
-                "airflow_run_id": context["run_id"],
-            }
-        )
+        tags = training_run_tags(self.lineage, self.training_set, settings.repo_root, cfg.config_hash(), context["run_id"])
         spec = write_spec(cfg, self.training_set, out_dir, settings, run_name=f"{cfg.name}-{context['run_id']}", tags=tags)
         result = run_local(cfg, spec, settings, emit=self.log.info)
-        metrics = json.loads((out_dir / "metrics.json").read_text())
         context["ti"].xcom_push(key=MlflowRunLink.xcom_key, value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]))
-        return {
-            "mlflow_run_id": result["mlflow_run_id"],
-            "model_uri": f"models:/{result['mlflow_model_id']}" if result.get("mlflow_model_id") else result["model_uri"],
-            "metrics": result["metrics"],
-            "world_size": metrics.get("world_size"),
-            "samples_per_sec": metrics.get("samples_per_sec"),
-            "tags": tags,
-        }
+        return train_xcom(result, tags)
