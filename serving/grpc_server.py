@@ -136,6 +136,14 @@ def _examples(input_proto: Any) -> list[Any]:
     raise ApiError(400, "Input is empty")
 
 
+def _set_model_spec(spec: Any, servable: Any, signature_name: str | None = None) -> None:
+    """Echo the model, the version actually used and (if given) the signature, as TF Serving does."""
+    spec.name = servable.name
+    spec.version.value = servable.version
+    if signature_name is not None:
+        spec.signature_name = signature_name
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService`` over a :class:`ModelRegistry`."""
 
@@ -241,9 +249,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             outputs = {a: outputs[a] for a in wanted}
 
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = key
+        _set_model_spec(response.model_spec, servable, key)
         for name, array in outputs.items():
             response.outputs[name].CopyFrom(to_tensor_proto(array))
         if self.request_logger is not None:
@@ -266,9 +272,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         examples = _examples(request.input)
         key, results = inference.classify(servable, request.model_spec.signature_name, examples)
         response = classification_pb2.ClassificationResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = key
+        _set_model_spec(response.model_spec, servable, key)
         for row in results:
             classifications = response.result.classifications.add()
             for label, score in row:
@@ -291,9 +295,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         examples = _examples(request.input)
         key, values = inference.regress(servable, request.model_spec.signature_name, examples)
         response = regression_pb2.RegressionResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = key
+        _set_model_spec(response.model_spec, servable, key)
         for value in values:
             response.result.regressions.add(value=value)
         self._log(
@@ -319,8 +321,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for key, proto in servable.signature_def_protos.items():
             signature_defs.signature_def[key].CopyFrom(proto)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
+        _set_model_spec(response.model_spec, servable)
         response.metadata[_SIGNATURE_DEF_FIELD].Pack(signature_defs)
         return response
 
