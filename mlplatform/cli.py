@@ -104,13 +104,16 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
         raise UsageError(result["error"])
     result["elapsed"] = time.time() - started
     result["log"] = str(log_path)
+    result["pipeline"] = cfg.name
     return result
 
 
-def _run_outcome(settings: Settings, name: str, result: dict) -> None:
+def _run_outcome(settings: Settings, result: dict) -> None:
+    """Print the run's outcome and where to look; raise OutcomeError when the user must act."""
     from mlplatform.storage import read_summaries, run_key
 
-    summaries = {s["stage"]: s for s in read_summaries(settings.storage, name, run_key(result["run_id"]))}
+    runs = read_summaries(settings.storage, result["pipeline"], run_key(result["run_id"]))
+    summaries = {s["stage"]: s for s in runs}
     states = result["tasks"]
     _say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
     failed = [t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries]
@@ -134,7 +137,7 @@ def _run_outcome(settings: Settings, name: str, result: dict) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
-    _run_outcome(settings, load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir)).name, result)
+    _run_outcome(settings, result)
     return 0
 
 
@@ -271,7 +274,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
     result = run_pipeline(settings, "demo", str(path), None)
     try:
-        _run_outcome(settings, "demo", result)
+        _run_outcome(settings, result)
     except OutcomeError as exc:
         if "not promoted" not in str(exc):
             raise
