@@ -4,8 +4,11 @@ rollback DAG ``mlp_<name>_rollback``.
 Onboarding a model needs no Airflow code: drop a validated pipeline YAML into ``pipelines/`` and
 this file builds its DAGs on the next parse::
 
-    ingest -> validate -> features -> training_set -> train -> register -> gate
-      -> infra_validate -> promote
+    start_run -> ingest -> validate -> features -> training_set -> train -> register -> gate
+      -> infra_validate -> promote  (end_run: teardown, always)
+
+``start_run`` takes the pipeline's lease (runs of one pipeline never interleave: a second run
+waits for the first) and freezes the run's config; ``end_run`` gives the lease back.
 
 Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``). Parsing stays
 fast: only the Airflow SDK, pydantic and the operators' thin modules are imported here.
@@ -33,6 +36,7 @@ from operators import (
     TrainingSetOperator,
     ValidateOperator,
 )
+from operators.run_control import EndRunOperator, StartRunOperator
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +61,15 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["mlplatform", "train", cfg.name],
-        params={"data_uri": Param(cfg.source.uri or "", type="string", description="raw batch to ingest")},
+        params={
+            "data_uri": Param(
+                cfg.source.uri or "", type="string", description="raw batch to ingest"
+            )
+        },
         default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
         doc_md=__doc__,
     ) as dag:
+        start = StartRunOperator()
         ingest = IngestOperator()
         validate = ValidateOperator(data=ingest.output)
         features = FeaturesOperator(data=ingest.output)
@@ -71,10 +80,14 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         )
         registered = RegisterOperator(trained=train.output)
         gate = GateOperator(registered=registered.output, training_set=training_set.output)
-        infra = InfraValidateOperator(registered=registered.output, training_set=training_set.output)
-        PromoteOperator(validated=infra.output)
+        infra = InfraValidateOperator(
+            registered=registered.output, training_set=training_set.output
+        )
+        promote = PromoteOperator(validated=infra.output)
+        start >> ingest
         validate >> features >> training_set
         gate >> infra
+        promote >> EndRunOperator().as_teardown(setups=start)
     return dag
 
 
@@ -87,7 +100,9 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         start_date=datetime(2026, 1, 1),
         catchup=False,
         tags=["mlplatform", "rollback", cfg.name],
-        params={"to_version": Param("", type="string", description="version to serve; empty = previous")},
+        params={
+            "to_version": Param("", type="string", description="version to serve; empty = previous")
+        },
         default_args={"pipeline": cfg.name, "retries": 0},
     ) as dag:
         RollbackOperator(to_version="{{ params.to_version }}")

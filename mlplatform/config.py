@@ -34,6 +34,9 @@ class SourceConfig(_Strict):
 
 class ValidationConfig(_Strict):
     suite: str = Field(description="expectation suite name under great_expectations/expectations/")
+    future_horizon_hours: float = Field(
+        default=24.0, ge=0, description="event times further ahead of now than this are refused"
+    )
 
 
 class FeaturesConfig(_Strict):

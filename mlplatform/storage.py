@@ -28,24 +28,24 @@ def to_path(uri: str | Path) -> Path:
         return Path(unquote(parsed.path))
     if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
         return Path(text).expanduser().resolve()
-    raise ValueError(f"unsupported storage URI scheme {parsed.scheme!r} in {text!r} (embedded profile reads file:// only)")
+    raise ValueError(
+        f"unsupported storage URI scheme {parsed.scheme!r} in {text!r} (embedded profile reads file:// only)"
+    )
 
 
 def to_uri(path: str | Path) -> str:
     return Path(path).resolve().as_uri()
 
 
-def stage_dir(storage: str, pipeline: str, run: str, stage: str, fresh: bool = True, keep: tuple[str, ...] = ()) -> Path:
+def stage_dir(storage: str, pipeline: str, run: str, stage: str, fresh: bool = True) -> Path:
     """The stage's output directory, emptied first when ``fresh`` (idempotent re-runs).
 
-    Entries named in ``keep`` survive the emptying: the train stage keeps ``checkpoints`` so that
-    an Airflow retry resumes training instead of starting over.
+    What must outlive a try lives elsewhere: the trainer's checkpoints are keyed by their inputs
+    under ``<storage>/<pipeline>/checkpoints/`` (:func:`mlplatform.stages.train.checkpoint_dir`).
     """
     path = to_path(storage) / pipeline / run / stage
     if fresh and path.exists():
         for entry in path.iterdir():
-            if entry.name in keep:
-                continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -57,7 +57,11 @@ def stage_dir(storage: str, pipeline: str, run: str, stage: str, fresh: bool = T
 def write_summary(directory: Path, stage: str, seconds: float, outputs: dict[str, Any]) -> None:
     """``summary.json`` beside a stage's outputs: what the CLI prints after a run."""
     (directory / "summary.json").write_text(
-        json.dumps({"stage": stage, "seconds": round(seconds, 2), "outputs": outputs}, indent=2, default=str)
+        json.dumps(
+            {"stage": stage, "seconds": round(seconds, 2), "outputs": outputs},
+            indent=2,
+            default=str,
+        )
     )
 
 

@@ -1,7 +1,12 @@
 """The base of every stage operator: config loading, the run's stage directory, timing, errors.
 
 A subclass implements :meth:`PlatformOperator.run_stage` and returns a small dict (URIs, ids,
-metrics) that becomes the task's XCom ``return_value``. Errors map to Airflow outcomes:
+metrics) that becomes the task's XCom ``return_value``. Every task of a run reads the config frozen
+at the run's start (``start_run``, :mod:`mlplatform.runs`), never the live YAML; in a run that
+holds the pipeline lease, a task first checks that its run still holds it (else it fails: a run
+judged dead must not write shared state) and refreshes its heartbeat while it works.
+
+Errors map to Airflow outcomes:
 
 * :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
 * :class:`~mlplatform.stages.GateRefused` -> skipped with the reason (a decision, not a crash);
@@ -11,13 +16,14 @@ metrics) that becomes the task's XCom ``return_value``. Errors map to Airflow ou
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from mlplatform.config import PipelineConfig, find_pipeline, load_pipeline
+from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings, get_settings
 
 
@@ -25,7 +31,6 @@ class PlatformOperator(BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
-    keep_on_retry: tuple[str, ...] = ()  # stage-dir entries a retry must not wipe
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
@@ -33,20 +38,37 @@ class PlatformOperator(BaseOperator):
         super().__init__(**kwargs)
         self.pipeline = pipeline
 
-    def run_stage(self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any) -> dict[str, Any]:
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from mlplatform import runs
         from mlplatform.stages import GateRefused, StageError, ValidationFailed
         from mlplatform.storage import run_key, stage_dir, write_summary
 
         settings = get_settings()
-        cfg = load_pipeline(find_pipeline(self.pipeline, settings.pipelines_dir))
         run = run_key(context["run_id"])
-        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, keep=self.keep_on_retry)
+        cfg = runs.load_run_config(settings, self.pipeline, run)
+        leased = (
+            self.stage not in ("start_run", "end_run")
+            and runs.snapshot_path(settings, cfg.name, run).exists()
+        )
+        if leased:
+            try:
+                runs.heartbeat(settings, cfg.name, context["run_id"])
+            except runs.LeaseLost as exc:
+                raise AirflowFailException(str(exc)) from None
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
         started = time.monotonic()
         try:
-            result = self.run_stage(cfg, out_dir, settings, context)
+            with (
+                runs.heartbeating(settings, cfg.name, context["run_id"])
+                if leased
+                else nullcontext()
+            ):
+                result = self.run_stage(cfg, out_dir, settings, context)
         except GateRefused as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise AirflowSkipException(str(exc)) from None

@@ -24,7 +24,9 @@ class FeaturesOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.features import materialize_features
 
-        return materialize_features(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
+        return materialize_features(
+            cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings
+        )
 
 
 class TrainingSetOperator(PlatformOperator):

@@ -25,7 +25,10 @@ class RegisterOperator(PlatformOperator):
 
         t = self.trained
         result = register(cfg, t["model_uri"], t["mlflow_run_id"], t.get("tags", {}), settings)
-        context["ti"].xcom_push(key=MlflowModelLink.xcom_key, value=MlflowModelLink.url(settings, result["model_name"], result["model_version"]))
+        context["ti"].xcom_push(
+            key=MlflowModelLink.xcom_key,
+            value=MlflowModelLink.url(settings, result["model_name"], result["model_version"]),
+        )
         return result
 
 
@@ -47,7 +50,9 @@ class GateOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import gate
 
-        return gate(cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], settings)
+        return gate(
+            cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], settings
+        )
 
 
 class InfraValidateOperator(PlatformOperator):
@@ -70,7 +75,13 @@ class InfraValidateOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.infra_validate import infra_validate
 
-        return infra_validate(cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], out_dir, settings)
+        return infra_validate(
+            cfg,
+            int(self.registered["model_version"]),
+            self.training_set["holdout_uri"],
+            out_dir,
+            settings,
+        )
 
 
 class PromoteOperator(PlatformOperator):

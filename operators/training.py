@@ -7,6 +7,8 @@ subprocess on the Airflow worker and streams its output into the task log.
 
 from __future__ import annotations
 
+import json
+import shutil
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
@@ -42,12 +44,13 @@ class LocalHorovodTrainOperator(PlatformOperator):
     """
 
     stage = "train"
-    keep_on_retry = ("checkpoints",)  # a retry resumes from the last epoch's checkpoint
     template_fields = ("training_set", "lineage")
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#f3eafb"
 
-    def __init__(self, *, training_set: Any, lineage: list[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, training_set: Any, lineage: list[Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.training_set = training_set
         self.lineage = lineage or []
@@ -56,8 +59,26 @@ class LocalHorovodTrainOperator(PlatformOperator):
         from mlplatform.lineage import training_run_tags
         from mlplatform.stages.train import run_local, write_spec
 
-        tags = training_run_tags(self.lineage, self.training_set, settings.repo_root, cfg.config_hash(), context["run_id"])
-        spec = write_spec(cfg, self.training_set, out_dir, settings, run_name=f"{cfg.name}-{context['run_id']}", tags=tags)
+        tags = training_run_tags(
+            self.lineage,
+            self.training_set,
+            settings.repo_root,
+            cfg.config_hash(),
+            context["run_id"],
+        )
+        spec = write_spec(
+            cfg,
+            self.training_set,
+            out_dir,
+            settings,
+            run_name=f"{cfg.name}-{context['run_id']}",
+            tags=tags,
+        )
         result = run_local(cfg, spec, settings, emit=self.log.info)
-        context["ti"].xcom_push(key=MlflowRunLink.xcom_key, value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]))
+        # trained and logged: the checkpoints (kept for a retry or a rerun after a crash) are done
+        shutil.rmtree(json.loads(spec.read_text())["checkpoint_dir"], ignore_errors=True)
+        context["ti"].xcom_push(
+            key=MlflowRunLink.xcom_key,
+            value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
+        )
         return train_xcom(result, tags)

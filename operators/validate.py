@@ -31,6 +31,8 @@ class ValidateOperator(PlatformOperator):
 
         link = DataDocsLink.url(settings, out_dir / "data_docs" / "index.html")
         try:
-            return validate(cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings)
+            return validate(
+                cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings
+            )
         finally:  # the Data Docs exist for failed batches too: link them either way
             context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=link)

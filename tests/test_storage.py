@@ -1,26 +1,25 @@
-"""Stage directories: fresh per try (idempotent re-runs), keeping only what a retry needs."""
+"""Stage directories: fresh per try (idempotent re-runs)."""
 
 from __future__ import annotations
 
 from mlplatform.storage import run_key, stage_dir, to_path, to_uri
 
 
-def test_stage_dir_is_emptied_but_keeps_named_entries(tmp_path):
+def test_stage_dir_is_emptied_on_every_try(tmp_path):
     d = stage_dir(str(tmp_path), "demo", "run1", "train")
-    (d / "checkpoints").mkdir()
-    (d / "checkpoints" / "ckpt-2.index").write_text("x")
     (d / "metrics.json").write_text("{}")
     (d / "saved_model").mkdir()
-    again = stage_dir(str(tmp_path), "demo", "run1", "train", keep=("checkpoints",))
+    (d / "saved_model" / "saved_model.pb").write_text("x")
+    again = stage_dir(str(tmp_path), "demo", "run1", "train")
     assert again == d
-    assert sorted(p.name for p in d.iterdir()) == ["checkpoints"]
-    assert (d / "checkpoints" / "ckpt-2.index").read_text() == "x"
-    stage_dir(str(tmp_path), "demo", "run1", "train")
     assert list(d.iterdir()) == []
 
 
 def test_run_key_and_uris(tmp_path):
-    assert run_key("manual__2026-11-26T07:12:07.071648+00:00") == "manual__2026-11-26T07_12_07.071648_00_00"
+    assert (
+        run_key("manual__2026-11-26T07:12:07.071648+00:00")
+        == "manual__2026-11-26T07_12_07.071648_00_00"
+    )
     assert to_path(to_uri(tmp_path / "a b.parquet")) == tmp_path / "a b.parquet"
     import pytest
 

@@ -2,7 +2,8 @@
 
 Contract: ``ingest(cfg, source_uri, out_dir, settings)`` returns ``data_uri`` (Parquet under
 ``out_dir``), ``data_version`` (the DVC md5 of the batch), ``data_commit`` (commit of the DVC data
-repository that records it) and ``rows``. The batch is stored in the DVC data repository
+repository that records it), ``rows`` and ``duplicates_dropped`` (exact copies of a row are kept
+once; copies that conflict are left for validation to refuse). The batch is stored in the DVC data repository
 (``<home>/data-repo``, a git repo with a DVC remote) as ``<pipeline>/batch.<format>``, so
 ``git checkout <data_commit> && dvc checkout`` restores exactly the data a model was trained on.
 A file that cannot be parsed or lacks the entity/timestamp columns raises ``StageError`` and
@@ -11,10 +12,13 @@ versions nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -55,14 +59,18 @@ def read_batch(path: Path, fmt: str, cfg: PipelineConfig) -> pd.DataFrame:
     ts = pd.to_datetime(df[cfg.source.timestamp], utc=True, errors="coerce")
     bad = int(ts.isna().sum() - df[cfg.source.timestamp].isna().sum())
     if bad:
-        raise StageError(f"ingest: {path}: {bad} value(s) in {cfg.source.timestamp!r} are not timestamps")
+        raise StageError(
+            f"ingest: {path}: {bad} value(s) in {cfg.source.timestamp!r} are not timestamps"
+        )
     df[cfg.source.timestamp] = ts
     return df
 
 
 def _git(repo: Path, *args: str) -> str:
     env = {**os.environ, **_GIT_ENV}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout
 
 
 def ensure_data_repo(repo_dir: Path, remote_url: str):
@@ -84,8 +92,27 @@ def ensure_data_repo(repo_dir: Path, remote_url: str):
     return repo
 
 
+@contextlib.contextmanager
+def data_repo_lock(repo_dir: Path) -> Iterator[None]:
+    """Serialise writers of the shared data repository (all pipelines commit to one git repo)."""
+    repo_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(repo_dir.parent / ".data-repo.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def version_batch(src: Path, pipeline: str, fmt: str, settings: Settings) -> tuple[str, str]:
     """``dvc add`` + git commit + ``dvc push`` the batch; return (md5, data repo commit)."""
+    with data_repo_lock(settings.dvc_repo_dir):
+        return _version_batch_locked(src, pipeline, fmt, settings)
+
+
+def _version_batch_locked(
+    src: Path, pipeline: str, fmt: str, settings: Settings
+) -> tuple[str, str]:
     repo_dir = settings.dvc_repo_dir
     repo = ensure_data_repo(repo_dir, settings.dvc_remote_url)
     target = repo_dir / pipeline / f"batch.{fmt}"
@@ -102,15 +129,34 @@ def version_batch(src: Path, pipeline: str, fmt: str, settings: Settings) -> tup
     return md5, commit
 
 
-def ingest(cfg: PipelineConfig, source_uri: str, out_dir: Path, settings: Settings) -> dict[str, object]:
+def ingest(
+    cfg: PipelineConfig, source_uri: str, out_dir: Path, settings: Settings
+) -> dict[str, object]:
     """Run the ingest stage (see module docstring)."""
     if not source_uri:
-        raise StageError(f"ingest: no data URI: set source.uri in the {cfg.name} pipeline or pass --data")
+        raise StageError(
+            f"ingest: no data URI: set source.uri in the {cfg.name} pipeline or pass --data"
+        )
     src = to_path(source_uri)
     fmt = "parquet" if src.suffix == ".parquet" else cfg.source.format
     df = read_batch(src, fmt, cfg)
+    duplicates = int(df.duplicated().sum())
+    if (
+        duplicates
+    ):  # the rule: exact copies of a row are one row; conflicting copies fail validation
+        df = df.drop_duplicates(ignore_index=True)
+        log.warning("dropped %d exact duplicate row(s) of %s", duplicates, src)
     md5, commit = version_batch(src, cfg.name, fmt, settings)
     out = out_dir / "raw.parquet"
     df.to_parquet(out, index=False)
-    log.info("ingested %d rows from %s as DVC version %s (data repo %s)", len(df), src, md5, commit[:8])
-    return {"data_uri": to_uri(out), "data_version": md5, "data_commit": commit, "rows": len(df), "source_uri": str(src)}
+    log.info(
+        "ingested %d rows from %s as DVC version %s (data repo %s)", len(df), src, md5, commit[:8]
+    )
+    return {
+        "data_uri": to_uri(out),
+        "data_version": md5,
+        "data_commit": commit,
+        "rows": len(df),
+        "duplicates_dropped": duplicates,
+        "source_uri": str(src),
+    }

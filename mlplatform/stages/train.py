@@ -9,6 +9,7 @@ image (``operators/training.py``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,31 @@ def ensure_experiment(settings: Settings, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=f"{settings.artifact_uri}/{name}")
 
 
+def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object]) -> str:
+    """What determines a training job's checkpoints: the exact train/hold-out bytes, the model,
+    the features and the world size. A run that trains on the same batch with the same config
+    (say, after the previous run died mid-training) resumes from the same checkpoints."""
+    digest = hashlib.sha256()
+    for key in ("train_uri", "holdout_uri"):
+        with open(to_path(str(training_set[key])), "rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    recipe = {
+        "model": cfg.model.model_dump(mode="json"),
+        "features": cfg.features.model_dump(mode="json"),
+        "np": cfg.training.np,
+    }
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_dir(
+    cfg: PipelineConfig, training_set: dict[str, object], settings: Settings
+) -> Path:
+    """``<storage>/<pipeline>/checkpoints/<checkpoint_key>``: outside the run's own directory so
+    that an Airflow retry and a later run on the same batch both resume; removed on success."""
+    return to_path(settings.storage) / cfg.name / "checkpoints" / checkpoint_key(cfg, training_set)
+
+
 def write_spec(
     cfg: PipelineConfig,
     training_set: dict[str, object],
@@ -56,8 +82,13 @@ def write_spec(
         "train_uri": str(to_path(str(training_set["train_uri"]))),
         "holdout_uri": str(to_path(str(training_set["holdout_uri"]))),
         "output_dir": str(out_dir),
-        "checkpoint_dir": str(out_dir / "checkpoints"),  # kept across task retries: training resumes
-        "mlflow": {"tracking_uri": settings.tracking_uri, "experiment": cfg.name, "run_name": run_name, "tags": tags},
+        "checkpoint_dir": str(checkpoint_dir(cfg, training_set, settings)),
+        "mlflow": {
+            "tracking_uri": settings.tracking_uri,
+            "experiment": cfg.name,
+            "run_name": run_name,
+            "tags": tags,
+        },
     }
     path = out_dir / "spec.json"
     path.write_text(json.dumps(spec, indent=2))
@@ -79,14 +110,28 @@ def run_local(
     bin_dir = Path(sys.executable).parent
     horovodrun = bin_dir / "horovodrun"
     if not horovodrun.exists() and not shutil.which("horovodrun"):
-        raise StageError("train: horovodrun is not installed in this environment: run `make env` (scripts/install_horovod.sh)")
+        raise StageError(
+            "train: horovodrun is not installed in this environment: run `make env` (scripts/install_horovod.sh)"
+        )
     cmd = trainer_command(str(spec_path), cfg.training.np, python=sys.executable)
     cmd[0] = str(horovodrun) if horovodrun.exists() else "horovodrun"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(settings.repo_root), env.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(settings.repo_root), env.get("PYTHONPATH")])
+    )
     emit(f"launching: {' '.join(cmd)}")
     proc = subprocess.Popen(
-        cmd, cwd=settings.repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd,
+        cwd=settings.repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
     assert proc.stdout is not None
     tail: list[str] = []

@@ -7,6 +7,12 @@ and writes Data Docs to ``out_dir/data_docs`` (``index.html``). On success it re
 validated data version. On failure it copies the batch and its Data Docs to
 ``<home>/quarantine/<pipeline>/<data_version>/`` and raises :class:`ValidationFailed` whose message
 says in one line which expectations failed on which columns; the last validated version is kept.
+
+Whatever the suite says, the platform adds its own protections (:func:`platform_expectations`):
+the label, the entity key and the event time are never null, an (entity, event time) key appears
+once (ingest has already dropped exact duplicate rows, so a repeated key means conflicting
+values), and no event time lies more than ``validation.future_horizon_hours`` ahead of now.
+They show in the Data Docs like the suite's own expectations.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +43,50 @@ def load_suite_definition(settings: Settings, suite: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise StageError(f"validate: no expectation suite {suite!r} ({path} does not exist)") from None
+        raise StageError(
+            f"validate: no expectation suite {suite!r} ({path} does not exist)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise StageError(f"validate: {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def platform_expectations(cfg: PipelineConfig, now: datetime | None = None) -> list[dict]:
+    """The checks every batch gets on top of its suite (see the module docstring)."""
+    now = now or datetime.now(UTC)
+    horizon = now + timedelta(hours=cfg.validation.future_horizon_hours)
+    entity, ts, label = cfg.source.entity, cfg.source.timestamp, cfg.features.label
+    meta = {"notes": "added by mlplatform to every suite"}
+    checks = [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}, "meta": meta}
+        for c in (label, entity, ts)
+    ]
+    checks.append(
+        {
+            "type": "expect_compound_columns_to_be_unique",
+            "kwargs": {"column_list": [entity, ts]},
+            "meta": meta,
+        }
+    )
+    checks.append(
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": ts, "max_value": horizon.isoformat()},
+            "meta": meta,
+        }
+    )
+    return checks
+
+
+def with_platform_expectations(suite_def: dict, cfg: PipelineConfig) -> dict:
+    """The suite plus the platform's checks it does not already hold (same type and column)."""
+
+    def key(e: dict) -> tuple:
+        kwargs = e.get("kwargs", {})
+        return e["type"], kwargs.get("column"), tuple(kwargs.get("column_list") or ())
+
+    have = {key(e) for e in suite_def.get("expectations", [])}
+    extra = [e for e in platform_expectations(cfg) if key(e) not in have]
+    return {**suite_def, "expectations": [*suite_def.get("expectations", []), *extra]}
 
 
 def run_checkpoint(df: pd.DataFrame, suite_def: dict, docs_dir: Path):
@@ -65,7 +113,10 @@ def run_checkpoint(df: pd.DataFrame, suite_def: dict, docs_dir: Path):
         site_name="run",
         site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
@@ -88,8 +139,8 @@ def describe_failures(result) -> list[str]:
             if r.success:
                 continue
             cfg = r.expectation_config
-            column = cfg.kwargs.get("column")
-            where = f"({column})" if column else ""
+            columns = cfg.kwargs.get("column_list") or [cfg.kwargs.get("column")]
+            where = f"({', '.join(map(str, columns))})" if columns != [None] else ""
             count = (r.result or {}).get("unexpected_count")
             sample = (r.result or {}).get("partial_unexpected_list") or []
             sample_txt = f", e.g. {sorted({str(s) for s in sample})[:3]}" if sample else ""
@@ -102,7 +153,9 @@ def validate(
     cfg: PipelineConfig, data_uri: str, data_version: str, out_dir: Path, settings: Settings
 ) -> dict[str, object]:
     """Run the validation stage (see module docstring)."""
-    suite_def = load_suite_definition(settings, cfg.validation.suite)
+    suite_def = with_platform_expectations(
+        load_suite_definition(settings, cfg.validation.suite), cfg
+    )
     data_path = to_path(data_uri)
     df = pd.read_parquet(data_path)
     docs_dir = out_dir / "data_docs"
@@ -112,8 +165,17 @@ def validate(
     if result.success:
         marker = to_path(settings.storage) / cfg.name / "last_validated.json"
         marker.write_text(json.dumps({"data_version": data_version, "data_uri": data_uri}))
-        log.info("validation passed: %s expectations on %d rows; Data Docs %s", stats["evaluated_expectations"], len(df), docs_uri)
-        return {"validation": "passed", "data_docs": docs_uri, "evaluated": stats["evaluated_expectations"]}
+        log.info(
+            "validation passed: %s expectations on %d rows; Data Docs %s",
+            stats["evaluated_expectations"],
+            len(df),
+            docs_uri,
+        )
+        return {
+            "validation": "passed",
+            "data_docs": docs_uri,
+            "evaluated": stats["evaluated_expectations"],
+        }
 
     quarantine = settings.home_dir / "quarantine" / cfg.name / (data_version or "unversioned")
     if quarantine.exists():
