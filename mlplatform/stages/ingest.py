@@ -39,6 +39,16 @@ _GIT_ENV = {
 }
 
 
+def parse_timestamps(column: pd.Series) -> pd.Series:
+    """UTC timestamps; unparsable values become NaT. ISO 8601 in any precision first (pandas
+    otherwise takes the first value's format for all and refuses ``...:00`` after ``...:00.5``),
+    then element by element for other spellings."""
+    ts = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
+    if ts.isna().sum() > column.isna().sum():
+        ts = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
+    return ts
+
+
 def read_batch(path: Path, fmt: str, cfg: PipelineConfig) -> pd.DataFrame:
     """Parse a raw batch; one-line errors name the file and the problem."""
     try:
@@ -56,7 +66,7 @@ def read_batch(path: Path, fmt: str, cfg: PipelineConfig) -> pd.DataFrame:
         )
     if df.empty:
         raise StageError(f"ingest: {path}: the batch has no rows")
-    ts = pd.to_datetime(df[cfg.source.timestamp], utc=True, errors="coerce")
+    ts = parse_timestamps(df[cfg.source.timestamp])
     bad = int(ts.isna().sum() - df[cfg.source.timestamp].isna().sum())
     if bad:
         raise StageError(
