@@ -60,6 +60,8 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
+        # a backstop: a run whose driver died outright is failed by the scheduler after this
+        dagrun_timeout=timedelta(hours=get_settings().run_timeout_hours),
         tags=["mlplatform", "train", cfg.name],
         params={
             "data_uri": Param(

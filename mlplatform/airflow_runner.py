@@ -13,10 +13,11 @@ No orphans, no zombies:
 
 * This process drives the whole run (``MLP_RUNNER_PID``: the pipeline lease names it, so a run
   whose driver died is recognised at once, see :mod:`mlplatform.runs`).
-* SIGTERM or SIGINT (``mlplatform run`` sends SIGTERM when it is interrupted, and the kernel sends
-  it when ``mlplatform run`` itself is killed, through ``PR_SET_PDEATHSIG``) stops the run: the
-  trainer and every other child process are terminated, the Airflow run is marked failed, its
-  MLflow runs are ended FAILED and the lease is given back.
+* A watchdog thread stops the run when ``mlplatform run`` goes away (killed, even by ``kill -9``:
+  this process is re-parented) or asks it to stop (``RESULT_JSON.stop`` appears: Ctrl-C or SIGTERM
+  of the command): the trainer and every other child process are terminated, the Airflow run is
+  marked failed, its MLflow runs are ended FAILED and the lease is given back. (A thread, not a
+  signal handler: Airflow's task runner takes SIGTERM over for ``on_kill`` while a task runs.)
 * Before starting, a run of the same pipeline left behind by a driver that was killed outright
   (``kill -9``, a crash) is reaped the same way.
 """
@@ -24,12 +25,14 @@ No orphans, no zombies:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,45 +42,36 @@ from mlplatform.settings import Settings, get_settings
 log = logging.getLogger("mlplatform.runner")
 
 
-class Stopped(BaseException):  # noqa: N818 - BaseException: dag.test must not swallow it as a task error
-    """The runner was told to stop (SIGTERM/SIGINT)."""
-
-
 def prepare_airflow() -> dict[str, str]:
     """Export the embedded Airflow environment; migrate the SQLite DB the first time."""
     settings = get_settings()
     env = settings.airflow_env()
     os.environ.update(env)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    db = settings.airflow_home / "airflow.db"
-    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite") and not db.exists():
-        airflow_bin = Path(sys.executable).parent / "airflow"
-        subprocess.run(
-            [str(airflow_bin), "db", "migrate"],
-            check=True,
-            env=os.environ.copy(),
-            stdout=subprocess.DEVNULL,
-        )
+    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        return env
+    # Two first runs at once must not both migrate one SQLite file, nor may one of them use it
+    # half-migrated: migrate under a lock, and trust only the marker written after success.
+    done = settings.airflow_home / ".db-migrated"
+    with open(settings.airflow_home / ".db-migrate.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not done.exists():
+            airflow_bin = Path(sys.executable).parent / "airflow"
+            subprocess.run(
+                [str(airflow_bin), "db", "migrate"],
+                check=True,
+                env=os.environ.copy(),
+                stdout=subprocess.DEVNULL,
+            )
+            done.touch()
     return env
 
 
 def terminate_children(grace_s: float = 15.0) -> int:
     """SIGTERM every descendant of this process, SIGKILL what is left after ``grace_s``."""
-    import psutil
+    from mlplatform import processes
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        try:
-            child.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-    return len(children)
+    return processes.terminate(processes.tree(os.getpid())[1:], grace_s)
 
 
 def fail_dag_run(dag_id: str, run_id: str, reason: str) -> bool:
@@ -130,8 +124,36 @@ def reap_dead_predecessor(settings: Settings, dag_id: str, pipeline: str) -> str
     return lease.run_id
 
 
-def _stop(signum: int, _frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
+def start_watchdog(
+    settings: Settings, dag_id: str, pipeline: str | None, run_id: str, result_path: Path
+) -> None:
+    """Stop the run (see the module docstring) once the parent is gone or a stop file appears."""
+    parent = os.getppid()
+    stop_file = Path(f"{result_path}.stop")
+
+    def stop(reason: str) -> None:
+        killed = terminate_children(grace_s=10)
+        print(
+            f"mlplatform: {reason}: stopping run {run_id}; terminated {killed} child process(es)",
+            flush=True,
+        )
+        if pipeline:
+            reap(settings, dag_id, pipeline, run_id, reason)
+        terminate_children(grace_s=2)  # whatever a task started while we reaped
+        result_path.write_text(
+            json.dumps({"run_id": run_id, "state": "failed", "tasks": {}, "stopped": reason})
+        )
+        os._exit(143)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                stop("mlplatform run was killed")
+            if stop_file.exists():
+                stop("stopped by the user")
+
+    threading.Thread(target=watch, name="run-watchdog", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,21 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         run_type=DagRunType.MANUAL, logical_date=logical, run_after=logical
     )
     Path(f"{result_path}.started").write_text(json.dumps({"run_id": run_id, "pid": os.getpid()}))
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        run = dag.test(logical_date=logical, run_after=logical, run_conf=json.loads(args.conf))
-    except Stopped as exc:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        killed = terminate_children()
-        print(f"mlplatform: stopped by {exc}: terminated {killed} child process(es)", flush=True)
-        if pipeline:
-            reap(settings, dag.dag_id, pipeline, run_id, f"stopped by {exc}")
-        result_path.write_text(
-            json.dumps({"run_id": run_id, "state": "failed", "tasks": {}, "stopped": str(exc)})
-        )
-        return 143
+    start_watchdog(settings, dag.dag_id, pipeline, run_id, result_path)
+    run = dag.test(logical_date=logical, run_after=logical, run_conf=json.loads(args.conf))
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     result_path.write_text(
         json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks})

@@ -7,7 +7,6 @@ refused, a stage failed); 2 bad usage or bad config. Errors are one line; ``--ve
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -78,32 +77,25 @@ def _stage_line(summary: dict) -> str:
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
 
 
-def _die_with_parent() -> None:
-    """In the runner child (``preexec_fn``): get SIGTERM when ``mlplatform run`` dies, even by
-    ``kill -9`` (Linux ``PR_SET_PDEATHSIG``), so a run never carries on unattended."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _stop_runner(proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
+def _stop_runner(proc: subprocess.Popen, stop_file: Path, timeout_s: float = 90.0) -> None:
     """Ask the runner to stop its run (it terminates the trainer and marks the run failed)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_file.touch()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
     """Run the pipeline's training DAG through Airflow in a child process, printing progress.
 
-    The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``)
-    stops the run, its trainer included, and marks it failed. A run of the same pipeline that is
+    The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``:
+    the child watches for it) stops the run, its trainer included, and marks it failed. A run of the same pipeline that is
     already in progress is waited for (runs of one pipeline never interleave).
     """
     from mlplatform import runs
@@ -130,8 +122,14 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     _say(f"running DAG mlp_{cfg.name}_train through Airflow on {data_uri}")
     _say(f"  (Airflow log: {log_path})")
     holder = runs.current(settings, cfg.name)
-    if holder is not None and runs.staleness(holder, settings.run_stale_s) is None:
-        _say(f"  another run is in progress: {holder.describe()}; this run waits for it to finish")
+    if holder is not None:
+        dead = runs.staleness(holder, settings.run_stale_s)
+        if dead is None:
+            _say(
+                f"  another run is in progress: {holder.describe()}; this run waits for it to finish"
+            )
+        else:
+            _say(f"  {holder.describe()} died ({dead}): it is marked failed before this run starts")
     started = time.time()
     seen: set[Path] = set()
     run_dir: Path | None = None
@@ -139,7 +137,8 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root,
-                                start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
+                                start_new_session=True)  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while True:
                 done = proc.poll() is not None
@@ -157,8 +156,10 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
                 time.sleep(0.5)
         except KeyboardInterrupt:
             _say("interrupted: stopping the run (the trainer is terminated, the run marked failed)")
-            _stop_runner(proc)
-            raise OutcomeError(f"run stopped by the user; see {log_path}") from None
+            _stop_runner(proc, Path(f"{result_path}.stop"))
+            raise OutcomeError(f"run stopped and marked failed; see {log_path}") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if not result_path.exists():
         tail = log_path.read_text().strip().splitlines()[-5:]
         raise OutcomeError(

@@ -76,7 +76,9 @@ def generate(
         bad = rng.choice(n_rows, int(round(bad_fraction * n_rows)), replace=False)
         kinds = np.arange(len(bad)) % 4
         df.loc[bad[kinds == 0], "customer_id"] = np.nan
-        df.loc[bad[kinds == 1], "monthly_charges"] = -abs(df.loc[bad[kinds == 1], "monthly_charges"])
+        df.loc[bad[kinds == 1], "monthly_charges"] = -abs(
+            df.loc[bad[kinds == 1], "monthly_charges"]
+        )
         df.loc[bad[kinds == 2], "contract_type"] = "lifetime"
         df.loc[bad[kinds == 3], "tenure_months"] = 999.0
     df["customer_id"] = df["customer_id"].astype("Int64")
@@ -101,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--drift", type=float, default=0.0, help="0..1 distribution shift")
-    parser.add_argument("--bad-fraction", type=float, default=0.0, help="0..1 share of corrupt rows")
+    parser.add_argument(
+        "--bad-fraction", type=float, default=0.0, help="0..1 share of corrupt rows"
+    )
     args = parser.parse_args(argv)
-    df = generate(args.rows, args.seed, days=args.days, drift=args.drift, bad_fraction=args.bad_fraction)
+    df = generate(
+        args.rows, args.seed, days=args.days, drift=args.drift, bad_fraction=args.bad_fraction
+    )
     print(write(df, args.output))
     return 0
 

@@ -31,7 +31,10 @@ def git_commit(repo: Path) -> str:
     """HEAD of the platform checkout (``+dirty`` when it has uncommitted changes), or ``unknown``."""
     try:
         sha = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
@@ -61,5 +64,9 @@ def training_run_tags(
     for xcom in upstream:
         values.update(xcom or {})
     values.update(training_set or {})
-    values |= {"git_commit": git_commit(repo_root), "pipeline_config_hash": config_hash, "airflow_run_id": airflow_run_id}
+    values |= {
+        "git_commit": git_commit(repo_root),
+        "pipeline_config_hash": config_hash,
+        "airflow_run_id": airflow_run_id,
+    }
     return lineage_tags(values)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     run_lock_wait_s: float = Field(
         default=3600.0, ge=0, description="how long a run waits for another run of its pipeline"
     )
+    run_timeout_hours: float = Field(
+        default=24.0, gt=0, description="Airflow fails a training run still running after this"
+    )
     run_stale_s: float = Field(
         default=600.0, gt=0, description="a run with no heartbeat for this long is taken for dead"
     )

@@ -55,6 +55,18 @@ class LocalHorovodTrainOperator(PlatformOperator):
         self.training_set = training_set
         self.lineage = lineage or []
 
+    _trainer = None  # the horovodrun process while it runs
+
+    def _remember(self, proc) -> None:
+        self._trainer = proc
+
+    def on_kill(self) -> None:
+        """Airflow kills the task (SIGTERM): take the trainer and its ranks down with it."""
+        from mlplatform.stages.train import stop_trainer
+
+        if self._trainer is not None:
+            stop_trainer(self._trainer)
+
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.lineage import training_run_tags
         from mlplatform.stages.train import run_local, write_spec
@@ -74,7 +86,7 @@ class LocalHorovodTrainOperator(PlatformOperator):
             run_name=f"{cfg.name}-{context['run_id']}",
             tags=tags,
         )
-        result = run_local(cfg, spec, settings, emit=self.log.info)
+        result = run_local(cfg, spec, settings, emit=self.log.info, on_start=self._remember)
         # trained and logged: the checkpoints (kept for a retry or a rerun after a crash) are done
         shutil.rmtree(json.loads(spec.read_text())["checkpoint_dir"], ignore_errors=True)
         context["ti"].xcom_push(

@@ -61,7 +61,12 @@ def offline_dir(cfg: PipelineConfig, settings: Settings) -> Path:
 
 
 def _feature_frame(cfg: PipelineConfig, df: pd.DataFrame) -> pd.DataFrame:
-    cols = [cfg.source.entity, cfg.source.timestamp, *cfg.features.numeric, *cfg.features.categorical]
+    cols = [
+        cfg.source.entity,
+        cfg.source.timestamp,
+        *cfg.features.numeric,
+        *cfg.features.categorical,
+    ]
     out = df[cols].copy()
     out[cfg.source.entity] = out[cfg.source.entity].astype("int64")
     for c in cfg.features.numeric:
@@ -79,7 +84,9 @@ def materialize_features(
     df = pd.read_parquet(to_path(data_uri))
     missing = [c for c in cfg.features.all if c not in df.columns]
     if missing:
-        raise StageError(f"features: batch {data_uri} lacks declared feature column(s) {', '.join(missing)}")
+        raise StageError(
+            f"features: batch {data_uri} lacks declared feature column(s) {', '.join(missing)}"
+        )
     src_dir = offline_dir(cfg, settings)
     src_dir.mkdir(parents=True, exist_ok=True)
     _feature_frame(cfg, df).to_parquet(src_dir / f"{data_version}.parquet", index=False)
@@ -99,22 +106,34 @@ def materialize_features(
     }
 
 
-def build_training_set(cfg: PipelineConfig, data_uri: str, out_dir: Path, settings: Settings) -> dict[str, object]:
+def build_training_set(
+    cfg: PipelineConfig, data_uri: str, out_dir: Path, settings: Settings
+) -> dict[str, object]:
     from feature_repo.definitions import service_name
 
     df = pd.read_parquet(to_path(data_uri))
     if cfg.features.label not in df.columns:
-        raise StageError(f"training_set: batch {data_uri} has no label column {cfg.features.label!r}")
+        raise StageError(
+            f"training_set: batch {data_uri} has no label column {cfg.features.label!r}"
+        )
     entity_df = df[[cfg.source.entity, cfg.source.timestamp, cfg.features.label]].copy()
     entity_df[cfg.source.entity] = entity_df[cfg.source.entity].astype("int64")
     store = feature_store(cfg, settings)
     service = store.get_feature_service(service_name(cfg))
     joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    joined = joined.dropna(subset=cfg.features.all).sort_values(cfg.source.timestamp, ignore_index=True)
+    joined = joined.dropna(subset=cfg.features.all).sort_values(
+        cfg.source.timestamp, ignore_index=True
+    )
     if len(joined) < 10:
-        raise StageError(f"training_set: only {len(joined)} rows have features within ttl {cfg.features.ttl_days}d")
+        raise StageError(
+            f"training_set: only {len(joined)} rows have features within ttl {cfg.features.ttl_days}d"
+        )
     cut = int(len(joined) * (1 - cfg.features.holdout_fraction))
-    full, train, holdout = out_dir / "training_set.parquet", out_dir / "train.parquet", out_dir / "holdout.parquet"
+    full, train, holdout = (
+        out_dir / "training_set.parquet",
+        out_dir / "train.parquet",
+        out_dir / "holdout.parquet",
+    )
     joined.to_parquet(full, index=False)
     joined.iloc[:cut].to_parquet(train, index=False)
     joined.iloc[cut:].to_parquet(holdout, index=False)

@@ -103,8 +103,19 @@ def trainer_command(spec_path: str, np: int, python: str = "python") -> list[str
     ]  # fmt: skip
 
 
+def stop_trainer(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate ``horovodrun`` and every rank it started (SIGKILL after ``grace_s``)."""
+    from mlplatform import processes
+
+    processes.terminate(processes.tree(proc.pid), grace_s)
+
+
 def run_local(
-    cfg: PipelineConfig, spec_path: Path, settings: Settings, emit: Callable[[str], None] = print
+    cfg: PipelineConfig,
+    spec_path: Path,
+    settings: Settings,
+    emit: Callable[[str], None] = print,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> dict[str, object]:
     """Run the trainer under ``horovodrun`` here; stream its output; return its ``result.json``."""
     bin_dir = Path(sys.executable).parent
@@ -134,6 +145,8 @@ def run_local(
         bufsize=1,
     )
     assert proc.stdout is not None
+    if on_start is not None:
+        on_start(proc)
     tail: list[str] = []
     for line in proc.stdout:
         line = line.rstrip()

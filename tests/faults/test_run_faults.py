@@ -1,0 +1,221 @@
+"""Runs under fault, end to end through Airflow: concurrent runs, a killed CLI, a killed driver.
+
+Slow (real ``dag.test`` runs with real Horovod training). Each test is a fault that once left state
+diverged: two concurrent runs recorded one data version and trained on a mix; a killed
+``mlplatform run`` carried on detached and promoted two minutes later; a crashed run stayed
+``running`` in Airflow and ``RUNNING`` in MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlplatform import datagen
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(home: Path, pipelines: Path, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "MLP_HOME": str(home),
+        "MLP_PIPELINES_PATH": str(pipelines),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlplatform.cli", *args], cwd=REPO, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _set(pipelines: Path, **model: object) -> None:
+    cfg = pipelines / "demo.yaml"
+    text = (
+        cfg.read_text()
+        .replace("min: 0.70", "min: 0.5")
+        .replace("max_regression: 0.02", "max_regression: 1.0")
+    )
+    for key, value in model.items():
+        text = "\n".join(
+            f"  {key}: {value}" if line.startswith(f"  {key}:") else line
+            for line in text.splitlines()
+        )
+    cfg.write_text(text + "\n")
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _runner(home: Path) -> dict:
+    started = _wait_for(
+        lambda: sorted((home / "logs").glob("demo-*.json.started")), 120, "the runner to start"
+    )
+    return json.loads(started[-1].read_text())
+
+
+def _dag_run_state(home: Path, run_id: str) -> str:
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        return db.execute("select state from dag_run where run_id = ?", (run_id,)).fetchone()[0]
+
+
+def _mlflow_runs(home: Path, run_id: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("demo")
+    return (
+        []
+        if exp is None
+        else client.search_runs([exp.experiment_id], f"tags.airflow_run_id = '{run_id}'")
+    )
+
+
+def _trainers(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_two_concurrent_runs_each_version_and_train_their_own_batch(
+    mlp_home, pipelines_dir, tmp_path
+):
+    _set(pipelines_dir, epochs=2)
+    a = datagen.write(datagen.generate(1200, seed=21), tmp_path / "a.csv")
+    b = datagen.write(datagen.generate(1200, seed=22), tmp_path / "b.csv")
+    first = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(a))
+    second = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(b))
+    out_a, err_a = first.communicate(timeout=900)
+    out_b, err_b = second.communicate(timeout=900)
+    assert first.returncode == 0, out_a + err_a
+    assert second.returncode == 0, out_b + err_b
+    # each command reports its own run and its own batch's DVC version, never the other's
+    assert f"data_version={_md5(a)}" in out_a and _md5(b) not in out_a
+    assert f"data_version={_md5(b)}" in out_b and _md5(a) not in out_b
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{mlp_home / 'mlflow.db'}")
+    versions = client.search_model_versions("name='demo'")
+    assert sorted(v.tags["data_version"] for v in versions) == sorted([_md5(a), _md5(b)])
+    # the runs did not interleave: one ended (lease released) before the other ingested
+    runs = sorted(
+        (json.loads((d / "ingest" / "summary.json").read_text())["outputs"]["data_version"], d)
+        for d in (mlp_home / "storage" / "demo").glob("manual__*")
+    )
+    spans = sorted(
+        (
+            (d / "ingest" / "summary.json").stat().st_mtime,
+            (d / "end_run" / "summary.json").stat().st_mtime,
+        )
+        for _, d in runs
+    )
+    assert spans[0][1] <= spans[1][0], f"runs interleaved: {spans}"
+    # each model trained on its own batch: its training set holds exactly that batch's rows
+    for v in versions:
+        rows = json.loads(
+            next(d for md5, d in runs if md5 == v.tags["data_version"])
+            .joinpath("ingest", "summary.json")
+            .read_text()
+        )["outputs"]["rows"]
+        assert rows == 1200
+    log = subprocess.run(
+        ["git", "-C", str(mlp_home / "data-repo"), "log", "--format=%s"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"batch {_md5(a)}" in log and f"batch {_md5(b)}" in log
+
+
+def test_killing_the_cli_stops_its_run_and_leaves_nothing_behind(mlp_home, pipelines_dir, tmp_path):
+    _set(pipelines_dir, epochs=200)
+    batch = datagen.write(datagen.generate(1200, seed=31), tmp_path / "c.csv")
+    cli = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(batch))
+    runner = _runner(mlp_home)
+    spec = _wait_for(
+        lambda: next((mlp_home / "storage" / "demo").glob("*/train/spec.json"), None),
+        300,
+        "training to start",
+    )
+    _wait_for(lambda: _trainers(str(spec)), 120, "the trainer processes")
+    os.kill(cli.pid, signal.SIGKILL)  # no chance to clean up: the runner must notice by itself
+    cli.communicate(timeout=30)
+    _wait_for(
+        lambda: (
+            not psutil.pid_exists(runner["pid"])
+            or psutil.Process(runner["pid"]).status() == "zombie"
+        ),
+        120,
+        "the runner to stop",
+    )
+    _wait_for(lambda: not _trainers(str(spec)), 60, "the trainer processes to end")
+    assert _dag_run_state(mlp_home, runner["run_id"]) == "failed"
+    assert all(r.info.status == "FAILED" for r in _mlflow_runs(mlp_home, runner["run_id"]))
+    assert not (mlp_home / "runs" / "demo" / "lease.json").exists(), (
+        "the stopped run kept the pipeline lease"
+    )
+    assert not (mlp_home / "serving" / "models" / "demo").exists(), "a stopped run promoted a model"
+
+
+def test_a_run_whose_driver_was_killed_is_reaped_and_its_checkpoints_reused(
+    mlp_home, pipelines_dir, tmp_path
+):
+    _set(pipelines_dir, epochs=30)
+    batch = datagen.write(datagen.generate(1200, seed=41), tmp_path / "d.csv")
+    cli = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(batch))
+    runner = _runner(mlp_home)
+    ckpt = _wait_for(
+        lambda: next((mlp_home / "storage" / "demo" / "checkpoints").glob("*/ckpt-2.index"), None),
+        400,
+        "two epochs' checkpoints",
+    )
+    tree = psutil.Process(runner["pid"])
+    for proc in [*tree.children(recursive=True), tree]:  # the driver dies outright, as in a crash
+        proc.kill()
+    cli.communicate(timeout=60)
+    assert _dag_run_state(mlp_home, runner["run_id"]) == "running"  # the crash left it so
+    (crashed,) = _mlflow_runs(mlp_home, runner["run_id"])
+    assert crashed.info.status == "RUNNING"
+
+    again = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(batch))
+    out, err = again.communicate(timeout=900)
+    assert again.returncode == 0, out + err
+    assert f"run {runner['run_id']} of demo" in out and "died (its process" in out
+    assert _dag_run_state(mlp_home, runner["run_id"]) == "failed"
+    log = sorted((mlp_home / "logs").glob("demo-*.log"))[-1].read_text()
+    assert f"ended MLflow run(s) {crashed.info.run_id} of {runner['run_id']} as FAILED" in log
+    assert "resuming from checkpoint at epoch" in log, "the rerun on the same batch started over"
+    # the resumed training continued the crashed MLflow run: one loss series, marked as resumed
+    from mlflow import MlflowClient
+
+    resumed = MlflowClient(f"sqlite:///{mlp_home / 'mlflow.db'}").get_run(crashed.info.run_id)
+    assert (
+        resumed.info.status == "FINISHED"
+        and resumed.data.tags["ended_by"] == "mlplatform: its Airflow run died"
+    )
+    assert int(resumed.data.tags["resumed_from_epoch"]) >= 2
+    assert not ckpt.parent.exists(), "the checkpoints of a finished training were left behind"
