@@ -42,12 +42,16 @@ def check_answers(cfg: PipelineConfig, rows: list[dict], body: dict) -> None:
     """Raise :class:`InfraValidationFailed` unless ``body`` holds one valid output per row."""
     preds = body.get("predictions")
     if not isinstance(preds, list) or len(preds) != len(rows):
-        raise InfraValidationFailed(f"infra validation: expected {len(rows)} predictions, got {str(preds)[:80]}")
+        raise InfraValidationFailed(
+            f"infra validation: expected {len(rows)} predictions, got {str(preds)[:80]}"
+        )
     values = []
     for p in preds:
         v = p[0] if isinstance(p, list) and len(p) == 1 else p
         if isinstance(v, dict) or isinstance(v, list):
-            raise InfraValidationFailed(f"infra validation: each prediction must be one number, got {str(p)[:80]}")
+            raise InfraValidationFailed(
+                f"infra validation: each prediction must be one number, got {str(p)[:80]}"
+            )
         values.append(float(v))
     if not all(math.isfinite(v) for v in values):
         raise InfraValidationFailed("infra validation: the model answered NaN or infinity")
@@ -66,13 +70,17 @@ def infra_validate(
     try:
         src = download_saved_model(settings, name, version, out_dir / "download")
     except FileNotFoundError as exc:
-        raise InfraValidationFailed(f"infra validation: {name} v{version} holds no SavedModel: {exc}") from None
+        raise InfraValidationFailed(
+            f"infra validation: {name} v{version} holds no SavedModel: {exc}"
+        ) from None
     src.rename(candidate)
     try:
         servable = server.load_servable(name, version, candidate)
     except Exception as exc:  # any load error blocks the candidate; the message says which
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InfraValidationFailed(f"infra validation: {name} v{version} does not load in the server: {first}") from None
+        raise InfraValidationFailed(
+            f"infra validation: {name} v{version} does not load in the server: {first}"
+        ) from None
 
     holdout = pd.read_parquet(to_path(holdout_uri))
     rows = _rows(cfg, holdout)
@@ -84,7 +92,9 @@ def infra_validate(
         try:
             _, _, body = server.predict(servable, {"instances": body_rows})
         except server.ApiError as exc:
-            raise InfraValidationFailed(f"infra validation: the server rejected a hold-out request: {exc.message}") from None
+            raise InfraValidationFailed(
+                f"infra validation: the server rejected a hold-out request: {exc.message}"
+            ) from None
         latencies.append((time.perf_counter() - started) * 1000)
         check_answers(cfg, body_rows, body)
     timed = np.array(latencies[1:])

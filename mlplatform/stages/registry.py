@@ -73,7 +73,12 @@ def register(
         mv = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
-    return {"model_name": name, "model_version": int(mv.version), "mlflow_run_id": run_id, "model_uri": f"models:/{name}/{mv.version}"}
+    return {
+        "model_name": name,
+        "model_version": int(mv.version),
+        "mlflow_run_id": run_id,
+        "model_uri": f"models:/{name}/{mv.version}",
+    }
 
 
 def download_saved_model(settings: Settings, model_name: str, version: int, dst: Path) -> Path:
@@ -81,11 +86,15 @@ def download_saved_model(settings: Settings, model_name: str, version: int, dst:
     import mlflow
 
     client(settings)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst)
+    )
     return find_saved_model(Path(local))
 
 
-def _score(cfg: PipelineConfig, saved_model: Path, holdout: pd.DataFrame) -> tuple[float, dict[str, float]]:
+def _score(
+    cfg: PipelineConfig, saved_model: Path, holdout: pd.DataFrame
+) -> tuple[float, dict[str, float]]:
     """Overall metric and, for each ``gate.slices`` value with enough rows, the slice metric."""
     g = cfg.gate
     y = holdout[cfg.features.label].to_numpy()
@@ -100,16 +109,24 @@ def _score(cfg: PipelineConfig, saved_model: Path, holdout: pd.DataFrame) -> tup
     return overall, slices
 
 
-def gate(cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings) -> dict[str, object]:
+def gate(
+    cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings
+) -> dict[str, object]:
     name, g = cfg.serving.model_name, cfg.gate
     holdout = pd.read_parquet(to_path(holdout_uri))
     champion = alias_version(settings, name, CHAMPION)
     with tempfile.TemporaryDirectory() as tmp:
-        challenger_value, challenger_slices = _score(cfg, download_saved_model(settings, name, version, Path(tmp) / "c"), holdout)
+        challenger_value, challenger_slices = _score(
+            cfg, download_saved_model(settings, name, version, Path(tmp) / "c"), holdout
+        )
         champion_value, champion_slices = None, {}
         if champion is not None and champion != version:
-            champion_value, champion_slices = _score(cfg, download_saved_model(settings, name, champion, Path(tmp) / "p"), holdout)
-    client(settings).set_model_version_tag(name, str(version), f"gate_{g.metric}", f"{challenger_value:.4f}")
+            champion_value, champion_slices = _score(
+                cfg, download_saved_model(settings, name, champion, Path(tmp) / "p"), holdout
+            )
+    client(settings).set_model_version_tag(
+        name, str(version), f"gate_{g.metric}", f"{challenger_value:.4f}"
+    )
     sign = 1 if g.higher_is_better else -1
     result = {
         "metric": g.metric,
@@ -123,8 +140,13 @@ def gate(cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings
     where = f"on {len(holdout)} hold-out rows"
     if g.min is not None and sign * (challenger_value - g.min) < 0:
         bound = "floor" if g.higher_is_better else "ceiling"
-        raise GateRefused(f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.min} {where}")
-    if champion_value is not None and sign * (challenger_value - champion_value) < -g.max_regression:
+        raise GateRefused(
+            f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.min} {where}"
+        )
+    if (
+        champion_value is not None
+        and sign * (challenger_value - champion_value) < -g.max_regression
+    ):
         raise GateRefused(
             f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} vs champion v{champion} "
             f"{champion_value:.4f} regresses more than the allowed {g.max_regression} {where}"
@@ -140,7 +162,9 @@ def gate(cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings
     return {**result, "decision": "promote"}
 
 
-def promote(cfg: PipelineConfig, version: int, settings: Settings, candidate_dir: str | None = None) -> dict[str, object]:
+def promote(
+    cfg: PipelineConfig, version: int, settings: Settings, candidate_dir: str | None = None
+) -> dict[str, object]:
     """Publish ``candidate_dir`` (infra-validated, with warm-up file) or the registered SavedModel.
 
     Without ``serving.canary`` the new version becomes ``stable`` and alias ``champion``; with it,
@@ -155,7 +179,11 @@ def promote(cfg: PipelineConfig, version: int, settings: Settings, candidate_dir
     if version not in layout.list_versions(base, name):
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                src = find_saved_model(Path(candidate_dir)) if candidate_dir else download_saved_model(settings, name, version, Path(tmp))
+                src = (
+                    find_saved_model(Path(candidate_dir))
+                    if candidate_dir
+                    else download_saved_model(settings, name, version, Path(tmp))
+                )
             except FileNotFoundError as exc:
                 raise StageError(f"promote: {name} v{version} holds no SavedModel: {exc}") from None
             layout.publish_version(base, name, version, src)
@@ -176,13 +204,17 @@ def set_stable(model_name: str, version: int, settings: Settings) -> None:
     base = settings.models_dir
     if version not in layout.list_versions(base, model_name):
         published = layout.list_versions(base, model_name)
-        raise StageError(f"{model_name} v{version} is not published in {base} (published: {published or 'none'})")
+        raise StageError(
+            f"{model_name} v{version} is not published in {base} (published: {published or 'none'})"
+        )
     layout.set_label(base, model_name, "stable", version)
     layout.remove_label(base, model_name, "canary")
     client(settings).set_registered_model_alias(model_name, CHAMPION, str(version))
 
 
-def rollback(model_name: str, settings: Settings, to_version: int | None = None) -> dict[str, object]:
+def rollback(
+    model_name: str, settings: Settings, to_version: int | None = None
+) -> dict[str, object]:
     """Serve the previous published version (or ``to_version``) again and move ``champion`` back.
 
     The rolled-back version stays on disk (tag ``rolled_back``) so it can be inspected or restored.
@@ -196,7 +228,9 @@ def rollback(model_name: str, settings: Settings, to_version: int | None = None)
     if to_version is None:
         older = [v for v in layout.list_versions(base, model_name) if v < current]
         if not older:
-            raise StageError(f"rollback: {model_name} v{current} is the oldest published version; nothing to roll back to")
+            raise StageError(
+                f"rollback: {model_name} v{current} is the oldest published version; nothing to roll back to"
+            )
         to_version = older[-1]
     set_stable(model_name, to_version, settings)
     if to_version != current:
