@@ -278,10 +278,14 @@ def test_a_failed_promotion_keeps_the_served_version_and_champion(env):
     assert not [p for p in (settings.models_dir / "demo").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_cli_rollback_and_status(env):
+def test_cli_rollback_and_status(env, monkeypatch):
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as sock:  # a port nobody serves on: no server to wait for
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLP_SERVING_PORT", str(sock.getsockname()[1]))
     cfg, settings, holdout, tmp = env
     v1 = _register(cfg, settings, "good")
     _ship(cfg, settings, v1, holdout, tmp)
@@ -301,7 +305,12 @@ def test_cli_rollback_and_status(env):
     assert f"'champion': {v2}" in status.stdout
     back = cli("rollback", "demo")
     assert back.returncode == 0, back.stderr
-    assert back.stdout.strip() == f"demo: now serving v{v1} (was v{v2}); alias champion -> v{v1}"
+    url = get_settings().serving_url
+    assert back.stdout.splitlines() == [
+        f"demo: rolled back to v{v1} (was v{v2}): stable label and alias champion -> v{v1}; "
+        f"v{v1} answered {cfg.serving.warmup_requests} warm-up request(s)",
+        f"no server answering at {url}; the next start serves v{v1}",
+    ]
     again = cli("rollback", "demo")
     assert again.returncode == 1
     assert (
