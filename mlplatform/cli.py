@@ -282,7 +282,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         lines, healthy = doctor_report(
-            settings, args.model, repair_=args.repair, server_url=args.url or settings.serving_url
+            settings, args.model, fix=args.repair, server_url=args.url or settings.serving_url
         )
     except LookupError as exc:
         raise UsageError(str(exc)) from None

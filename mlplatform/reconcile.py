@@ -234,17 +234,17 @@ def inspect_model(
     wanted = set(versions) if hash_all else {stable, aliases.get(CHAMPION), configured}
     disk = {v: _disk_version(base, name, v, v in wanted) for v in versions}
     snapshot = ModelSnapshot(
-        name,
-        base,
-        disk,
-        config_mode,
-        config_error,
-        entry is not None,
-        stable,
-        configured,
-        registered,
-        registry,
-        aliases,
+        name=name,
+        model_base=base,
+        disk=disk,
+        config_mode=config_mode,
+        config_error=config_error,
+        has_entry=entry is not None,
+        stable=stable,
+        configured=configured,
+        registered=registered,
+        registry=registry,
+        aliases=aliases,
     )
     if server_url:
         snapshot.server = query_server(server_url, name, timeout_s)
@@ -367,7 +367,7 @@ def _registry_findings(snap: ModelSnapshot) -> list[Finding]:
             Finding(
                 name,
                 "registry_reset",
-                f"MLflow {numbers} of {name} are not the models on disk under those numbers "
+                f"MLflow holds other models than the model base under {numbers} of {name} "
                 "(registered after publishing, or another content_sha256): the registry was reset",
                 f"rename registered model {name} aside to {name}.orphaned-<time> "
                 "(nothing deleted), "
@@ -451,16 +451,17 @@ def _config_findings(snap: ModelSnapshot) -> list[Finding]:
     name = snap.name
     if not snap.disk and not snap.has_entry:
         return []
+    keeps = " (servers keep their last good version)"
     if snap.config_error:
-        problem = f"models.config unusable: {snap.config_error}"
+        problem = f"models.config unusable: {snap.config_error}{keeps}"
     elif not snap.config_mode:
         problem = f"no models.config: a server serves the newest version v{max(snap.disk)}"
         if snap.champion is None or snap.champion == max(snap.disk):
             return []
     elif not snap.has_entry:
-        problem = f"models.config has no entry for {name}"
+        problem = f"models.config has no entry for {name}{keeps}"
     elif snap.stable is not None and snap.stable not in snap.disk:
-        problem = f"models.config labels v{snap.stable} stable, which is not on disk"
+        problem = f"models.config labels v{snap.stable} stable, which is not on disk{keeps}"
     elif snap.stable is None and snap.champion is not None:
         problem = f"models.config has no stable label (champion is v{snap.champion})"
     else:
@@ -473,11 +474,7 @@ def _config_findings(snap: ModelSnapshot) -> list[Finding]:
             f"cannot repair: no intact champion version; run `mlplatform rollback {name} --to N`"
         )
         repairable = False
-    return [
-        Finding(
-            name, "config", problem + " (servers keep their last good version)", action, repairable
-        )
-    ]
+    return [Finding(name, "config", problem, action, repairable)]
 
 
 def _alias_findings(snap: ModelSnapshot) -> list[Finding]:
@@ -501,9 +498,8 @@ def _server_findings(snap: ModelSnapshot) -> list[Finding]:
         problem = f"the server at {view.url} serves nothing: {view.degraded or view.error}"
     elif view.served_version != snap.configured or view.degraded:
         says = f"v{snap.configured}" if snap.configured is not None else "nothing valid"
-        problem = (
-            f"the server at {view.url} serves v{view.served_version}, models.config says {says}"
-        )
+        serves = f"v{view.served_version}" if view.served_version is not None else "nothing"
+        problem = f"the server at {view.url} serves {serves}, models.config says {says}"
         if view.degraded:
             problem += f" (degraded: {view.degraded})"
     else:
@@ -612,7 +608,8 @@ def repair(settings: Settings, name: str, found: list[Finding]) -> list[str]:
     config_fix = [f for f in findings(snap) if f.kind == "config" and f.repairable]
     if config_fix:
         champion = _intact_champion(snap)
-        assert champion is not None  # a repairable config finding has an intact champion
+        if champion is None:  # a repairable config finding names an intact champion
+            raise ReconcileError(f"{name}: the champion version is no longer intact; stopped")
         done.append(_rewrite_config(settings, name, champion))
         snap = inspect_model(settings, name)
     for finding in findings(snap):
@@ -654,8 +651,10 @@ def describe(snap: ModelSnapshot, max_versions: int = 10) -> list[str]:
         served = "unknown (models.config unusable)"
     else:
         served = str(snap.configured)
-        if snap.configured is not None:
-            served += " (stable label)" if snap.configured == snap.stable else " (newest)"
+        if snap.configured is not None and snap.configured == snap.stable:
+            served += " (stable label)"
+        elif snap.configured is not None:
+            served += " (version policy)" if snap.config_mode else " (newest: no models.config)"
     aliases = dict(sorted(snap.aliases.items()))
     lines = [f"{snap.name}: served version {served}, aliases {aliases}"]
     for number in sorted(set(snap.registry) | set(snap.disk), reverse=True)[:max_versions]:
@@ -668,7 +667,7 @@ def describe(snap: ModelSnapshot, max_versions: int = 10) -> list[str]:
         lines.append(
             f"  v{number}  data={tags.get('data_version', '?')[:12]}  {gate or 'gate=-'}  "
             f"sha256={_short(disk.digest if disk else tags.get(CONTENT_SHA256))}  "
-            f"run={registered.run_id if registered else '-'}{where}"
+            f"run={(registered.run_id if registered else None) or '-'}{where}"
         )
     server = _server_line(snap.server)
     return [*lines, *([server] if server else [])]
@@ -696,18 +695,21 @@ def doctor_report(
     settings: Settings,
     model: str | None,
     *,
-    repair_: bool,
+    fix: bool,
     server_url: str | None,
     wait_s: float = 10.0,
 ) -> tuple[list[str], bool]:
-    """``mlplatform doctor`` lines and whether everything agrees (after repairing, with
-    ``repair_``). Every version is hashed. Raises LookupError, ReconcileError."""
+    """``mlplatform doctor`` lines and whether everything agrees (after repairing, with ``fix``).
+
+    Every version is hashed. After a repair, waits up to ``wait_s`` for a reachable server to
+    follow ``models.config``. Raises LookupError for an unknown model, ReconcileError.
+    """
     lines: list[str] = []
     healthy = True
     for name in _select(settings, model):
         snap = inspect_model(settings, name, server_url=server_url)
         found = findings(snap)
-        if repair_ and any(f.repairable for f in found):
+        if fix and any(f.repairable for f in found):
             lines += [f"repaired {name}: {done}" for done in repair(settings, name, found)]
             snap = inspect_model(settings, name)
             if server_url and snap.configured is not None:
