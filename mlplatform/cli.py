@@ -218,6 +218,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.reconcile import wait_until_served
     from mlplatform.stages import StageError
     from mlplatform.stages.registry import rollback
 
@@ -225,9 +226,22 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         result = rollback(args.model, settings, args.to)
     except StageError as exc:
         raise OutcomeError(str(exc)) from None
+    version, url = result["served_version"], args.url or settings.serving_url
     _say(
-        f"{args.model}: now serving v{result['served_version']} (was v{result['from_version']}); alias champion -> v{result['served_version']}"
+        f"{args.model}: rolled back to v{version} (was v{result['from_version']}): stable label "
+        f"and alias champion -> v{version}; v{version} {result['checked']}"
     )
+    view = wait_until_served(url, args.model, version, args.wait_s)
+    if not view.reachable:
+        _say(f"no server answering at {url}; the next start serves v{version}")
+    elif view.served_version == version:
+        _say(f"the server at {url} serves v{version}")
+    else:
+        why = f" ({view.degraded or view.error})" if view.degraded or view.error else ""
+        raise OutcomeError(
+            f"the server at {url} still serves v{view.served_version}, not v{version}, "
+            f"after {args.wait_s:g}s{why}"
+        )
     return 0
 
 
@@ -304,32 +318,31 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from mlplatform.stages.registry import client
-    from serving import layout
+    from mlplatform.reconcile import status_report
 
-    c = client(settings)
-    models = [m for m in c.search_registered_models() if not args.model or m.name == args.model]
-    if args.model and not models:
-        raise UsageError(f"no registered model {args.model!r}")
-    for m in models:
-        served = layout.served_version(settings.models_dir, m.name)
-        _say(
-            f"{m.name}: served version {served}, aliases {dict(sorted((m.aliases or {}).items()))}"
-        )
-        for v in sorted(c.search_model_versions(f"name='{m.name}'"), key=lambda v: -int(v.version))[
-            :10
-        ]:
-            tags = v.tags or {}
-            gate = (
-                " ".join(f"{k}={val}" for k, val in sorted(tags.items()) if k.startswith("gate_"))
-                or "gate=-"
-            )
-            _say(
-                f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  {gate}  run={v.run_id}"
-            )
-    if not models:
-        _say("no registered models yet: run `mlplatform demo`")
+    try:
+        lines = status_report(settings, args.model, args.url or settings.serving_url)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    for line in lines:
+        _say(line)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.reconcile import ReconcileError, doctor_report
+
+    try:
+        lines, healthy = doctor_report(
+            settings, args.model, fix=args.repair, server_url=args.url or settings.serving_url
+        )
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    except ReconcileError as exc:
+        raise OutcomeError(f"doctor: {exc}") from None
+    for line in lines:
+        _say(line)
+    return 0 if healthy else 1
 
 
 def _free_port() -> int:
@@ -490,6 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="the published version to serve (default: the one before the current)",
     )
+    p.add_argument("--url", help="server to wait for (default http://MLP_SERVING_HOST:PORT)")
+    p.add_argument(
+        "--wait-s",
+        type=float,
+        default=60.0,
+        help="how long to wait for that server to serve the version (default 60)",
+    )
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser(
@@ -499,9 +519,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, required=True)
     p.set_defaults(func=cmd_promote)
 
-    p = sub.add_parser("status", help="registered models, versions, aliases and the served version")
+    p = sub.add_parser(
+        "status",
+        help="models, versions, aliases, served version; `! ` lines where the records disagree",
+    )
     p.add_argument("model", nargs="?")
+    p.add_argument("--url", help="server to ask (default http://MLP_SERVING_HOST:PORT)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check MLflow, models.config, the model base and the server agree (exit 1 if not)",
+    )
+    p.add_argument("model", nargs="?")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="fix what is safe: re-register lost versions, rewrite models.config, move aliases",
+    )
+    p.add_argument("--url", help="server to ask (default http://MLP_SERVING_HOST:PORT)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 

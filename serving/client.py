@@ -241,6 +241,18 @@ class PredictionClient:
         """
         return _wait_until_available(self, self.base_url, model_name, timeout_s, poll_s)
 
+    def platform_status(self) -> dict[str, Any]:
+        """The JSON of ``GET /v1/mlplatform/status`` (:mod:`serving.server` only, not TF Serving).
+
+        ``{"status": "ok" | "degraded", "reason", "mode", "models": {name: {"served_version",
+        "labels", "degraded"}}}``. A real TF Serving answers 404 (ServingError).
+        """
+        url = f"{self.base_url}/v1/mlplatform/status"
+        payload = self._json(self._request("GET", url))
+        if not isinstance(payload, dict) or not isinstance(payload.get("models"), dict):
+            raise ServingError(f"{url} answered without 'models'")
+        return payload
+
 
 def _wait_until_available(
     client: Any, where: str, model_name: str, timeout_s: float, poll_s: float

@@ -77,6 +77,7 @@ __all__ = [
     "GrpcServer",
     "ModelServicer",
     "PredictionServicer",
+    "run_predict_request",
     "start_grpc_server",
 ]
 
@@ -144,6 +145,69 @@ def _set_model_spec(spec: Any, servable: Any, signature_name: str | None = None)
         spec.signature_name = signature_name
 
 
+def _to_tensor(name: str, proto: Any, spec: Any, max_elements: int) -> Any:
+    if proto.dtype != spec.dtype.as_datatype_enum:
+        raise ApiError(
+            400,
+            f"Expects input '{name}' to be {_dtype_name(spec.dtype.as_datatype_enum)} "
+            f"but {_dtype_name(proto.dtype)} is provided",
+        )
+    try:
+        array = to_ndarray(proto, max_elements)
+    except TensorProtoError as exc:
+        raise ApiError(400, f"Input '{name}': {exc}") from exc
+    if not spec.shape.is_compatible_with(array.shape):
+        raise ApiError(
+            400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
+        )
+    return tf.convert_to_tensor(array, dtype=spec.dtype)
+
+
+def run_predict_request(
+    servable: Servable, request: Any, max_elements: int = DEFAULT_MAX_BODY_BYTES
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Run a ``PredictRequest`` on ``servable`` as TF Serving's Predict does.
+
+    The inputs must name exactly the signature's inputs, with its dtypes (no casting) and
+    compatible shapes; ``output_filter`` selects outputs. Returns ``(signature_key,
+    {output: numpy array}, {input: tensor})``; raises ApiError for a bad request. Used by
+    the Predict RPC and by warm-up replay (:func:`serving.warmup.replay_warmup`).
+    """
+    key, fn, specs, sigdef = inference.get_signature(servable, request.model_spec.signature_name)
+    sent, expected = set(request.inputs), set(specs)
+    if sent != expected:
+        raise ApiError(
+            400,
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+            f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
+        )
+    output_names = set((sigdef.get("outputs") or {}).keys())
+    wanted = list(request.output_filter)
+    seen: set[str] = set()
+    for alias in wanted:
+        if output_names and alias not in output_names:
+            raise ApiError(
+                400,
+                f"output tensor alias not found in signature: {alias} Outputs expected to "
+                f"be in the set {{{','.join(sorted(output_names))}}}.",
+            )
+        if alias in seen:
+            raise ApiError(400, f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    tensors = {
+        name: _to_tensor(name, request.inputs[name], specs[name], max_elements) for name in specs
+    }
+    outputs = inference.run_signature(fn, tensors)
+    if wanted:
+        missing = [a for a in wanted if a not in outputs]
+        if missing:
+            raise ApiError(400, f"output tensor alias not found: {', '.join(missing)}")
+        outputs = {a: outputs[a] for a in wanted}
+    return key, outputs, tensors
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService`` over a :class:`ModelRegistry`."""
 
@@ -191,23 +255,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             }
         )
 
-    def _to_tensor(self, name: str, proto: Any, spec: Any) -> Any:
-        if proto.dtype != spec.dtype.as_datatype_enum:
-            raise ApiError(
-                400,
-                f"Expects input '{name}' to be {_dtype_name(spec.dtype.as_datatype_enum)} "
-                f"but {_dtype_name(proto.dtype)} is provided",
-            )
-        try:
-            array = to_ndarray(proto, self.max_elements)
-        except TensorProtoError as exc:
-            raise ApiError(400, f"Input '{name}': {exc}") from exc
-        if not spec.shape.is_compatible_with(array.shape):
-            raise ApiError(
-                400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
-            )
-        return tf.convert_to_tensor(array, dtype=spec.dtype)
-
     # ---------------------------------------------------------------- RPCs
 
     @_rpc
@@ -215,39 +262,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Run a signature on named TensorProtos (TF Serving's Predict)."""
         start = time.perf_counter()
         servable = self._resolve(request)
-        key, fn, specs, sigdef = inference.get_signature(
-            servable, request.model_spec.signature_name
-        )
-        sent, expected = set(request.inputs), set(specs)
-        if sent != expected:
-            raise ApiError(
-                400,
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
-            )
-        output_names = set((sigdef.get("outputs") or {}).keys())
-        wanted = list(request.output_filter)
-        seen: set[str] = set()
-        for alias in wanted:
-            if output_names and alias not in output_names:
-                raise ApiError(
-                    400,
-                    f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{','.join(sorted(output_names))}}}.",
-                )
-            if alias in seen:
-                raise ApiError(400, f"duplicate output tensor alias: {alias}")
-            seen.add(alias)
-        tensors = {name: self._to_tensor(name, request.inputs[name], specs[name]) for name in specs}
-        outputs = inference.run_signature(fn, tensors)
-        if wanted:
-            missing = [a for a in wanted if a not in outputs]
-            if missing:
-                raise ApiError(400, f"output tensor alias not found: {', '.join(missing)}")
-            outputs = {a: outputs[a] for a in wanted}
-
+        key, outputs, tensors = run_predict_request(servable, request, self.max_elements)
         response = predict_pb2.PredictResponse()
         _set_model_spec(response.model_spec, servable, key)
         for name, array in outputs.items():

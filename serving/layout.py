@@ -18,8 +18,17 @@ Contract:
   SavedModel. Published versions are immutable: publishing an existing version fails.
 * ``models.config`` is always replaced atomically (temp file + ``os.replace``); writers
   in this module serialise on ``<model_base>/.models.config.lock`` (``fcntl.flock``).
-* The *served* version of a model is the version labelled ``stable`` if that label
-  exists and its directory is present, otherwise the highest version on disk.
+* Every published version carries ``<version>/mlplatform_version.json``
+  (``{"sha256", "published_at", "model", "version", "source"}``): the content hash of the
+  SavedModel (:func:`saved_model_digest`), written before the rename. TF Serving ignores
+  unknown top-level files. Directories published before this existed have none (legacy).
+* Once this module has written ``models.config`` it leaves ``.models.config.managed``
+  beside it, so a later reader knows a config governs serving even if the file is gone.
+* The *served* version of a model (:func:`configured_version`): with a ``models.config``
+  in effect, exactly what it says (the ``stable`` label; for an entry without one, its
+  version policy as TF Serving applies it) or nothing; only when no config has ever
+  governed the model base, the newest version on disk (TF Serving's
+  ``--model_base_path`` mode).
 
 This module does not import TensorFlow; it only needs ``protobuf`` and the
 ``tensorflow_serving.config`` protos shipped with ``tensorflow-serving-api``.
@@ -29,11 +38,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +53,34 @@ __all__ = [
     "MODELS_CONFIG",
     "SAVED_MODEL_PB",
     "STABLE_LABEL",
+    "VERSION_METADATA",
+    "DigestMismatch",
+    "config_in_effect",
+    "configured_version",
     "list_models",
     "list_versions",
     "publish_version",
+    "read_config_in_effect",
     "read_models_config",
+    "read_version_digest",
+    "read_version_metadata",
     "remove_label",
     "remove_version",
+    "saved_model_digest",
     "served_version",
     "set_label",
     "validate_model_name",
+    "verify_version_digest",
     "write_models_config",
 ]
 
 MODELS_CONFIG = "models.config"
 SAVED_MODEL_PB = "saved_model.pb"
 STABLE_LABEL = "stable"
+VERSION_METADATA = "mlplatform_version.json"
 
 _LOCK_FILE = ".models.config.lock"
+_MANAGED_MARKER = ".models.config.managed"
 _VERSION_RE = re.compile(r"[0-9]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _LABEL_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -125,6 +148,110 @@ def _config_lock(model_base: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+# --------------------------------------------------------------------------- content hash
+
+
+class DigestMismatch(ValueError):
+    """A published version's files no longer hash to the digest recorded when it was published."""
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def saved_model_digest(saved_model_dir: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a SavedModel directory's content, independent of where it lives.
+
+    Covers every regular file below the directory (``saved_model.pb``, ``variables/``,
+    ``assets/``, ``assets.extra/`` with the warm-up records ...): for each, in sorted order
+    of its relative POSIX path, the path, a NUL byte and the file's own sha256. The
+    platform's metadata file (:data:`VERSION_METADATA`) at the top level is left out, so a
+    candidate and its published copy hash the same. Empty directories do not count.
+    Raises FileNotFoundError if ``saved_model_dir`` is not a directory.
+    """
+    root = Path(saved_model_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {root}")
+    files: list[tuple[str, Path]] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for filename in filenames:
+            path = Path(dirpath) / filename
+            rel = path.relative_to(root).as_posix()
+            if rel != VERSION_METADATA and path.is_file():
+                files.append((rel, path))
+    digest = hashlib.sha256()
+    for rel, path in sorted(files):
+        digest.update(rel.encode("utf-8") + b"\0")
+        digest.update(_file_sha256(path))
+    return digest.hexdigest()
+
+
+def _version_dir(model_base: str | os.PathLike[str], model_name: str, version: int) -> Path:
+    return Path(model_base) / validate_model_name(model_name) / str(_validate_version(version))
+
+
+def read_version_metadata(
+    model_base: str | os.PathLike[str], model_name: str, version: int
+) -> dict[str, Any] | None:
+    """The ``mlplatform_version.json`` of a published version, or None if it has none (legacy).
+
+    Raises ValueError if the file exists but is not a JSON object with a hex ``sha256``.
+    """
+    path = _version_dir(model_base, model_name, version) / VERSION_METADATA
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable {path}: {exc}") from exc
+    sha = data.get("sha256") if isinstance(data, dict) else None
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ValueError(f"unreadable {path}: no sha256 digest in it")
+    return data
+
+
+def read_version_digest(
+    model_base: str | os.PathLike[str], model_name: str, version: int
+) -> str | None:
+    """The sha256 recorded when the version was published; None for a legacy directory."""
+    metadata = read_version_metadata(model_base, model_name, version)
+    return None if metadata is None else str(metadata["sha256"])
+
+
+def verify_version_digest(model_base: str | os.PathLike[str], model_name: str, version: int) -> str:
+    """Hash a published version and compare it with its recorded digest; return the hash.
+
+    Raises DigestMismatch when a digest is recorded and the files hash differently,
+    ValueError for unreadable metadata, FileNotFoundError for a missing version. A legacy
+    directory (no metadata) is not checked.
+    """
+    recorded = read_version_digest(model_base, model_name, version)
+    actual = saved_model_digest(_version_dir(model_base, model_name, version))
+    if recorded is not None and recorded != actual:
+        raise DigestMismatch(
+            f"model {model_name} version {version} does not match its recorded content hash "
+            f"(sha256 {actual[:12]}… on disk != {recorded[:12]}… recorded at publishing)"
+        )
+    return actual
+
+
+def _write_version_metadata(
+    version_dir: Path, model_name: str, version: int, sha256: str, source: Path
+) -> None:
+    metadata = {
+        "sha256": sha256,
+        "published_at": datetime.now(UTC).isoformat(),
+        "model": model_name,
+        "version": version,
+        "source": str(source),
+    }
+    (version_dir / VERSION_METADATA).write_text(json.dumps(metadata, indent=1) + "\n")
+
+
 # --------------------------------------------------------------------------- versions
 
 
@@ -166,17 +293,22 @@ def publish_version(
     model_name: str,
     version: int,
     saved_model_dir: str | os.PathLike[str],
+    *,
+    expected_sha256: str | None = None,
 ) -> Path:
     """Atomically publish ``saved_model_dir`` as ``<model_base>/<model_name>/<version>``.
 
-    The SavedModel is copied to ``<model_name>/.tmp-<version>-<random>``, fsynced, then
+    The SavedModel is copied to ``<model_name>/.tmp-<version>-<random>``, hashed
+    (:func:`saved_model_digest`), given its ``mlplatform_version.json``, fsynced, then
     renamed into place with ``os.rename`` (atomic on POSIX within one filesystem), so a
-    poller never sees a half-copied version. Existing versions are left untouched.
+    poller never sees a half-copied or unhashed version. Existing versions are left
+    untouched. A ``mlplatform_version.json`` inside ``saved_model_dir`` is replaced.
 
     Returns the final version directory.
 
     Raises:
-        ValueError: ``saved_model_dir`` has no ``saved_model.pb``, or bad name/version.
+        ValueError: ``saved_model_dir`` has no ``saved_model.pb``, bad name/version, or the
+            copy does not hash to ``expected_sha256`` (when given); nothing is published.
         FileExistsError: that version is already published (versions are immutable).
     """
     validate_model_name(model_name)
@@ -192,6 +324,13 @@ def publish_version(
     tmp = model_dir / f".tmp-{version}-{secrets.token_hex(4)}"
     try:
         shutil.copytree(src, tmp)
+        digest = saved_model_digest(tmp)
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ValueError(
+                f"copy of {src} hashes to sha256 {digest[:12]}…, not the expected "
+                f"{expected_sha256[:12]}…; not published"
+            )
+        _write_version_metadata(tmp, model_name, version, digest, src)
         _fsync_tree(tmp)
         if target.exists():  # lost a race with another publisher while copying
             raise FileExistsError(
@@ -346,6 +485,7 @@ def _write_models_config_locked(base: Path, labels: Mapping[str, Mapping[str, in
 
     path = base / MODELS_CONFIG
     tmp = base / f".{MODELS_CONFIG}.tmp-{secrets.token_hex(4)}"
+    (base / _MANAGED_MARKER).touch()  # from now on a config governs this model base
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text_format.MessageToString(config))
@@ -389,16 +529,76 @@ def remove_label(model_base: str | os.PathLike[str], model_name: str, label: str
         return True
 
 
-def served_version(model_base: str | os.PathLike[str], model_name: str) -> int | None:
-    """Version served by default: ``stable`` label if set and published, else the highest.
+def config_in_effect(model_base: str | os.PathLike[str]) -> bool:
+    """Whether a ``models.config`` governs serving: it exists, or this module once wrote it."""
+    base = Path(model_base)
+    return (base / MODELS_CONFIG).exists() or (base / _MANAGED_MARKER).exists()
 
-    Returns None when the model has no published version. Raises ValueError if
-    ``models.config`` exists but cannot be parsed (rather than guessing a version).
+
+def read_config_in_effect(
+    model_base: str | os.PathLike[str],
+) -> dict[str, dict[str, Any]] | None:
+    """The parsed ``models.config`` governing serving, or None if none ever did.
+
+    Raises ValueError (one line) if the file cannot be parsed, or is gone although this
+    module wrote one before (a lost config is not the same as never having had one).
     """
-    versions = list_versions(model_base, model_name)
-    if not versions:
+    base = Path(model_base)
+    if not (base / MODELS_CONFIG).exists():
+        if (base / _MANAGED_MARKER).exists():
+            raise ValueError(f"{base / MODELS_CONFIG} is missing (a config governed this base)")
         return None
-    stable = read_models_config(model_base).get(model_name, {}).get("labels", {}).get(STABLE_LABEL)
-    if stable is not None and stable in versions:
-        return stable
-    return versions[-1]
+    return read_models_config(base)
+
+
+def configured_version(
+    config: Mapping[str, Mapping[str, Any]] | None,
+    model_name: str,
+    published: Sequence[int],
+) -> tuple[int | None, str | None]:
+    """The version that serves ``model_name`` by default, or None and the reason why none does.
+
+    ``config`` is :func:`read_config_in_effect`'s answer, ``published`` the versions on
+    disk. Rule (the server's and :func:`served_version`'s):
+
+    * no config in effect (None): the newest published version (TF Serving's
+      ``--model_base_path`` mode);
+    * the model has no entry in the config: none;
+    * the entry labels a version ``stable``: that version if published, else none;
+    * an entry without ``stable``: its version policy, as TF Serving applies it (the
+      highest published version the ``specific`` policy lists, else the newest).
+    """
+    versions = sorted(published)
+    if config is None:
+        if versions:
+            return versions[-1], None
+        return None, f"model {model_name} has no published version"
+    entry = config.get(model_name)
+    if entry is None:
+        return None, f"models.config has no entry for model {model_name}"
+    stable = entry.get("labels", {}).get(STABLE_LABEL)
+    if stable is not None:
+        if stable in versions:
+            return stable, None
+        return None, f"models.config labels version {stable} stable, which is not published"
+    if entry.get("policy") == "specific":
+        listed = [v for v in entry.get("versions", []) if v in versions]
+        if listed:
+            return max(listed), None
+        wanted = ", ".join(str(v) for v in entry.get("versions", [])) or "none"
+        return None, f"models.config lists versions {wanted}, none of which is published"
+    if versions:
+        return versions[-1], None
+    return None, f"model {model_name} has no published version"
+
+
+def served_version(model_base: str | os.PathLike[str], model_name: str) -> int | None:
+    """The version the server serves by default (:func:`configured_version`'s rule).
+
+    Returns None when nothing valid is configured (no entry, a ``stable`` label on a
+    version that is not published) or nothing is published. Raises ValueError if the
+    config in effect cannot be read (unparsable, or lost) rather than guessing a version.
+    """
+    config = read_config_in_effect(model_base)
+    version, _reason = configured_version(config, model_name, list_versions(model_base, model_name))
+    return version

@@ -35,15 +35,25 @@ REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
 * Responses to predict/classify/regress carry ``X-Model-Version: <version>`` (real TF
   Serving does not).
 
-Versions: the default (unversioned) route serves ``layout.served_version`` (``stable``
-label, else highest). A background thread re-scans ``model_base`` every ``poll_seconds``;
-a new served version is loaded completely and then swapped in under a lock, so in-flight
-requests finish on the version they started with and none fail. The previously served
-version and every labelled version stay loaded; other versions requested explicitly are
-loaded lazily and kept in a small LRU. A version that fails to load is reported with
-state ``END`` in the status route, retried after ``retry_seconds``, and the previously
-served version keeps serving (with nothing served yet, e.g. at startup, the newest older
-version that loads is served instead).
+Versions: the default (unversioned) route serves exactly what ``models.config`` says
+(:func:`serving.layout.configured_version`: the ``stable`` label; for an entry without
+one, its version policy). A background thread re-scans ``model_base`` every
+``poll_seconds``; a new served version is loaded completely (after its files are checked
+against the content hash recorded at publishing) and then swapped in under a lock, so
+in-flight requests finish on the version they started with and none fail. The previously
+served version and every labelled version stay loaded; other versions requested
+explicitly are loaded lazily and kept in a small LRU. A version that fails to load is
+reported with state ``END`` in the status route and retried after ``retry_seconds``.
+
+Integrity: once a ``models.config`` governs the model base (it exists, or was written by
+:mod:`serving.layout`, or this server saw one), the server never picks a version of its
+own. If the config is unreadable or gone, lacks a model, or names a version that is not
+published or does not load, the model keeps its last good served version and labels (or
+serves nothing, after a fresh start) and is *degraded* with the reason, logged at ERROR
+once per change. Only when no config ever governed the base does it serve the newest
+version (TF Serving's ``--model_base_path`` mode, with a warning), falling back at
+startup to the newest older version that loads. ``GET /v1/mlplatform/status`` (not a TF
+Serving route) answers :meth:`ModelRegistry.integrity_status`.
 
 Request log: each successful predict, classify or regress (REST or gRPC) appends one JSON
 line to ``<log_dir>/<model>/<YYYY-MM-DD>.jsonl`` (UTC date) with keys ``time`` (ISO 8601
@@ -88,6 +98,7 @@ from serving.inference import DEFAULT_SIGNATURE, ApiError
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_SIGNATURE",
+    "STATUS_ROUTE",
     "VERSION_HEADER",
     "ApiError",
     "ModelRegistry",
@@ -105,6 +116,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 VERSION_HEADER = "X-Model-Version"
+STATUS_ROUTE = "/v1/mlplatform/status"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -229,6 +241,7 @@ class _ModelState:
     loaded: dict[int, Servable] = field(default_factory=dict)
     extra: OrderedDict[int, None] = field(default_factory=OrderedDict)  # lazily loaded, LRU
     failed: dict[int, tuple[str, float]] = field(default_factory=dict)  # version -> (error, t)
+    degraded: str | None = None  # why the served version is not what the config says
 
 
 class ModelRegistry:
@@ -256,7 +269,10 @@ class ModelRegistry:
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._labels_cache: dict[str, dict[str, int]] = {}
+        self._config: dict[str, dict[str, Any]] | None = None  # last readable models.config
+        self._config_seen = False  # a models.config governed this base once: never fall back
+        self._config_error: str | None = None
+        self._warned_no_config = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -299,6 +315,7 @@ class ModelRegistry:
             path = self.model_base / name / str(version)
             start = time.monotonic()
             try:
+                layout.verify_version_digest(self.model_base, name, version)
                 servable = load_servable(name, version, path)
             except Exception as exc:
                 message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
@@ -322,34 +339,74 @@ class ModelRegistry:
         return time.monotonic() - state.failed[version][1] >= self.retry_seconds
 
     def refresh(self) -> None:
-        """Scan ``model_base`` once: load new served/labelled versions, apply label changes,
-        unload what is no longer needed. Never raises for a single broken model."""
-        try:
-            config = layout.read_models_config(self.model_base)
-            self._labels_cache = {n: dict(info["labels"]) for n, info in config.items()}
-        except ValueError as exc:
-            log.error("keeping previous labels: %s", exc)
-        names = layout.list_models(self.model_base)
-        for name in names:
+        """Scan ``model_base`` once: read ``models.config``, load what it makes served or
+        labelled, keep the last good served set where it names nothing valid, unload what
+        is no longer needed. Never raises for a single broken model."""
+        config = self._read_config()
+        names = set(layout.list_models(self.model_base)) | set(config or {})
+        for name in sorted(names):
             try:
-                self._refresh_model(name)
+                self._refresh_model(name, config)
             except Exception:
                 log.exception("refreshing model %s failed", name)
         with self._lock:
-            for gone in set(self._models) - set(names):
+            for gone in set(self._models) - names:
                 log.info("model %s disappeared from %s; unloading", gone, self.model_base)
                 del self._models[gone]
 
-    def _refresh_model(self, name: str) -> None:
+    def _read_config(self) -> dict[str, dict[str, Any]] | None:
+        """The config to apply this poll: the file's, else the last readable one (with
+        ``_config_error`` set), or None in TF Serving's ``--model_base_path`` mode."""
+        try:
+            config = layout.read_config_in_effect(self.model_base)
+            error = None
+            if config is None and self._config_seen:
+                error = f"{self.model_base / layout.MODELS_CONFIG} disappeared"
+        except ValueError as exc:
+            config, error = None, str(exc)
+        if config is not None:
+            self._config, self._config_seen = config, True
+        elif error is not None:
+            self._config_seen = True
+        elif not self._warned_no_config:
+            self._warned_no_config = True
+            log.warning(
+                "no models.config in %s: serving the newest version of each model "
+                "(TF Serving's --model_base_path mode)",
+                self.model_base,
+            )
+        if error != self._config_error:
+            if error is not None:
+                log.error("models.config unusable, keeping the served versions: %s", error)
+            else:
+                log.info("models.config readable again")
+            self._config_error = error
+        return self._config if self._config_seen else None
+
+    def _target(
+        self, name: str, config: dict[str, dict[str, Any]] | None, versions: list[int]
+    ) -> tuple[int | None, str | None, dict[str, int] | None]:
+        """(version to serve, why none, labels to apply or None to keep the current ones)."""
+        if self._config_error is not None:
+            return None, f"models.config unusable: {self._config_error}", None
+        target, reason = layout.configured_version(config, name, versions)
+        entry = (config or {}).get(name)
+        labels = dict(entry["labels"]) if entry is not None and reason is None else None
+        return target, reason, labels if config is not None else {}
+
+    def _refresh_model(self, name: str, config: dict[str, dict[str, Any]] | None) -> None:
         versions = layout.list_versions(self.model_base, name)
-        if not versions:
-            return
         on_disk = set(versions)
-        labels = {k: v for k, v in self._labels_cache.get(name, {}).items() if v in on_disk}
-        stable = labels.get(layout.STABLE_LABEL)
-        target = stable if stable is not None else versions[-1]
+        target, reason, new_labels = self._target(name, config, versions)
         with self._lock:
             state = self._models.get(name)
+            current = state.served if state is not None and state.served in state.loaded else None
+            old_labels = dict(state.labels) if state is not None else {}
+        labels = {
+            k: v
+            for k, v in (old_labels if new_labels is None else new_labels).items()
+            if v in on_disk
+        }
 
         def ensure_loaded(version: int) -> bool:
             nonlocal state
@@ -367,17 +424,34 @@ class ModelRegistry:
                 with self._lock:
                     state = self._models.get(name)
 
-        effective = target if ensure_loaded(target) else None
+        effective = None
+        if target is not None:
+            if ensure_loaded(target):
+                effective = target
+            else:
+                with self._lock:
+                    error = state.failed.get(target, ("unknown error", 0.0))[0] if state else ""
+                reason = f"version {target} failed to load: {error}"
         for version in sorted(set(labels.values()) - {target}, reverse=True):
             ensure_loaded(version)
-        with self._lock:
-            current = state.served if state is not None else None
-        if effective is None and (current is None or current not in on_disk):
-            # Nothing (valid) is served yet: fall back to the newest older version that loads.
+        if effective is None and current is None and target is not None and not self._config_seen:
+            # --model_base_path mode with nothing served yet: the newest older version that loads.
             for version in [v for v in reversed(versions) if v < target][:3]:
                 if ensure_loaded(version):
                     effective = version
                     break
+        self._apply(name, effective, reason, labels, on_disk)
+
+    def _apply(
+        self,
+        name: str,
+        effective: int | None,
+        reason: str | None,
+        labels: dict[str, int],
+        on_disk: set[int],
+    ) -> None:
+        """Swap in the served version and labels; keep the last good ones where ``effective``
+        is None; record and log (once per change) why the model is degraded."""
         with self._lock:
             state = self._models.setdefault(name, _ModelState(name))
             if effective is not None and state.served != effective:
@@ -385,6 +459,20 @@ class ModelRegistry:
                 if state.served is not None:
                     state.previous = state.served
                 state.served = effective
+            if reason != state.degraded:
+                if reason is not None:
+                    served = state.served if state.served in state.loaded else None
+                    log.error(
+                        "model %s degraded: %s; serving %s",
+                        name,
+                        reason,
+                        f"version {served} (the last good one)"
+                        if served is not None
+                        else "nothing",
+                    )
+                else:
+                    log.info("model %s serves what models.config says again", name)
+                state.degraded = reason
             state.labels = labels
             if state.previous is not None and (
                 state.previous not in on_disk or state.previous == state.served
@@ -427,7 +515,8 @@ class ModelRegistry:
                             f"Model {name} has no available version: version {failed} "
                             f"failed to load: {message}",
                         )
-                    raise ApiError(404, f"Servable not found for request: Latest({name})")
+                    why = f": {state.degraded}" if state.degraded else ""
+                    raise ApiError(404, f"Servable not found for request: Latest({name}){why}")
                 return state.loaded[state.served]
             servable = state.loaded.get(version)
             if servable is not None:
@@ -497,6 +586,32 @@ class ModelRegistry:
         if not entries:
             raise ApiError(404, f"Could not find any versions of model {name}")
         return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def integrity_status(self) -> dict[str, Any]:
+        """What this server serves and whether that is what ``models.config`` says.
+
+        ``{"status": "ok" | "degraded", "reason": <config problem or None>, "mode":
+        "models.config" | "model_base_path", "models": {name: {"served_version": int |
+        None, "labels": {label: version}, "degraded": <reason or None>}}}``; ``status`` is
+        degraded when the config is unusable or any model is degraded.
+        """
+        with self._lock:
+            models = {
+                name: {
+                    "served_version": state.served if state.served in state.loaded else None,
+                    "labels": dict(sorted(state.labels.items())),
+                    "degraded": state.degraded,
+                }
+                for name, state in sorted(self._models.items())
+            }
+            reason = self._config_error
+        degraded = reason is not None or any(m["degraded"] for m in models.values())
+        return {
+            "status": "degraded" if degraded else "ok",
+            "reason": reason,
+            "mode": "models.config" if self._config_seen else "model_base_path",
+            "models": models,
+        }
 
     def model_names(self) -> list[str]:
         """Names of the models currently known to the registry."""
@@ -887,6 +1002,10 @@ def create_app(
     @app.get("/v1/models/{name}/labels/{label}")
     async def model_label_status(name: str, label: str) -> dict[str, Any]:
         return await _status(name, None, label)
+
+    @app.get(STATUS_ROUTE)
+    async def platform_status() -> dict[str, Any]:
+        return registry.integrity_status()
 
     # ---------------------------------------------------------------- metadata
 

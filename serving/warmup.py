@@ -4,6 +4,11 @@ TF Serving replays up to 1000 ``PredictionLog`` records from that TFRecord file 
 version, so the first real request does not pay for graph tracing. The records are
 tensorflow-serving-api protos (``PredictionLog{predict_log{request: PredictRequest}}``) built from
 hold-out rows of raw features.
+
+:func:`check_servable` is that load-time check for a loaded version: it replays the records
+through the gRPC Predict path (:func:`replay_warmup`) or, without a warm-up file, makes one call of
+``serving_default`` (:func:`smoke_call`), and raises :class:`WarmupFailed` (one line) on an error
+or a non-finite answer.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from typing import Any
 
 WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's cap on replayed warm-up records
+
+
+class WarmupFailed(ValueError):
+    """A loaded version failed its warm-up: an error or a non-finite answer (one-line message)."""
 
 
 def build_predict_request(
@@ -56,7 +65,9 @@ def write_warmup_file(
     with tf.io.TFRecordWriter(str(path)) as writer:
         for columns in list(batches)[:MAX_RECORDS]:
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=build_predict_request(model_name, columns, dtypes))
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=build_predict_request(model_name, columns, dtypes)
+                )
             )
             writer.write(log.SerializeToString())
     return path
@@ -71,3 +82,79 @@ def read_warmup_file(saved_model_dir: str | Path) -> list[Any]:
     for raw in tf.data.TFRecordDataset(str(Path(saved_model_dir) / WARMUP_RELPATH)):
         records.append(prediction_log_pb2.PredictionLog.FromString(raw.numpy()))
     return records
+
+
+def _check_finite(outputs: Mapping[str, Any], what: str) -> None:
+    import numpy as np
+
+    for name, array in outputs.items():
+        values = np.asarray(array)
+        if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+            raise WarmupFailed(f"{what}: output {name!r} is NaN or infinite")
+
+
+def replay_warmup(servable: Any, saved_model_dir: str | Path) -> int:
+    """Replay the version's warm-up predict records on ``servable``; return how many ran.
+
+    Each ``predict_log`` record goes through the server's gRPC Predict path
+    (:func:`serving.grpc_server.run_predict_request`: exact dtypes, shapes, signature), as TF
+    Serving replays them at load time; other record kinds are skipped. Raises WarmupFailed.
+    """
+    from serving.grpc_server import run_predict_request
+    from serving.inference import ApiError
+
+    replayed = 0
+    for index, record in enumerate(read_warmup_file(saved_model_dir)[:MAX_RECORDS]):
+        if record.WhichOneof("log_type") != "predict_log":
+            continue
+        what = f"warm-up record {index + 1}"
+        try:
+            _key, outputs, _tensors = run_predict_request(servable, record.predict_log.request)
+        except ApiError as exc:
+            raise WarmupFailed(f"{what} was refused: {exc.message}") from None
+        _check_finite(outputs, what)
+        replayed += 1
+    return replayed
+
+
+def smoke_call(servable: Any, signature_name: str = "serving_default") -> None:
+    """Call ``signature_name`` once on a one-row batch of zeros / empty strings (WarmupFailed)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.inference import ApiError, get_signature, run_signature
+
+    try:
+        _key, fn, specs, _sigdef = get_signature(servable, signature_name)
+        tensors = {}
+        for name, spec in specs.items():
+            dims = spec.shape.as_list() if spec.shape.rank is not None else [1]
+            shape = [1 if d is None else d for d in dims]
+            value = np.zeros(shape, dtype=object if spec.dtype == tf.string else None)
+            if spec.dtype == tf.string:
+                value.fill(b"")
+            tensors[name] = tf.constant(value, dtype=spec.dtype)
+        outputs = run_signature(fn, tensors)
+    except ApiError as exc:
+        raise WarmupFailed(f"a call of {signature_name} failed: {exc.message}") from None
+    _check_finite(outputs, f"a call of {signature_name}")
+
+
+def check_servable(servable: Any, saved_model_dir: str | Path) -> str:
+    """Warm a loaded version up as TF Serving would; return what was checked (WarmupFailed).
+
+    With a warm-up file, every predict record must be answered (:func:`replay_warmup`);
+    without one (or with no predict record in it), one ``serving_default`` call must be.
+    """
+    if (Path(saved_model_dir) / WARMUP_RELPATH).is_file():
+        try:
+            replayed = replay_warmup(servable, saved_model_dir)
+        except WarmupFailed:
+            raise
+        except Exception as exc:  # an unreadable warm-up file fails the load in TF Serving too
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WarmupFailed(f"unreadable warm-up file: {first}") from None
+        if replayed:
+            return f"answered {replayed} warm-up request(s)"
+    smoke_call(servable)
+    return "answered one serving_default call"

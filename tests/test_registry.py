@@ -31,7 +31,10 @@ def _module(kind: str):
     """A scorer following datagen's true logit ('good'), noise ('bad'), or broken variants."""
     import tensorflow as tf
 
-    spec = {n: tf.TensorSpec([None], tf.float32, name=n) for n in ("tenure_months", "monthly_charges", "support_calls", "usage_minutes")}
+    spec = {
+        n: tf.TensorSpec([None], tf.float32, name=n)
+        for n in ("tenure_months", "monthly_charges", "support_calls", "usage_minutes")
+    }
     spec |= {n: tf.TensorSpec([None], tf.string, name=n) for n in ("contract_type", "region")}
 
     class Scorer(tf.Module):
@@ -60,12 +63,18 @@ def _register(cfg, settings, kind: str) -> int:
 
     ensure_experiment(settings, cfg.name)
     module = _module(kind)
-    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(cfg.name).experiment_id) as run:
+    with mlflow.start_run(
+        experiment_id=mlflow.get_experiment_by_name(cfg.name).experiment_id
+    ) as run:
         info = mlflow.tensorflow.log_model(
             module, name="model", saved_model_kwargs={"signatures": {"serving_default": module.serve.get_concrete_function()}},
             pip_requirements=["tensorflow"],
         )  # fmt: skip
-    return int(register(cfg, f"models:/{info.model_id}", run.info.run_id, {"data_version": kind}, settings)["model_version"])
+    return int(
+        register(
+            cfg, f"models:/{info.model_id}", run.info.run_id, {"data_version": kind}, settings
+        )["model_version"]
+    )
 
 
 @pytest.fixture
@@ -103,7 +112,10 @@ def test_first_model_needs_only_the_floor_and_a_worse_model_is_never_promoted(en
 
     v2 = _register(cfg, settings, "bad")
     assert alias_version(settings, "demo", "challenger") == v2
-    with pytest.raises(GateRefused, match=rf"gate refused demo v{v2}: auc=0\.\d+ vs champion v{v1} 0\.8\d+ regresses more than the allowed 0.02"):
+    with pytest.raises(
+        GateRefused,
+        match=rf"gate refused demo v{v2}: auc=0\.\d+ vs champion v{v1} 0\.8\d+ regresses more than the allowed 0.02",
+    ):
         gate(cfg, v2, holdout, settings)
     assert alias_version(settings, "demo", "champion") == v1
     assert layout.served_version(settings.models_dir, "demo") == v1
@@ -130,12 +142,16 @@ def test_a_slice_that_regresses_refuses_the_gate(env):
 def test_infra_validation_blocks_broken_and_slow_models(env):
     cfg, settings, holdout, tmp = env
     wrong = _register(cfg, settings, "wrong_shape")
-    with pytest.raises(InfraValidationFailed, match="infra validation: each prediction must be one number"):
+    with pytest.raises(
+        InfraValidationFailed, match="infra validation: each prediction must be one number"
+    ):
         infra_validate(cfg, wrong, holdout, tmp / "a", settings)
 
     good = _register(cfg, settings, "good")
     cfg.serving.latency_budget_ms = 0.001
-    with pytest.raises(InfraValidationFailed, match=r"p99 latency [\d.]+ ms exceeds the budget of 0.001 ms"):
+    with pytest.raises(
+        InfraValidationFailed, match=r"p99 latency [\d.]+ ms exceeds the budget of 0.001 ms"
+    ):
         infra_validate(cfg, good, holdout, tmp / "b", settings)
 
     cfg.serving.latency_budget_ms = 250
@@ -145,7 +161,9 @@ def test_infra_validation_blocks_broken_and_slow_models(env):
     for pb in pbs:  # corrupt only the newest version's artifact
         if pb.stat().st_mtime == max(p.stat().st_mtime for p in pbs):
             pb.write_bytes(b"not a saved model")
-    with pytest.raises(InfraValidationFailed, match=rf"demo v{corrupt} does not load in the server"):
+    with pytest.raises(
+        InfraValidationFailed, match=rf"demo v{corrupt} does not load in the server"
+    ):
         infra_validate(cfg, corrupt, holdout, tmp / "c", settings)
     from serving import layout
 
@@ -163,7 +181,10 @@ def test_canary_then_promote_and_rollback_errors(env):
     result = _ship(cfg, settings, v2, holdout, tmp)
     labels = layout.read_models_config(settings.models_dir)["demo"]["labels"]
     assert labels == {"stable": v1, "canary": v2} and result["served_version"] == v1
-    assert alias_version(settings, "demo", "champion") == v1 and alias_version(settings, "demo", "canary") == v2
+    assert (
+        alias_version(settings, "demo", "champion") == v1
+        and alias_version(settings, "demo", "canary") == v2
+    )
     rollback("demo", settings, to_version=v2)  # explicit version: make the canary stable
     assert layout.read_models_config(settings.models_dir)["demo"]["labels"] == {"stable": v2}
     from mlplatform.stages import StageError
@@ -196,7 +217,11 @@ def test_twenty_promote_and_rollback_cycles_under_traffic_lose_no_request(env):
     port = server.servers[0].sockets[0].getsockname()[1]
     client = PredictionClient(f"http://127.0.0.1:{port}")
     client.wait_until_available("demo", timeout_s=60)
-    rows = datagen.generate(4, seed=1, end=END).drop(columns=["customer_id", "event_time", "churned"]).to_dict("records")
+    rows = (
+        datagen.generate(4, seed=1, end=END)
+        .drop(columns=["customer_id", "event_time", "churned"])
+        .to_dict("records")
+    )
 
     stop, failures, seen, count = threading.Event(), [], set(), [0]
 
@@ -228,7 +253,9 @@ def test_twenty_promote_and_rollback_cycles_under_traffic_lose_no_request(env):
         thread.join(timeout=30)
     assert failures == []
     assert count[0] > 40 and seen == {v1, v2}
-    assert max(rollback_seconds) < 5, rollback_seconds  # "seconds", with wide margin on a loaded CI box
+    assert max(rollback_seconds) < 5, (
+        rollback_seconds
+    )  # "seconds", with wide margin on a loaded CI box
     assert alias_version(settings, "demo", "champion") == v2
     print(f"{count[0]} requests, rollback median {np.median(rollback_seconds) * 1000:.0f} ms")
 
@@ -251,10 +278,14 @@ def test_a_failed_promotion_keeps_the_served_version_and_champion(env):
     assert not [p for p in (settings.models_dir / "demo").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_cli_rollback_and_status(env):
+def test_cli_rollback_and_status(env, monkeypatch):
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as sock:  # a port nobody serves on: no server to wait for
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLP_SERVING_PORT", str(sock.getsockname()[1]))
     cfg, settings, holdout, tmp = env
     v1 = _register(cfg, settings, "good")
     _ship(cfg, settings, v1, holdout, tmp)
@@ -262,15 +293,28 @@ def test_cli_rollback_and_status(env):
     _ship(cfg, settings, v2, holdout, tmp)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "mlplatform.cli", *args], capture_output=True, text=True, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "mlplatform.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
 
     status = cli("status", "demo")
     assert status.returncode == 0 and f"demo: served version {v2}" in status.stdout
     assert f"'champion': {v2}" in status.stdout
     back = cli("rollback", "demo")
     assert back.returncode == 0, back.stderr
-    assert back.stdout.strip() == f"demo: now serving v{v1} (was v{v2}); alias champion -> v{v1}"
+    url = get_settings().serving_url
+    assert back.stdout.splitlines() == [
+        f"demo: rolled back to v{v1} (was v{v2}): stable label and alias champion -> v{v1}; "
+        f"v{v1} answered {cfg.serving.warmup_requests} warm-up request(s)",
+        f"no server answering at {url}; the next start serves v{v1}",
+    ]
     again = cli("rollback", "demo")
     assert again.returncode == 1
-    assert again.stderr.strip() == f"mlplatform: rollback: demo v{v1} is the oldest published version; nothing to roll back to"
+    assert (
+        again.stderr.strip()
+        == f"mlplatform: rollback: demo v{v1} is the oldest published version; nothing to roll back to"
+    )
     assert cli("status", "nope").returncode == 2

@@ -9,6 +9,11 @@ checks every answer: one finite output per row (scores within [0, 1] for a class
 warm-up file into the candidate (``assets.extra/tf_serving_warmup_requests``) and returns
 ``candidate_dir`` — the exact directory that promotion publishes. Any failure raises
 :class:`InfraValidationFailed` with one line saying what and why; nothing is published.
+
+``check_published_version(model_base, name, version, expected_sha256)`` is the same check for a
+version already in the model base (before a rollback serves it again): its files must hash to the
+digest recorded at publishing (and to ``expected_sha256``, the MLflow tag, when given), it must
+load with the server's loader and answer its warm-up records, or one ``serving_default`` call.
 """
 
 from __future__ import annotations
@@ -59,6 +64,57 @@ def check_answers(cfg: PipelineConfig, rows: list[dict], body: dict) -> None:
         raise InfraValidationFailed("infra validation: classifier scores outside [0, 1]")
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def load_in_server(name: str, version: int, path: Path, what: str = "infra validation"):
+    """Load ``path`` with the server's own loader; InfraValidationFailed (one line) if it fails."""
+    from serving import server
+
+    try:
+        return server.load_servable(name, version, path)
+    except Exception as exc:  # any load error blocks the version; the message says which
+        raise InfraValidationFailed(
+            f"{what}: {name} v{version} does not load in the server: {_first_line(exc)}"
+        ) from None
+
+
+def check_published_version(
+    model_base: Path,
+    name: str,
+    version: int,
+    expected_sha256: str | None = None,
+    what: str = "infra validation",
+) -> dict[str, object]:
+    """Check that a published version can serve as it was validated (InfraValidationFailed).
+
+    In order: the files hash to the digest recorded at publishing (legacy directories without one
+    are not hashed against it) and to ``expected_sha256`` when given; the server's loader loads it;
+    it answers its warm-up records, or one ``serving_default`` call without them. Returns
+    ``{"sha256", "checked"}``. Changes nothing.
+    """
+    from serving import layout, warmup
+
+    try:
+        actual = layout.verify_version_digest(model_base, name, version)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InfraValidationFailed(f"{what}: {_first_line(exc)}") from None
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise InfraValidationFailed(
+            f"{what}: {name} v{version} on disk (sha256 {actual[:12]}…) is not the model MLflow "
+            "recorded "
+            f"for v{version} (content_sha256 {expected_sha256[:12]}…)"
+        )
+    path = Path(model_base) / name / str(version)
+    servable = load_in_server(name, version, path, what)
+    try:
+        checked = warmup.check_servable(servable, path)
+    except warmup.WarmupFailed as exc:
+        raise InfraValidationFailed(f"{what}: {name} v{version} fails its warm-up: {exc}") from None
+    return {"sha256": actual, "checked": checked}
+
+
 def infra_validate(
     cfg: PipelineConfig, version: int, holdout_uri: str, out_dir: Path, settings: Settings
 ) -> dict[str, object]:
@@ -74,13 +130,7 @@ def infra_validate(
             f"infra validation: {name} v{version} holds no SavedModel: {exc}"
         ) from None
     src.rename(candidate)
-    try:
-        servable = server.load_servable(name, version, candidate)
-    except Exception as exc:  # any load error blocks the candidate; the message says which
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InfraValidationFailed(
-            f"infra validation: {name} v{version} does not load in the server: {first}"
-        ) from None
+    servable = load_in_server(name, version, candidate)
 
     holdout = pd.read_parquet(to_path(holdout_uri))
     rows = _rows(cfg, holdout)

@@ -9,11 +9,16 @@ Contracts:
   with the config's metric; raises :class:`GateRefused` (one line: metric, values, threshold) when
   the challenger is below the floor or regresses more than allowed. No champion: only the floor.
 * ``promote(cfg, version, settings, candidate_dir)`` publishes the infra-validated SavedModel as
-  TF Serving version ``<version>`` (atomic directory rename), labels it ``stable`` in
-  ``models.config`` and moves alias ``champion`` (or ``canary`` for both with ``serving.canary``).
-  A failure before the label change leaves the served version and champion as they were.
-* ``rollback(model_name, settings, to_version)`` points ``stable`` and ``champion`` back at the
-  previous published version (or the one given) in one config rewrite: seconds, no restart.
+  TF Serving version ``<version>`` (atomic directory rename, content sha256 recorded in the
+  directory and as tag ``content_sha256``), labels it ``stable`` in ``models.config`` and moves
+  alias ``champion`` (or ``canary`` for both with ``serving.canary``). An existing version
+  directory is reused only if it holds the same content; otherwise (the registry and the model
+  base disagree) it raises and changes nothing. A failure before the label change leaves the
+  served version and champion as they were.
+* ``rollback(model_name, settings, to_version)`` first checks the target (content hash, load in
+  the server's loader, warm-up), then points ``stable`` and ``champion`` back at the previous
+  published version (or the one given) in one config rewrite: seconds, no restart. A target that
+  fails the check changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from mlplatform.storage import to_path
 log = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+CONTENT_SHA256 = "content_sha256"  # model-version tag: the served SavedModel's content hash
 
 
 def client(settings: Settings):
@@ -162,39 +168,115 @@ def gate(
     return {**result, "decision": "promote"}
 
 
+def _version_tag(settings: Settings, model_name: str, version: int, key: str) -> str | None:
+    """A model-version tag, or None if the version or the tag does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return (client(settings).get_model_version(model_name, str(version)).tags or {}).get(key)
+    except MlflowException:
+        return None
+
+
+def _served_or_none(base: Path, model_name: str) -> int | None:
+    """The served version, or None when models.config cannot be read (it is rewritten next)."""
+    from serving import layout
+
+    try:
+        return layout.served_version(base, model_name)
+    except ValueError:
+        return None
+
+
+def _candidate(
+    settings: Settings, name: str, version: int, candidate_dir: str | None, tmp: Path
+) -> Path:
+    """The SavedModel to publish: ``candidate_dir``'s, else the registered version's."""
+    try:
+        if candidate_dir:
+            return find_saved_model(Path(candidate_dir))
+        return download_saved_model(settings, name, version, tmp)
+    except FileNotFoundError as exc:
+        raise StageError(f"promote: {name} v{version} holds no SavedModel: {exc}") from None
+
+
+def _publish_or_reuse(
+    settings: Settings, name: str, version: int, candidate_dir: str | None
+) -> str:
+    """Publish the candidate as ``version``, or reuse the published one if it is the same model.
+
+    Returns the content sha256. A version directory that exists is reused only when its files
+    hash to the candidate's digest (an idempotent re-run); without ``candidate_dir`` the
+    expected digest is the version's ``content_sha256`` tag (a label move), else the registered
+    artifact's. Anything else raises StageError and changes nothing.
+    """
+    from serving import layout
+
+    base = settings.models_dir
+    published = version in layout.list_versions(base, name)
+    expected = None if candidate_dir else _version_tag(settings, name, version, CONTENT_SHA256)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = None
+        if expected is None:
+            src = _candidate(settings, name, version, candidate_dir, Path(tmp))
+            expected = layout.saved_model_digest(src)
+        if published:
+            on_disk = layout.saved_model_digest(base / name / str(version))
+            if on_disk != expected:
+                raise StageError(
+                    f"promote: {name} v{version} on disk holds a different model "
+                    f"(sha256 {on_disk[:12]}… != {expected[:12]}…): the registry and the model "
+                    f"base disagree; run `mlplatform doctor {name}`"
+                )
+            return on_disk
+        try:
+            layout.publish_version(base, name, version, src, expected_sha256=expected)
+        except (FileExistsError, ValueError) as exc:
+            raise StageError(f"promote: {name} v{version}: {exc}") from None
+    return expected
+
+
 def promote(
     cfg: PipelineConfig, version: int, settings: Settings, candidate_dir: str | None = None
 ) -> dict[str, object]:
     """Publish ``candidate_dir`` (infra-validated, with warm-up file) or the registered SavedModel.
 
     Without ``serving.canary`` the new version becomes ``stable`` and alias ``champion``; with it,
-    label and alias ``canary`` (stable and champion stay until :func:`promote_canary`).
+    label and alias ``canary`` (stable and champion stay until :func:`promote_canary`). The
+    content digest is recorded in the version directory and as model-version tag
+    ``content_sha256``. If version ``<version>`` is already on disk with other content (the
+    registry and the model base disagree, e.g. after losing the MLflow database), raises
+    StageError and changes nothing.
     """
     from serving import layout
 
     name = cfg.serving.model_name
     base = settings.models_dir
     base.mkdir(parents=True, exist_ok=True)
-    previous = layout.served_version(base, name)
-    if version not in layout.list_versions(base, name):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                src = (
-                    find_saved_model(Path(candidate_dir))
-                    if candidate_dir
-                    else download_saved_model(settings, name, version, Path(tmp))
-                )
-            except FileNotFoundError as exc:
-                raise StageError(f"promote: {name} v{version} holds no SavedModel: {exc}") from None
-            layout.publish_version(base, name, version, src)
+    previous = _served_or_none(base, name)
+    digest = _publish_or_reuse(settings, name, version, candidate_dir)
+    c = client(settings)
+    c.set_model_version_tag(name, str(version), CONTENT_SHA256, digest)
     label, alias = ("canary", "canary") if cfg.serving.canary else ("stable", CHAMPION)
-    layout.set_label(base, name, label, version)
-    if label == "stable":
-        layout.remove_label(base, name, "canary")
-    client(settings).set_registered_model_alias(name, alias, str(version))
+    try:
+        layout.set_label(base, name, label, version)
+        if label == "stable":
+            layout.remove_label(base, name, "canary")
+    except ValueError as exc:
+        raise StageError(
+            f"promote: {name} v{version}: {exc}; run `mlplatform doctor {name}`"
+        ) from None
+    c.set_registered_model_alias(name, alias, str(version))
     log.info("promoted %s v%s as %s (previously served: %s)", name, version, label, previous)
-    return {"model_name": name, "served_version": layout.served_version(base, name), "label": label,
-            "version": version, "previous_version": previous, "model_base": str(base)}  # fmt: skip
+    return {
+        "model_name": name,
+        "served_version": _served_or_none(base, name),
+        "label": label,
+        "version": version,
+        "previous_version": previous,
+        "model_base": str(base),
+        "content_sha256": digest,
+    }
 
 
 def set_stable(model_name: str, version: int, settings: Settings) -> None:
@@ -207,9 +289,30 @@ def set_stable(model_name: str, version: int, settings: Settings) -> None:
         raise StageError(
             f"{model_name} v{version} is not published in {base} (published: {published or 'none'})"
         )
-    layout.set_label(base, model_name, "stable", version)
-    layout.remove_label(base, model_name, "canary")
+    try:
+        layout.set_label(base, model_name, "stable", version)
+        layout.remove_label(base, model_name, "canary")
+    except ValueError as exc:
+        raise StageError(f"{model_name}: {exc}; run `mlplatform doctor {model_name}`") from None
     client(settings).set_registered_model_alias(model_name, CHAMPION, str(version))
+
+
+def check_servable_version(model_name: str, version: int, settings: Settings) -> dict[str, object]:
+    """Check that published ``version`` can serve before anything points at it (StageError).
+
+    Its files must hash to the digest recorded at publishing and to its MLflow
+    ``content_sha256`` tag (when the registry has one), it must load with the server's loader
+    and answer its warm-up records (or one ``serving_default`` call). Changes nothing.
+    """
+    from mlplatform.stages.infra_validate import InfraValidationFailed, check_published_version
+
+    tag = _version_tag(settings, model_name, version, CONTENT_SHA256)
+    try:
+        return check_published_version(
+            settings.models_dir, model_name, version, tag, what=f"cannot serve {model_name}"
+        )
+    except InfraValidationFailed as exc:
+        raise StageError(str(exc)) from None
 
 
 def rollback(
@@ -217,23 +320,50 @@ def rollback(
 ) -> dict[str, object]:
     """Serve the previous published version (or ``to_version``) again and move ``champion`` back.
 
-    The rolled-back version stays on disk (tag ``rolled_back``) so it can be inspected or restored.
+    The target is checked first (:func:`check_servable_version`: content hash, load, warm-up);
+    if it fails, StageError (one line) and nothing changes: label, alias and tags stay. The
+    rolled-back version stays on disk (tag ``rolled_back``) so it can be inspected or restored.
     """
     from serving import layout
 
     base = settings.models_dir
-    current = layout.served_version(base, model_name)
-    if current is None:
-        raise StageError(f"rollback: {model_name} has no served version in {base}")
+    try:
+        current = layout.served_version(base, model_name)
+    except ValueError as exc:
+        if to_version is None:
+            raise StageError(f"rollback: {model_name}: {exc}; name the version with --to") from None
+        current = None
+    if current is None and to_version is None:
+        raise StageError(
+            f"rollback: {model_name} has no valid served version in {base}; name one with --to"
+        )
     if to_version is None:
         older = [v for v in layout.list_versions(base, model_name) if v < current]
         if not older:
             raise StageError(
-                f"rollback: {model_name} v{current} is the oldest published version; nothing to roll back to"
+                f"rollback: {model_name} v{current} is the oldest published version; "
+                "nothing to roll back to"
             )
         to_version = older[-1]
+    if to_version not in layout.list_versions(base, model_name):
+        published = layout.list_versions(base, model_name)
+        raise StageError(
+            f"{model_name} v{to_version} is not published in {base} "
+            f"(published: {published or 'none'})"
+        )
+    try:
+        checked = check_servable_version(model_name, to_version, settings)
+    except StageError as exc:
+        raise StageError(f"rollback refused, nothing changed: {exc}") from None
     set_stable(model_name, to_version, settings)
-    if to_version != current:
+    if current is not None and to_version != current:
         client(settings).set_model_version_tag(model_name, str(current), "rolled_back", "true")
-    log.info("rolled back %s from v%s to v%s", model_name, current, to_version)
-    return {"model_name": model_name, "from_version": current, "served_version": to_version}
+    log.info(
+        "rolled back %s from v%s to v%s (%s)", model_name, current, to_version, checked["checked"]
+    )
+    return {
+        "model_name": model_name,
+        "from_version": current,
+        "served_version": to_version,
+        "checked": checked["checked"],
+    }
