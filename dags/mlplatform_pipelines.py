@@ -57,7 +57,11 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["mlplatform", "train", cfg.name],
-        params={"data_uri": Param(cfg.source.uri or "", type="string", description="raw batch to ingest")},
+        params={
+            "data_uri": Param(
+                cfg.source.uri or "", type="string", description="raw batch to ingest"
+            )
+        },
         default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
         doc_md=__doc__,
     ) as dag:
@@ -71,7 +75,9 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         )
         registered = RegisterOperator(trained=train.output)
         gate = GateOperator(registered=registered.output, training_set=training_set.output)
-        infra = InfraValidateOperator(registered=registered.output, training_set=training_set.output)
+        infra = InfraValidateOperator(
+            registered=registered.output, training_set=training_set.output
+        )
         PromoteOperator(validated=infra.output)
         validate >> features >> training_set
         gate >> infra
@@ -87,7 +93,9 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         start_date=datetime(2026, 1, 1),
         catchup=False,
         tags=["mlplatform", "rollback", cfg.name],
-        params={"to_version": Param("", type="string", description="version to serve; empty = previous")},
+        params={
+            "to_version": Param("", type="string", description="version to serve; empty = previous")
+        },
         default_args={"pipeline": cfg.name, "retries": 0},
     ) as dag:
         RollbackOperator(to_version="{{ params.to_version }}")

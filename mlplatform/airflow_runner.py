@@ -31,12 +31,19 @@ def prepare_airflow() -> dict[str, str]:
     db = settings.airflow_home / "airflow.db"
     if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite") and not db.exists():
         airflow_bin = Path(sys.executable).parent / "airflow"
-        subprocess.run([str(airflow_bin), "db", "migrate"], check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(airflow_bin), "db", "migrate"],
+            check=True,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+        )
     return env
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dag_id")
     parser.add_argument("result")
     parser.add_argument("--conf", default="{}")
@@ -50,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     bag = DagBag(dag_folder=str(settings.repo_root / "dags"))
     dag = bag.dags.get(args.dag_id)
     if dag is None:
-        errors = "; ".join(f"{k}: {v.strip().splitlines()[-1]}" for k, v in bag.import_errors.items())
-        Path(args.result).write_text(json.dumps({"error": f"no DAG {args.dag_id}" + (f" ({errors})" if errors else "")}))
+        errors = "; ".join(
+            f"{k}: {v.strip().splitlines()[-1]}" for k, v in bag.import_errors.items()
+        )
+        Path(args.result).write_text(
+            json.dumps({"error": f"no DAG {args.dag_id}" + (f" ({errors})" if errors else "")})
+        )
         return 2
     logical = datetime.fromisoformat(args.logical_date) if args.logical_date else datetime.now(UTC)
     run = dag.test(logical_date=logical, run_conf=json.loads(args.conf))
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    Path(args.result).write_text(json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks}))
+    Path(args.result).write_text(
+        json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks})
+    )
     return 0
 
 

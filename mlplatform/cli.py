@@ -18,7 +18,17 @@ from pathlib import Path
 from mlplatform.config import ConfigError, find_pipeline, load_pipeline
 from mlplatform.settings import Settings, get_settings
 
-STAGES = ["ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote"]
+STAGES = [
+    "ingest",
+    "validate",
+    "features",
+    "training_set",
+    "train",
+    "register",
+    "gate",
+    "infra_validate",
+    "promote",
+]
 KEY_OUTPUT = {
     "ingest": "data_version",
     "validate": "data_docs",
@@ -54,7 +64,9 @@ def _stage_line(summary: dict) -> str:
         key = KEY_OUTPUT.get(summary["stage"], "")
         state, detail = "ok", f"{key}={out.get(key)}" if key else ""
         if summary["stage"] == "train" and out.get("metrics"):
-            detail += "  " + " ".join(f"{k}={v:.3f}" for k, v in out["metrics"].items() if isinstance(v, float))
+            detail += "  " + " ".join(
+                f"{k}={v:.3f}" for k, v in out["metrics"].items() if isinstance(v, float)
+            )
         if summary["stage"] == "gate":
             detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
@@ -86,10 +98,14 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     root = Path(settings.storage) / cfg.name
     env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root
+        )
         while True:
             done = proc.poll() is not None
-            for summary_path in sorted(root.glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime):
+            for summary_path in sorted(
+                root.glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime
+            ):
                 if summary_path not in seen and summary_path.stat().st_mtime >= started:
                     seen.add(summary_path)
                     _say(_stage_line(json.loads(summary_path.read_text())))
@@ -98,7 +114,9 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
             time.sleep(0.5)
     if not result_path.exists():
         tail = log_path.read_text().strip().splitlines()[-5:]
-        raise OutcomeError(f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}")
+        raise OutcomeError(
+            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
+        )
     result = json.loads(result_path.read_text())
     if "error" in result:
         raise UsageError(result["error"])
@@ -116,7 +134,9 @@ def _run_outcome(settings: Settings, result: dict) -> None:
     summaries = {s["stage"]: s for s in runs}
     states = result["tasks"]
     _say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
-    failed = [t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries]
+    failed = [
+        t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries
+    ]
     if failed:
         raise OutcomeError(summaries[failed[0]]["outputs"].get("failed", f"{failed[0]} failed"))
     if any(states.get(t) == "failed" for t in STAGES):
@@ -128,11 +148,15 @@ def _run_outcome(settings: Settings, result: dict) -> None:
     validate = summaries.get("validate", {}).get("outputs", {})
     promote = summaries.get("promote", {}).get("outputs", {})
     _say("where to look:")
-    _say(f"  MLflow       mlflow ui --backend-store-uri {settings.tracking_uri}  ->  {settings.mlflow_ui_url}")
+    _say(
+        f"  MLflow       mlflow ui --backend-store-uri {settings.tracking_uri}  ->  {settings.mlflow_ui_url}"
+    )
     if validate.get("data_docs"):
         _say(f"  Data Docs    {validate['data_docs']}")
     if promote:
-        _say(f"  served model {promote['model_base']}/{promote['model_name']}/{promote['served_version']}")
+        _say(
+            f"  served model {promote['model_base']}/{promote['model_name']}/{promote['served_version']}"
+        )
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -149,7 +173,9 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         result = rollback(args.model, settings, args.to)
     except StageError as exc:
         raise OutcomeError(str(exc)) from None
-    _say(f"{args.model}: now serving v{result['served_version']} (was v{result['from_version']}); alias champion -> v{result['served_version']}")
+    _say(
+        f"{args.model}: now serving v{result['served_version']} (was v{result['from_version']}); alias champion -> v{result['served_version']}"
+    )
     return 0
 
 
@@ -175,8 +201,14 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     except StageError as exc:
         raise UsageError(str(exc)) from None
     columns = {e["kwargs"].get("column") for e in suite.get("expectations", [])} - {None}
-    unchecked = [c for c in [cfg.source.entity, cfg.source.timestamp, *cfg.features.all, cfg.features.label] if c not in columns]
-    _say(f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} has {len(suite['expectations'])} expectations")
+    unchecked = [
+        c
+        for c in [cfg.source.entity, cfg.source.timestamp, *cfg.features.all, cfg.features.label]
+        if c not in columns
+    ]
+    _say(
+        f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} has {len(suite['expectations'])} expectations"
+    )
     if unchecked:
         _say(f"  note: no column expectation covers {', '.join(unchecked)}")
     return 0
@@ -195,7 +227,9 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from serving.client import PredictionClient, ServingError
 
     try:
-        rows = json.loads(Path(args.json[1:]).read_text() if args.json.startswith("@") else args.json)
+        rows = json.loads(
+            Path(args.json[1:]).read_text() if args.json.startswith("@") else args.json
+        )
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"--json: not valid JSON rows: {exc}") from None
     if isinstance(rows, dict):
@@ -205,7 +239,15 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         result = client.predict(args.model, rows, version=args.version)
     except ServingError as exc:
         raise OutcomeError(str(exc)) from None
-    _say(json.dumps({"model": args.model, "model_version": result.model_version, "predictions": result.predictions}))
+    _say(
+        json.dumps(
+            {
+                "model": args.model,
+                "model_version": result.model_version,
+                "predictions": result.predictions,
+            }
+        )
+    )
     return 0
 
 
@@ -219,11 +261,20 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no registered model {args.model!r}")
     for m in models:
         served = layout.served_version(settings.models_dir, m.name)
-        _say(f"{m.name}: served version {served}, aliases {dict(sorted((m.aliases or {}).items()))}")
-        for v in sorted(c.search_model_versions(f"name='{m.name}'"), key=lambda v: -int(v.version))[:10]:
+        _say(
+            f"{m.name}: served version {served}, aliases {dict(sorted((m.aliases or {}).items()))}"
+        )
+        for v in sorted(c.search_model_versions(f"name='{m.name}'"), key=lambda v: -int(v.version))[
+            :10
+        ]:
             tags = v.tags or {}
-            gate = " ".join(f"{k}={val}" for k, val in sorted(tags.items()) if k.startswith("gate_")) or "gate=-"
-            _say(f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  {gate}  run={v.run_id}")
+            gate = (
+                " ".join(f"{k}={val}" for k, val in sorted(tags.items()) if k.startswith("gate_"))
+                or "gate=-"
+            )
+            _say(
+                f"  v{v.version}  data={tags.get('data_version', '?')[:12]}  {gate}  run={v.run_id}"
+            )
     if not models:
         _say("no registered models yet: run `mlplatform demo`")
     return 0
@@ -247,12 +298,18 @@ def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
            "--port", str(port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
     log_path = settings.home_dir / "logs" / "serving.log"
     with open(log_path, "w") as log_file:
-        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=settings.repo_root)
+        server = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=settings.repo_root
+        )
         try:
             version = PredictionClient(url).wait_until_available(model, timeout_s=120)
             predict = ["mlplatform", "predict", model, "--url", url, "--json", json.dumps(rows)]
             _say(f"  $ mlplatform predict {model} --url {url} --json '[{{...}}, ...]'")
-            out = subprocess.run([sys.executable, "-m", "mlplatform.cli", *predict[1:]], capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "mlplatform.cli", *predict[1:]],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 raise OutcomeError(f"mlplatform predict failed: {out.stderr.strip()}")
             answer = json.loads(out.stdout.strip().splitlines()[-1])
@@ -270,7 +327,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     data_dir = settings.home_dir / "demo-data"
     batch = len(list(data_dir.glob("batch-*.csv"))) + 1
-    path = datagen.write(datagen.generate(args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction), data_dir / f"batch-{batch}.csv")
+    path = datagen.write(
+        datagen.generate(args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction),
+        data_dir / f"batch-{batch}.csv",
+    )
     _say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
     result = run_pipeline(settings, "demo", str(path), None)
     try:
@@ -279,13 +339,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         if "not promoted" not in str(exc):
             raise
         _say(f"gate: {exc} (the champion keeps serving)")
-    rows = datagen.generate(3, seed=10_000 + batch).drop(columns=["churned", "event_time", "customer_id"])
+    rows = datagen.generate(3, seed=10_000 + batch).drop(
+        columns=["churned", "event_time", "customer_id"]
+    )
     rows_json = json.loads(rows.to_json(orient="records"))
     _say("serving: starting the local TF-Serving-compatible server and sending 3 raw rows")
     answer = serve_and_predict(settings, "demo", rows_json)
     for row, pred in zip(rows_json, answer["predictions"], strict=True):
         _say(f"  {json.dumps(row)} -> {pred}")
-    _say(f"answered by model demo version {answer['model_version']} (server on port {answer['port']}, stopped)")
+    _say(
+        f"answered by model demo version {answer['model_version']} (server on port {answer['port']}, stopped)"
+    )
     return 0
 
 
@@ -294,7 +358,9 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
 
     prepare_airflow()
     bin_dir = Path(sys.executable).parent
-    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
+    os.environ["PATH"] = (
+        f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
+    )
     airflow_bin = str(bin_dir / "airflow")
     os.execv(airflow_bin, [airflow_bin, *args.airflow_args])
     return 0  # pragma: no cover - exec does not return
@@ -309,15 +375,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="generate a demo batch, run the demo pipeline end to end, query the served model")
-    p.add_argument("--rows", type=int, default=4000, help="rows in the generated batch (default 4000)")
+    p = sub.add_parser(
+        "demo",
+        help="generate a demo batch, run the demo pipeline end to end, query the served model",
+    )
+    p.add_argument(
+        "--rows", type=int, default=4000, help="rows in the generated batch (default 4000)"
+    )
     p.add_argument("--drift", type=float, default=0.0, help="0..1 distribution shift of the batch")
-    p.add_argument("--bad-fraction", type=float, default=0.0, help="0..1 share of corrupt rows (validation demo)")
+    p.add_argument(
+        "--bad-fraction",
+        type=float,
+        default=0.0,
+        help="0..1 share of corrupt rows (validation demo)",
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="one run of a pipeline's training DAG through Airflow, with a per-stage summary")
+    p = sub.add_parser(
+        "run", help="one run of a pipeline's training DAG through Airflow, with a per-stage summary"
+    )
     p.add_argument("pipeline", help="pipeline name (pipelines/NAME.yaml) or path to a YAML")
-    p.add_argument("--data", help="raw batch to ingest (file path or file:// URI); default source.uri")
+    p.add_argument(
+        "--data", help="raw batch to ingest (file path or file:// URI); default source.uri"
+    )
     p.add_argument("--logical-date", help="ISO-8601 logical date of the run (default now)")
     p.set_defaults(func=cmd_run)
 
@@ -325,10 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base")
+    p = sub.add_parser(
+        "serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base"
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="REST port (default MLP_SERVING_PORT, 8501)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default MLP_SERVING_GRPC_PORT, 8500; 0 disables)")
+    p.add_argument(
+        "--grpc-port", type=int, help="gRPC port (default MLP_SERVING_GRPC_PORT, 8500; 0 disables)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="send raw feature rows to a served model")
@@ -345,12 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for the airflow CLI")
     p.set_defaults(func=cmd_airflow)
 
-    p = sub.add_parser("rollback", help="serve the previous version again and move alias champion back (seconds)")
+    p = sub.add_parser(
+        "rollback", help="serve the previous version again and move alias champion back (seconds)"
+    )
     p.add_argument("model")
-    p.add_argument("--to", type=int, help="the published version to serve (default: the one before the current)")
+    p.add_argument(
+        "--to",
+        type=int,
+        help="the published version to serve (default: the one before the current)",
+    )
     p.set_defaults(func=cmd_rollback)
 
-    p = sub.add_parser("promote", help="make a published version (e.g. a canary) stable and champion")
+    p = sub.add_parser(
+        "promote", help="make a published version (e.g. a canary) stable and champion"
+    )
     p.add_argument("model")
     p.add_argument("--version", type=int, required=True)
     p.set_defaults(func=cmd_promote)
@@ -378,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"mlplatform: error: {type(exc).__name__}: {exc} (rerun with --verbose for the trace)", file=sys.stderr)
+        print(
+            f"mlplatform: error: {type(exc).__name__}: {exc} (rerun with --verbose for the trace)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -78,7 +78,9 @@ class ModelConfig(_Strict):
 
 class TrainingConfig(_Strict):
     workers: int = Field(default=1, ge=1, description="pods (Kubernetes) / hosts")
-    processes_per_worker: int = Field(default=2, ge=1, description="horovod slots per worker on CPU")
+    processes_per_worker: int = Field(
+        default=2, ge=1, description="horovod slots per worker on CPU"
+    )
     gpus_per_worker: int = Field(default=0, ge=0, description="GPUs per pod; one process per GPU")
     image: str = "mlplatform/trainer:latest"
     resources: dict[str, str] = Field(default_factory=dict)
@@ -93,8 +95,12 @@ class GateConfig(_Strict):
     metric: Literal["auc", "accuracy", "rmse", "mae"] = "auc"
     min: float | None = Field(default=None, description="absolute floor (ceiling for rmse/mae)")
     max_regression: float = Field(default=0.0, ge=0, description="allowed loss vs champion")
-    slices: list[str] = Field(default_factory=list, description="categorical features to also gate per value")
-    min_slice_rows: int = Field(default=30, ge=1, description="smaller slices are reported, not gated")
+    slices: list[str] = Field(
+        default_factory=list, description="categorical features to also gate per value"
+    )
+    min_slice_rows: int = Field(
+        default=30, ge=1, description="smaller slices are reported, not gated"
+    )
 
     @property
     def higher_is_better(self) -> bool:
@@ -103,9 +109,13 @@ class GateConfig(_Strict):
 
 class ServingConfig(_Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    canary: bool = Field(default=False, description="promote as label canary; stable moves on `mlplatform promote`")
+    canary: bool = Field(
+        default=False, description="promote as label canary; stable moves on `mlplatform promote`"
+    )
     latency_budget_ms: float = Field(default=250.0, gt=0, description="infra validation p99 budget")
-    warmup_requests: int = Field(default=20, ge=1, le=1000, description="hold-out requests replayed")
+    warmup_requests: int = Field(
+        default=20, ge=1, le=1000, description="hold-out requests replayed"
+    )
 
 
 class MonitoringConfig(_Strict):
@@ -124,7 +134,9 @@ class RetrainConfig(_Strict):
 class PipelineConfig(_Strict):
     """One model's pipeline: data source through serving and monitoring."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="pipeline id (DAG ids derive from it)")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", description="pipeline id (DAG ids derive from it)"
+    )
     description: str = ""
     source: SourceConfig
     validation: ValidationConfig
@@ -140,7 +152,9 @@ class PipelineConfig(_Strict):
     def _metric_fits_kind(self) -> PipelineConfig:
         classifier = self.model.kind == "tabular_classifier"
         if classifier != self.gate.higher_is_better:
-            raise ValueError(f"gate.metric {self.gate.metric!r} does not fit model.kind {self.model.kind!r}")
+            raise ValueError(
+                f"gate.metric {self.gate.metric!r} does not fit model.kind {self.model.kind!r}"
+            )
         unknown = [s for s in self.gate.slices if s not in self.features.categorical]
         if unknown:
             raise ValueError(f"gate.slices must name categorical features, not {unknown}")
@@ -181,7 +195,9 @@ def parse_pipeline(text: str, where: str = "<config>") -> PipelineConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}{line}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of pipeline settings, got {type(data).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping of pipeline settings, got {type(data).__name__}"
+        )
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -191,8 +207,14 @@ def parse_pipeline(text: str, where: str = "<config>") -> PipelineConfig:
             field = ".".join(str(p) for p in loc) or "(top level)"
             line = None if err["type"] == "missing" and len(loc) == 1 else _line_of(root, loc)
             msg = err["msg"].removeprefix("Value error, ")
-            got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err.get("input"), dict) else ""
-            lines.append(f"{where}:{line}: {field}: {msg}{got}" if line else f"{where}: {field}: {msg}{got}")
+            got = (
+                f" (got {err['input']!r})"
+                if err["type"] not in ("missing",) and not isinstance(err.get("input"), dict)
+                else ""
+            )
+            lines.append(
+                f"{where}:{line}: {field}: {msg}{got}" if line else f"{where}: {field}: {msg}{got}"
+            )
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -214,5 +236,7 @@ def find_pipeline(name_or_path: str, pipelines_dir: Path) -> Path:
     path = pipelines_dir / f"{name_or_path}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in pipelines_dir.glob("*.yaml"))
-        raise ConfigError(f"no pipeline {name_or_path!r} in {pipelines_dir} (known: {', '.join(known) or 'none'})")
+        raise ConfigError(
+            f"no pipeline {name_or_path!r} in {pipelines_dir} (known: {', '.join(known) or 'none'})"
+        )
     return path

@@ -27,19 +27,29 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".mlplatform"), description="root of all embedded state")
     repo_root: Path = Field(default=REPO_ROOT, description="checkout holding pipelines/, dags/ ...")
-    pipelines_path: Path | None = Field(default=None, description="pipeline YAMLs; default <repo>/pipelines")
-    storage_uri: str | None = Field(default=None, description="run artifacts; default <home>/storage")
+    pipelines_path: Path | None = Field(
+        default=None, description="pipeline YAMLs; default <repo>/pipelines"
+    )
+    storage_uri: str | None = Field(
+        default=None, description="run artifacts; default <home>/storage"
+    )
     mlflow_tracking_uri: str | None = Field(default=None, description="default sqlite in <home>")
     mlflow_artifact_uri: str | None = Field(default=None, description="default <home>/mlartifacts")
     model_base: Path | None = Field(default=None, description="TF Serving model base path")
-    dvc_remote: str | None = Field(default=None, description="DVC remote URL; default <home>/dvc-remote")
+    dvc_remote: str | None = Field(
+        default=None, description="DVC remote URL; default <home>/dvc-remote"
+    )
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     feast_redis_connection: str = "localhost:6379"
     training_backend: Literal["local", "kubernetes"] = "local"
     serving_host: str = "127.0.0.1"
     serving_port: int = 8501
-    serving_grpc_port: int = Field(default=8500, description="gRPC PredictionService port; 0 disables")
-    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="linked from the Airflow UI")
+    serving_grpc_port: int = Field(
+        default=8500, description="gRPC PredictionService port; 0 disables"
+    )
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000", description="linked from the Airflow UI"
+    )
 
     @cached_property
     def home_dir(self) -> Path:

@@ -373,7 +373,13 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
     def _tags(self, context: Any, settings: Any, cfg: Any) -> dict[str, str]:
         from mlplatform.lineage import training_run_tags
 
-        return training_run_tags(self.lineage, self.training_set, settings.repo_root, cfg.config_hash(), context["run_id"])
+        return training_run_tags(
+            self.lineage,
+            self.training_set,
+            settings.repo_root,
+            cfg.config_hash(),
+            context["run_id"],
+        )
 
     def trainer_spec(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings

@@ -45,4 +45,6 @@ def report(path: str) -> FileResponse:
 class MlPlatformPlugin(AirflowPlugin):
     name = "mlplatform"
     operator_extra_links = [DataDocsLink(), MlflowRunLink(), MlflowModelLink()]
-    fastapi_apps = [{"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}]
+    fastapi_apps = [
+        {"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}
+    ]

@@ -8,7 +8,17 @@ import sys
 
 from tests.conftest import REPO
 
-HEAVY = ["tensorflow", "keras", "mlflow", "feast", "great_expectations", "evidently", "horovod", "dvc", "sklearn"]
+HEAVY = [
+    "tensorflow",
+    "keras",
+    "mlflow",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "horovod",
+    "dvc",
+    "sklearn",
+]
 
 PROBE = r"""
 import json, sys, time
@@ -25,7 +35,12 @@ def _load(dags_dir, env_extra=None):
 
     env = {**os.environ, **(env_extra or {}), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(dags_dir), ",".join(HEAVY)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+        [sys.executable, "-c", PROBE, str(dags_dir), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -45,10 +60,22 @@ def test_train_dag_chains_every_stage(mlp_home):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["mlp_demo_train"]
-    order = ["ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote"]
+    order = [
+        "ingest",
+        "validate",
+        "features",
+        "training_set",
+        "train",
+        "register",
+        "gate",
+        "infra_validate",
+        "promote",
+    ]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
-        assert downstream in dag.get_task(upstream).get_flat_relative_ids(upstream=False), f"{upstream} !-> {downstream}"
+        assert downstream in dag.get_task(upstream).get_flat_relative_ids(upstream=False), (
+            f"{upstream} !-> {downstream}"
+        )
     assert dag.params["data_uri"] == ""
 
 
@@ -75,4 +102,6 @@ def test_kubernetes_backend_swaps_in_the_pod_operator(mlp_home):
         [sys.executable, "-c", probe, str(REPO / "dags")], capture_output=True, text=True, cwd=REPO,
         env={**os.environ, "MLP_TRAINING_BACKEND": "kubernetes"}, timeout=300,
     )  # fmt: skip
-    assert out.stdout.strip().splitlines()[-1] == "HorovodKubernetesTrainOperator True", out.stderr[-1500:]
+    assert out.stdout.strip().splitlines()[-1] == "HorovodKubernetesTrainOperator True", out.stderr[
+        -1500:
+    ]

@@ -633,9 +633,13 @@ def test_shared_storage_pvc_is_mounted_at_the_storage_path(production_env, monke
     monkeypatch.setenv("MLP_K8S_STORAGE_PVC", "mlplatform-runs")
     obj = rendered_pod(make_operator(), make_context())
     assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
-    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "mlplatform-runs"}} in obj["spec"]["volumes"]
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "mlplatform-runs"}} in obj[
+        "spec"
+    ]["volumes"]
     mounts = obj["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "storage", "mountPath": str(shared)} in mounts
     monkeypatch.setenv("MLP_STORAGE_URI", "s3://bucket/runs")
-    with pytest.raises(ValueError, match="MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path"):
+    with pytest.raises(
+        ValueError, match="MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path"
+    ):
         rendered_pod(make_operator(), make_context())

@@ -21,7 +21,11 @@ def plugin(mlp_home, monkeypatch):
 
 def test_links_and_report_app_are_registered(plugin):
     p = plugin.MlPlatformPlugin
-    assert {link.name for link in p.operator_extra_links} == {"GX Data Docs", "MLflow run", "MLflow model version"}
+    assert {link.name for link in p.operator_extra_links} == {
+        "GX Data Docs",
+        "MLflow run",
+        "MLflow model version",
+    }
     assert p.fastapi_apps[0]["url_prefix"] == "/mlplatform"
 
 
@@ -41,5 +45,8 @@ def test_report_server_serves_data_docs_only(plugin, mlp_home):
     assert ok.status_code == 200 and "suite demo_raw" in ok.text
     assert client.get("/reports/demo/run1/validate/data_docs/").status_code == 200
     assert client.get("/reports/demo/run1/ingest/raw.parquet").status_code == 404
-    assert client.get("/reports/demo/run1/validate/data_docs/../../ingest/raw.parquet").status_code == 404
+    assert (
+        client.get("/reports/demo/run1/validate/data_docs/../../ingest/raw.parquet").status_code
+        == 404
+    )
     assert client.get("/reports/demo/run1/validate/data_docs/missing.html").status_code == 404
