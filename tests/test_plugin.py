@@ -29,7 +29,25 @@ def test_links_and_report_app_are_registered(plugin):
     assert p.fastapi_apps[0]["url_prefix"] == "/mlplatform"
 
 
-def test_report_server_serves_data_docs_only(plugin, mlp_home):
+@pytest.fixture
+def signed_in(plugin, monkeypatch):
+    """The report app with Airflow's authentication and authorization stubbed out (they are
+    tested through Airflow's real API app in tests/faults/test_access.py); records the
+    pipelines that authorization was asked about."""
+    asked: list[str] = []
+    plugin.reports_app.dependency_overrides[plugin.airflow_user] = lambda: "user"
+    monkeypatch.setattr(plugin, "authorize_pipeline", lambda request, user, p: asked.append(p))
+    yield asked
+    plugin.reports_app.dependency_overrides.clear()
+
+
+def test_report_server_needs_an_airflow_user(plugin, mlp_home):
+    assert (
+        TestClient(plugin.reports_app).get("/reports/demo/r/validate/data_docs/").status_code == 401
+    )
+
+
+def test_report_server_serves_data_docs_only(plugin, mlp_home, signed_in):
     from mlplatform.settings import get_settings
     from operators.links import DataDocsLink
 
@@ -50,3 +68,4 @@ def test_report_server_serves_data_docs_only(plugin, mlp_home):
         == 404
     )
     assert client.get("/reports/demo/run1/validate/data_docs/missing.html").status_code == 404
+    assert set(signed_in) == {"demo"}  # authorized against the resolved path's pipeline
