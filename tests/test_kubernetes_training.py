@@ -52,7 +52,13 @@ def production_env(mlp_home, pipelines_dir, monkeypatch):
     monkeypatch.setenv("MLP_STORAGE_URI", "s3://mlp-bucket/runs")
     monkeypatch.setenv("MLP_K8S_S3_ENDPOINT_URL", "http://minio.mlplatform:9000")
     monkeypatch.setenv("MLP_K8S_AWS_REGION", "eu-west-1")
-    for key in ("MLP_K8S_NAMESPACE", "MLP_K8S_GPU_NODE_SELECTOR", "MLP_K8S_S3_SECRET"):
+    for key in (
+        "MLP_K8S_NAMESPACE",
+        "MLP_K8S_GPU_NODE_SELECTOR",
+        "MLP_K8S_S3_SECRET",
+        "MLP_K8S_MLFLOW_SECRET",
+        "MLP_K8S_MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(key, raising=False)
     return pipelines_dir
 

@@ -108,3 +108,129 @@ def test_reports_sit_behind_airflow_authentication(airflow_api_env, mlp_home):
         if answer["status"] >= 400:
             assert answer["type"].startswith("application/json"), case
             assert len(json.loads(body)["detail"]) < 120, case
+
+
+# -- credentials reach pods only through secrets -------------------------------------------------
+
+PASSWORD = "hunter2-Zq9"
+SECRET_URI = f"http://bob:{PASSWORD}@mlflow.internal:5000"
+
+
+@pytest.fixture
+def k8s_env(mlp_home, pipelines_dir, monkeypatch):
+    """Production-like settings whose MLflow tracking URI carries a password."""
+    monkeypatch.setenv("MLP_MLFLOW_TRACKING_URI", SECRET_URI)
+    monkeypatch.setenv("MLP_MLFLOW_ARTIFACT_URI", "s3://mlp-bucket/mlartifacts")
+    monkeypatch.setenv("MLP_STORAGE_URI", "s3://mlp-bucket/runs")
+    for key in list(os.environ):
+        if key.startswith("MLP_K8S_"):
+            monkeypatch.delenv(key)
+    return pipelines_dir
+
+
+def rendered_manifests() -> dict[str, dict]:
+    """The single pod as the operator renders it and the MPIJob of a 2-worker pipeline."""
+    from mlplatform import k8s
+    from mlplatform.settings import get_settings
+    from tests.test_kubernetes_training import (
+        RUN_ID,
+        TRAINING_SET,
+        demo_cfg,
+        make_context,
+        make_operator,
+        rendered_pod,
+    )
+
+    op, context = make_operator(), make_context()
+    pod = rendered_pod(op, context)
+    cfg = demo_cfg(workers=2, gpus_per_worker=4)
+    spec = op.trainer_spec(context, get_settings(), cfg, k8s.KubernetesSettings())
+    job = k8s.mpijob_manifest(
+        cfg, spec, settings=get_settings(), name="mlp-demo-train-0123456789", run_id=RUN_ID
+    )
+    assert spec["train_uri"] == TRAINING_SET["train_uri"]
+    return {"pod": pod, "mpijob": job}
+
+
+def test_tracking_uri_with_password_reaches_pods_only_through_the_secret(k8s_env, monkeypatch):
+    import kubernetes_validate
+
+    from tests.test_kubernetes_training import K8S_VERSION, crd_validator, validate_pod_template
+
+    monkeypatch.setenv("MLP_K8S_MLFLOW_SECRET", "mlplatform-mlflow")
+    manifests = rendered_manifests()
+    for kind, manifest in manifests.items():
+        text = json.dumps(manifest)
+        for leak in (PASSWORD, "bob:", "mlflow.internal", SECRET_URI):
+            assert leak not in text, f"{leak!r} is a literal of the {kind}"
+    pod, job = manifests["pod"], manifests["mpijob"]
+    assert kubernetes_validate.validate(pod, desired_version=K8S_VERSION, strict=True)
+    crd_validator().validate(job)
+    replicas = job["spec"]["mpiReplicaSpecs"]
+    containers = [pod["spec"]["containers"][0]]
+    for role in ("Launcher", "Worker"):
+        validate_pod_template(replicas[role]["template"])
+        containers.append(replicas[role]["template"]["spec"]["containers"][0])
+    for container in containers:
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == {
+            "name": "MLFLOW_TRACKING_URI",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": "mlplatform-mlflow",
+                    "key": "MLFLOW_TRACKING_URI",
+                    "optional": False,
+                }
+            },
+        }
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert env[key]["valueFrom"]["secretKeyRef"]["optional"] is True
+        if "command" in container:
+            spec = json.loads(container["command"][-1])
+            assert "tracking_uri" not in spec["mlflow"] and spec["mlflow"]["experiment"] == "demo"
+
+
+def test_tracking_uri_with_password_and_no_secret_is_refused(k8s_env, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlplatform import k8s
+    from tests.test_kubernetes_training import make_context, make_operator
+
+    with pytest.raises(k8s.CredentialsInManifest) as err:
+        rendered_manifests()
+    message = str(err.value)
+    assert "\n" not in message and PASSWORD not in message and "bob" not in message
+    assert "http://***@mlflow.internal:5000" in message and "MLP_K8S_MLFLOW_SECRET" in message
+    with pytest.raises(AirflowFailException) as failed:  # the task fails, without retries
+        make_operator().execute(make_context())
+    assert str(failed.value) == message
+
+    monkeypatch.setenv("MLP_MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv(
+        "MLP_K8S_EXTRA_ENV", json.dumps({"DB_URL": f"postgresql://u:{PASSWORD}@db/x"})
+    )
+    with pytest.raises(k8s.CredentialsInManifest, match=r"^env DB_URL=postgresql://\*\*\*@db/x "):
+        rendered_manifests()
+
+
+def test_trainer_takes_the_tracking_uri_from_its_environment(monkeypatch, tmp_path):
+    from training.train import SpecError, parse_spec, redact_uri
+
+    raw = {
+        "label": "y",
+        "numeric_features": ["a"],
+        "categorical_features": [],
+        "model": {},
+        "train_uri": str(tmp_path / "t.parquet"),
+        "holdout_uri": str(tmp_path / "h.parquet"),
+        "output_dir": str(tmp_path / "out"),
+        "mlflow": {"experiment": "demo", "tags": {}},
+    }
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SpecError, match="mlflow.tracking_uri is missing and MLFLOW_TRACKING_URI"):
+        parse_spec(raw)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", SECRET_URI)
+    assert parse_spec(raw).mlflow["tracking_uri"] == SECRET_URI
+    assert "tracking_uri" not in raw["mlflow"]  # the spec itself is left as it was
+    assert redact_uri(SECRET_URI) == "http://***@mlflow.internal:5000"  # mlflow_run.json
+    assert redact_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"
