@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlplatform.config import ConfigError, find_pipeline, load_pipeline
+from mlplatform.permissions import private_dir
 from mlplatform.settings import Settings, get_settings
 
 STAGES = [
@@ -363,10 +364,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
-    from mlplatform.airflow_runner import prepare_airflow
+#: airflow commands that serve the UI: ``mlplatform airflow`` prints its URL and login first
+UI_COMMANDS = ("standalone", "api-server")
 
-    prepare_airflow()
+
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    """Run an ``airflow`` command on the embedded home; for the UI commands, print where the UI
+    is and how to log in (generating the password on first use) before starting it."""
+    from mlplatform.airflow_runner import prepare_airflow, ui_banner, ui_url
+
+    env = prepare_airflow()
+    if args.airflow_args[:1] and args.airflow_args[0] in UI_COMMANDS:
+        try:
+            lines = ui_banner(settings, env, ui_url())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for line in lines:
+            _say(line)
     bin_dir = Path(sys.executable).parent
     os.environ["PATH"] = (
         f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
@@ -469,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         settings = get_settings()
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home_dir)
         return args.func(args, settings)
     except (UsageError, ConfigError) as exc:
         print(f"mlplatform: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,17 +30,26 @@ manager = get_auth_manager()
 token = manager.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
 viewer = manager.generate_jwt(SimpleAuthManagerUser(username="vera", role="viewer"))
 no_role = manager.generate_jwt(SimpleAuthManagerUser(username="nobody", role=None))
+login = {"username": "admin", "password": os.environ["UI_PASSWORD"]}
+logged_in = client.post("/auth/token", json=login)
+wrong = client.post("/auth/token", json={**login, "password": "guess"})
 report = "/mlplatform/reports/demo/run1/validate/data_docs/index.html"
 bearer = lambda t: {"Authorization": f"Bearer {t}"}
+
+def pack(r):
+    return {"status": r.status_code, "type": r.headers.get("content-type", ""), "body": r.text[:2000]}
 
 def call(url, headers=None, cookies=None):
     client.cookies.clear()
     for k, v in (cookies or {}).items():
         client.cookies.set(k, v)
-    r = client.get(url, headers=headers or {})
-    return {"status": r.status_code, "type": r.headers.get("content-type", ""), "body": r.text[:2000]}
+    return pack(client.get(url, headers=headers or {}))
 
 out = {
+    "login": pack(logged_in) | {"body": ""},
+    "login_wrong": pack(wrong),
+    "no_login_token": call("/auth/token"),  # the all-admins shortcut is off
+    "logged_in": call(report, bearer(logged_in.json().get("access_token"))),
     "api_anonymous": call("/api/v2/dags"),
     "anonymous": call(report),
     "bad_token": call(report, bearer("not-a-jwt")),
@@ -58,19 +68,22 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def airflow_api_env(mlp_home) -> dict[str, str]:
-    """Environment of a fresh, migrated embedded Airflow with the plugin folder of this repo."""
-    airflow_home = mlp_home / "airflow"
+def airflow_api_env(mlp_home, monkeypatch) -> dict[str, str]:
+    """The embedded Airflow environment of the platform (``Settings.airflow_env``: this repo's
+    plugins, SQLite, the UI login), migrated, with the UI password in ``UI_PASSWORD``."""
+    from mlplatform.airflow_runner import ensure_ui_login
+    from mlplatform.settings import Settings
+
+    for key in ("MLP_UI_ALL_ADMINS", "MLP_STORAGE_URI", "MLP_PIPELINES_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings()
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        **settings.airflow_env(),
         "AIRFLOW__API_AUTH__JWT_SECRET": "tests-only-" + "x" * 64,
         "PYTHONPATH": str(REPO),
+        "UI_PASSWORD": ensure_ui_login(settings).password,
     }
-    airflow_home.mkdir()
     subprocess.run(
         [str(VENV_BIN / "airflow"), "db", "migrate"],
         env=env, check=True, capture_output=True, timeout=300,
@@ -92,6 +105,9 @@ def test_reports_sit_behind_airflow_authentication(airflow_api_env, mlp_home):
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
 
+    assert got["login"]["status"] == 201 and got["login_wrong"]["status"] == 401
+    assert got["no_login_token"]["status"] == 403
+    assert got["logged_in"]["status"] == 200  # the generated password logs in
     assert got["api_anonymous"]["status"] == 401  # Airflow's own API ...
     assert got["anonymous"]["status"] == 401  # ... and the reports answer alike
     assert got["bad_token"]["status"] in (401, 403)
@@ -234,3 +250,100 @@ def test_trainer_takes_the_tracking_uri_from_its_environment(monkeypatch, tmp_pa
     assert "tracking_uri" not in raw["mlflow"]  # the spec itself is left as it was
     assert redact_uri(SECRET_URI) == "http://***@mlflow.internal:5000"  # mlflow_run.json
     assert redact_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"
+
+
+# -- the embedded UI has a login; embedded state is private --------------------------------------
+
+UI_PROBE = r"""
+import os, sys
+def fake_exec(path, argv):
+    print("EXEC " + " ".join(argv[1:]), flush=True)
+    os._exit(0)
+os.execv = fake_exec
+from mlplatform.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_ui(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``mlplatform airflow ARGS`` with ``MLP_HOME=home``, stopped where it would exec Airflow."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLP_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", UI_PROBE, "airflow", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={**clean, "MLP_HOME": str(home), **env},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_embedded_airflow_has_a_login_unless_opted_out(monkeypatch, tmp_path):
+    from mlplatform.settings import Settings
+
+    for key in ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "MLP_UI_ALL_ADMINS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLP_HOME", str(tmp_path / "h"))
+    env = Settings().airflow_env()
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(
+        tmp_path / "h" / "airflow" / "simple_auth_manager_passwords.json.generated"
+    )
+    monkeypatch.setenv("MLP_UI_ALL_ADMINS", "true")
+    assert Settings().airflow_env()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "True"
+
+
+def test_ui_prints_url_and_login_and_state_is_private(tmp_path):
+    home = tmp_path / "fresh-home"  # created by the CLI
+    out = run_ui(home, "standalone")
+    airflow_home = home / "airflow"
+    password_file = airflow_home / "simple_auth_manager_passwords.json.generated"
+    password = json.loads(password_file.read_text())["admin"]
+    assert len(password) == 16
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Airflow UI: http://localhost:8080"
+    assert lines[1] == f"  log in as 'admin' with password {password}"
+    assert str(password_file) in lines[2]
+    assert lines[-1] == "EXEC standalone"
+    assert mode(home) == 0o700 and mode(airflow_home) == 0o700
+    assert mode(airflow_home / "airflow.db") == 0o600  # created by `airflow db migrate`
+    assert mode(password_file) == 0o600
+
+    again = run_ui(home, "api-server", "--port", "8099", AIRFLOW__API__PORT="8099")
+    assert again.stdout.splitlines()[:2] == [
+        "Airflow UI: http://localhost:8099",
+        f"  log in as 'admin' with password {password}",  # kept, not regenerated
+    ]
+    assert "log in" not in run_ui(home, "dags", "list").stdout  # not a UI command
+    opted_out = run_ui(home, "standalone", MLP_UI_ALL_ADMINS="true").stdout.splitlines()
+    assert opted_out[0].startswith("Airflow UI: http://localhost:8080  (no login")
+
+
+def test_existing_state_is_tightened(mlp_home):
+    airflow_home = mlp_home / "airflow"
+    airflow_home.mkdir(mode=0o755)
+    (airflow_home / "airflow.db").write_bytes(b"")  # an empty SQLite DB: no migration needed
+    password_file = airflow_home / "simple_auth_manager_passwords.json.generated"
+    password_file.write_text('{"admin": "earlier-secret"}\n')  # as Airflow wrote it before
+    for path in (mlp_home, airflow_home, airflow_home / "airflow.db", password_file):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    out = run_ui(mlp_home, "standalone")
+    assert "password earlier-secret" in out.stdout
+    assert (mode(mlp_home), mode(airflow_home)) == (0o700, 0o700)
+    assert (mode(airflow_home / "airflow.db"), mode(password_file)) == (0o600, 0o600)
+
+
+def test_a_shared_sticky_directory_is_left_alone(tmp_path):
+    from mlplatform.permissions import private_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private_dir(shared)
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert mode(private_dir(shared / "mine")) == 0o700
