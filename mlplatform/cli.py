@@ -15,7 +15,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlplatform.config import ConfigError, find_pipeline, load_pipeline
+from mlplatform.config import (
+    ConfigError,
+    find_pipeline,
+    load_pipeline,
+    load_pipelines,
+    pipeline_files,
+)
 from mlplatform.permissions import private_dir
 from mlplatform.settings import Settings, get_settings
 
@@ -74,8 +80,13 @@ def _stage_line(summary: dict) -> str:
 
 
 def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
-    """Run the pipeline's training DAG through Airflow in a child process, printing progress."""
-    cfg = load_pipeline(find_pipeline(name, settings.pipelines_dir))
+    """Run the pipeline's training DAG through Airflow in a child process, printing progress.
+    A pipeline file the DAG factory refuses (a duplicated name included) fails here, first."""
+    path = find_pipeline(name, settings.pipelines_dir)
+    cfg = load_pipeline(path)
+    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
+        if item.error and item.path.resolve() == path.resolve():
+            raise ConfigError(item.error)
     data_uri = data or cfg.source.uri
     if not data_uri:
         raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")

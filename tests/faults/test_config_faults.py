@@ -74,10 +74,12 @@ def parse_in_child(path: Path, timeout: float = 20) -> tuple[float, str]:
     return float(seconds), error.strip()
 
 
-def cli_check(target: str | Path, pipelines_dir: Path) -> subprocess.CompletedProcess:
+def cli_check(
+    target: str | Path, pipelines_dir: Path, command: str = "check", *args: str
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLP_PIPELINES_PATH": str(pipelines_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "check", str(target)],
+        [sys.executable, "-m", "mlplatform.cli", command, str(target), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -221,6 +223,8 @@ def test_duplicate_names_fail_both_files(pipelines_dir, mlp_home):
         f"{second}:3: name: pipeline 'demo' is also declared in {first}:3"
     )
     assert check_error(cli_check("demo", pipelines_dir)) == files[0].error
+    run = cli_check("demo", pipelines_dir, "run", "--data", str(pipelines_dir / "demo.yaml"))
+    assert check_error(run) == files[0].error  # refused before Airflow starts
     outside = mlp_home / "draft.yaml"  # a draft that would clash once dropped in
     outside.write_text(DEMO)
     assert check_error(cli_check(outside, pipelines_dir)).startswith(
