@@ -33,8 +33,9 @@ set: its key ``MLFLOW_TRACKING_URI`` (required) and ``MLFLOW_TRACKING_USERNAME``
 ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN`` (optional) become the containers' env by
 ``secretKeyRef``, and the trainer's spec carries no ``mlflow.tracking_uri`` (the trainer reads
 its environment). Without that secret the URI is a literal, and a URI with credentials in it
-(``user:password@``, ``token@``) is refused with :class:`CredentialsInManifest` before anything is
-rendered; so is any other literal env value that is a URI with credentials.
+(``user:password@``, ``https://token@``) is refused with :class:`CredentialsInManifest` before anything is
+rendered; so is any other literal env value that is a URI with credentials
+(:func:`uri_has_credentials`).
 """
 
 from __future__ import annotations
@@ -182,11 +183,16 @@ class CredentialsInManifest(ValueError):
 
 
 def uri_has_credentials(value: str) -> bool:
-    """Whether ``value`` is a URI with a userinfo part (``user:password@``, ``token@``)."""
+    """Whether ``value`` is a URI with credentials in it: a password (``user:password@``), or
+    any userinfo of an http(s) URI (``https://token@host``: basic auth with a token). A bare
+    user of another scheme (``ssh://git@host``, ``postgresql://app@db``) is not a secret."""
     if "://" not in value:
         return False
     try:
-        return "@" in urlsplit(value.strip()).netloc
+        parts = urlsplit(value.strip())
+        if "@" not in parts.netloc:
+            return False
+        return parts.password is not None or parts.scheme.lower() in ("http", "https")
     except ValueError:
         return True  # unparsable: do not let it through
 
