@@ -42,7 +42,7 @@ lint: env ## ruff
 serve: env ## run the local TF-Serving-compatible server on the promoted models
 	$(VENV)/bin/mlplatform serve
 
-ui: env ## start the Airflow UI (standalone) on the embedded home
+ui: env ## start the Airflow UI (standalone) on the embedded home; prints its URL and login
 	$(VENV)/bin/mlplatform airflow standalone
 
 clean: ## remove the embedded state (.mlplatform); keeps the environment

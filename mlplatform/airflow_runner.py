@@ -20,6 +20,11 @@ No orphans, no zombies:
   signal handler: Airflow's task runner takes SIGTERM over for ``on_kill`` while a task runs.)
 * Before starting, a run of the same pipeline left behind by a driver that was killed outright
   (``kill -9``, a crash) is reaped the same way.
+
+``dag.test`` runs the tasks in this process: no API server, so no login is involved. The embedded
+UI (``mlplatform airflow standalone``) logs in with :func:`ensure_ui_login`'s user and password.
+The platform home and the Airflow home are ``0700``, the SQLite DB and the password file ``0600``
+(:mod:`mlplatform.permissions`).
 """
 
 from __future__ import annotations
@@ -29,25 +34,33 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlplatform import runs
-from mlplatform.settings import Settings, get_settings
+from mlplatform.permissions import PRIVATE_FILE, private_dir, private_file
+from mlplatform.settings import UI_USER, Settings, get_settings
+
+# the alphabet of the Simple auth manager's own generated passwords
+_PASSWORD_ALPHABET = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
 
 log = logging.getLogger("mlplatform.runner")
 
 
 def prepare_airflow() -> dict[str, str]:
-    """Export the embedded Airflow environment; migrate the SQLite DB the first time."""
+    """Export the embedded Airflow environment, make the homes private and migrate the SQLite
+    DB the first time (created ``0600``; an existing one is tightened to it)."""
     settings = get_settings()
     env = settings.airflow_env()
     os.environ.update(env)
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home_dir)
+    private_dir(settings.airflow_home)
     if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
         return env
     # Two first runs at once must not both migrate one SQLite file, nor may one of them use it
@@ -62,9 +75,73 @@ def prepare_airflow() -> dict[str, str]:
                 check=True,
                 env=os.environ.copy(),
                 stdout=subprocess.DEVNULL,
+                umask=0o077,
             )
             done.touch()
+    private_file(settings.airflow_home / "airflow.db")
     return env
+
+
+@dataclass(frozen=True)
+class UiLogin:
+    """How to log in to the embedded Airflow UI."""
+
+    user: str
+    password: str
+    password_file: Path
+
+
+def ensure_ui_login(settings: Settings) -> UiLogin:
+    """The UI user's password, generated into the Simple auth manager's password file
+    (``settings.ui_password_file``, JSON ``{user: password}``, mode ``0600``) if the file lacks
+    it; an existing password is kept. Airflow's API server reads that file and, finding the
+    user there, generates nothing. Raises ``ValueError`` (one line) if the file is not JSON."""
+    path = settings.ui_password_file
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    with os.fdopen(fd, "r+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # the API server's workers lock this file too
+        os.fchmod(fd, PRIVATE_FILE)
+        try:
+            passwords = json.loads(fh.read().strip() or "{}")
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"{path} is not JSON: delete it and a new UI password is generated"
+            ) from None
+        if not isinstance(passwords, dict):
+            raise ValueError(f"{path} is not a JSON object: delete it to generate a new one")
+        if not passwords.get(UI_USER):
+            passwords[UI_USER] = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(16))
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(passwords) + "\n")
+    return UiLogin(UI_USER, passwords[UI_USER], path)
+
+
+def ui_url() -> str:
+    """The API server's URL as Airflow's configuration has it (``[api] base_url``, else
+    ``http://<host>:<port>``, a wildcard host shown as localhost). Imports Airflow."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="")
+    if base:
+        return base.rstrip("/")
+    host = conf.get("api", "host", fallback="localhost")
+    port = conf.get("api", "port", fallback="8080")
+    return f"http://{'localhost' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+def ui_banner(settings: Settings, env: dict[str, str], url: str) -> list[str]:
+    """Lines that say where the embedded UI is and how to log in, as ``env`` (the Airflow
+    environment of :func:`prepare_airflow`) configures it; generates the password if needed."""
+    if env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true":
+        return [f"Airflow UI: {url}  (no login: every visitor is admin; MLP_UI_ALL_ADMINS=true)"]
+    login = ensure_ui_login(settings)
+    return [
+        f"Airflow UI: {url}",
+        f"  log in as {login.user!r} with password {login.password}",
+        f"  (kept in {login.password_file}, mode 0600; MLP_UI_ALL_ADMINS=true turns the login off)",
+    ]
 
 
 def terminate_children(grace_s: float = 15.0) -> int:

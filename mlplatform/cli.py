@@ -16,7 +16,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlplatform.config import ConfigError, find_pipeline, load_pipeline
+from mlplatform.config import (
+    ConfigError,
+    find_pipeline,
+    load_pipeline,
+    load_pipelines,
+    pipeline_files,
+)
+from mlplatform.permissions import private_dir
 from mlplatform.settings import Settings, get_settings
 
 STAGES = [
@@ -95,13 +102,19 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     """Run the pipeline's training DAG through Airflow in a child process, printing progress.
 
     The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``:
-    the child watches for it) stops the run, its trainer included, and marks it failed. A run of the same pipeline that is
-    already in progress is waited for (runs of one pipeline never interleave).
+    the child watches for it) stops the run, its trainer included, and marks it failed. A run of
+    the same pipeline that is already in progress is waited for (runs of one pipeline never
+    interleave). A pipeline file the DAG factory refuses (a duplicated name included) fails here,
+    first.
     """
     from mlplatform import runs
     from mlplatform.storage import run_key
 
-    cfg = load_pipeline(find_pipeline(name, settings.pipelines_dir))
+    path = find_pipeline(name, settings.pipelines_dir)
+    cfg = load_pipeline(path)
+    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
+        if item.error and item.path.resolve() == path.resolve():
+            raise ConfigError(item.error)
     data_uri = data or cfg.source.uri
     if not data_uri:
         raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
@@ -258,10 +271,16 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    cfg = load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir))
+    """Validate a pipeline as the DAG factory does (YAML limits, schema, schedules, a name no
+    other pipeline file declares), build its DAGs in-process, then check its expectation suite.
+    A config error is the line that the placeholder DAG of the file shows in the Airflow UI."""
+    from mlplatform.dag_factory import check_pipeline
     from mlplatform.stages import StageError
     from mlplatform.stages.validate import load_suite_definition
 
+    cfg, dags_built = check_pipeline(
+        find_pipeline(args.pipeline, settings.pipelines_dir), settings.pipelines_dir
+    )
     try:
         suite = load_suite_definition(settings, cfg.validation.suite)
     except StageError as exc:
@@ -275,6 +294,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     _say(
         f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} has {len(suite['expectations'])} expectations"
     )
+    if dags_built:
+        _say(f"  DAGs mlp_{cfg.name}_train and mlp_{cfg.name}_rollback build")
+    else:
+        _say("  note: Airflow is not installed here: the DAGs were not built")
     if unchecked:
         _say(f"  note: no column expectation covers {', '.join(unchecked)}")
     return 0
@@ -418,10 +441,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
-    from mlplatform.airflow_runner import prepare_airflow
+#: airflow commands that serve the UI: ``mlplatform airflow`` prints its URL and login first
+UI_COMMANDS = ("standalone", "api-server")
 
-    prepare_airflow()
+
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    """Run an ``airflow`` command on the embedded home; for the UI commands, print where the UI
+    is and how to log in (generating the password on first use) before starting it."""
+    from mlplatform.airflow_runner import prepare_airflow, ui_banner, ui_url
+
+    env = prepare_airflow()
+    if args.airflow_args[:1] and args.airflow_args[0] in UI_COMMANDS:
+        try:
+            lines = ui_banner(settings, env, ui_url())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for line in lines:
+            _say(line)
     bin_dir = Path(sys.executable).parent
     os.environ["PATH"] = (
         f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
@@ -548,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         settings = get_settings()
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home_dir)
         return args.func(args, settings)
     except (UsageError, ConfigError) as exc:
         print(f"mlplatform: error: {exc}", file=sys.stderr)

@@ -4,21 +4,108 @@
 names the file, the line and the field, e.g.::
 
     pipelines/churn.yaml:14: gate.min: Input should be less than or equal to 1 (got 1.5)
+
+:func:`load_pipelines` does that for every file of a directory and also refuses pipeline names
+declared by more than one file (DAG ids derive from the name), naming both files.
+
+A pipeline file cannot hurt the others, nor the process that reads it:
+
+* YAML is read by a bounded loader: at most ``MAX_CONFIG_BYTES`` (256 KiB), nesting at most
+  ``MAX_DEPTH`` levels, at most ``MAX_ALIASES`` alias uses and at most ``MAX_NODES`` nodes *after*
+  alias expansion, so an alias bomb ("billion laughs") is refused in milliseconds at the alias
+  that crosses the limit. Anchors and aliases stay allowed (``<<: *defaults`` is handy) because a
+  bounded expansion costs nothing; only their expansion is capped. Recursive aliases are refused.
+* Echoed input in errors (``(got ...)``) is cut to ``ECHO_CHARS`` characters and at most
+  ``MAX_ERROR_LINES`` field errors are listed.
+* Schedules (``monitoring.schedule``, ``retrain.schedule``) are null, an Airflow preset or a cron
+  expression that croniter (Airflow's own cron parser, imported lazily) accepts and that fires.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+#: a pipeline config larger than this is refused before it is parsed
+MAX_CONFIG_BYTES = 256 * 1024
+#: YAML nesting depth (the schema needs 3)
+MAX_DEPTH = 20
+#: alias uses (``*name``) in one file
+MAX_ALIASES = 32
+#: YAML nodes with every alias expanded (the demo has about 100)
+MAX_NODES = 10_000
+#: echoed input in an error message is cut to this many characters
+ECHO_CHARS = 80
+#: field errors listed for one file; the rest are counted
+MAX_ERROR_LINES = 10
+
+#: schedule strings Airflow takes besides cron expressions
+AIRFLOW_SCHEDULE_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+)
+
 
 class ConfigError(ValueError):
     """A pipeline config is malformed; ``str()`` is one readable line (or one line per field)."""
+
+
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxlist, _ECHO.maxtuple, _ECHO.maxdict = 2, 5, 5, 4
+_ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = ECHO_CHARS, ECHO_CHARS, ECHO_CHARS
+
+
+def echo(value: Any) -> str:
+    """``repr(value)`` cut to at most ``ECHO_CHARS`` characters, in time independent of its size
+    (``reprlib`` stops at a few items and levels, even on a structure of shared references)."""
+    text = _ECHO.repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
+
+
+def one_line(text: object, limit: int = ECHO_CHARS) -> str:
+    """Free text (a YAML problem, a library message) squeezed onto one line of at most
+    ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def check_schedule(value: str | None) -> str | None:
+    """Return ``value`` if Airflow can schedule it: null, a preset of
+    ``AIRFLOW_SCHEDULE_PRESETS`` or a cron expression (5 to 7 fields) that croniter parses and
+    that has a next fire time (``0 0 31 2 *`` never fires); else raise ``ValueError``.
+
+    croniter comes with Airflow and is imported here, lazily, so that this module stays
+    importable without Airflow; without croniter only the cron syntax check is skipped.
+    """
+    if value is None or value in AIRFLOW_SCHEDULE_PRESETS:
+        return value
+    hint = "use null, an Airflow preset (" + ", ".join(AIRFLOW_SCHEDULE_PRESETS) + ") or cron"
+    if value.startswith("@") or not 5 <= len(value.split()) <= 7:
+        raise ValueError(f"not a schedule: {hint} like '0 3 * * *'")
+    try:
+        from croniter import croniter
+    except ImportError:  # pragma: no cover - croniter is installed with Airflow
+        return value
+    try:
+        croniter(value).get_next(datetime)
+    except Exception as exc:  # noqa: BLE001 - croniter raises ValueError, KeyError, ...
+        raise ValueError(f"not a valid cron expression ({one_line(exc)}); {hint}") from None
+    return value
 
 
 class _Strict(BaseModel):
@@ -122,23 +209,35 @@ class ServingConfig(_Strict):
 
 
 class MonitoringConfig(_Strict):
-    schedule: str = "@daily"
+    schedule: str | None = Field(default="@daily", description="drift checks; null: none")
     drift_share: float = Field(default=0.3, gt=0, le=1)
     min_rows: int = Field(default=500, ge=1)
     cooldown_hours: int = Field(default=24, ge=0)
 
+    @field_validator("schedule")
+    @classmethod
+    def _airflow_schedule(cls, value: str | None) -> str | None:
+        return check_schedule(value)
+
 
 class RetrainConfig(_Strict):
-    schedule: str | None = "@weekly"
+    schedule: str | None = Field(default="@weekly", description="retraining; null: none")
     on_new_data: bool = True
     on_drift: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _airflow_schedule(cls, value: str | None) -> str | None:
+        return check_schedule(value)
 
 
 class PipelineConfig(_Strict):
     """One model's pipeline: data source through serving and monitoring."""
 
     name: str = Field(
-        pattern=r"^[a-z][a-z0-9_]*$", description="pipeline id (DAG ids derive from it)"
+        pattern=r"^[a-z][a-z0-9_]*$",
+        max_length=64,
+        description="pipeline id (DAG ids and Kubernetes names derive from it)",
     )
     description: str = ""
     source: SourceConfig
@@ -169,6 +268,114 @@ class PipelineConfig(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class _LimitExceeded(yaml.YAMLError):
+    """The bounded loader refused the document; ``problem`` says why, at ``problem_mark``."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with the limits of the module doc, checked while composing.
+
+    Every node composed counts 1; an alias counts the expanded size of the node it names (that
+    size is recorded when the anchored node is complete, so the count is exact and linear in
+    the text). Composition only links alias to node, so it stays cheap even on a bomb: the
+    limits stop the *expansion* that validation and error messages would otherwise walk.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._expanded = 0
+        self._open_anchors: set[str] = set()
+        self._sizes: dict[int, int] = {}  # id(node) -> size with aliases expanded
+
+    def _count(self, size: int, mark: yaml.Mark) -> None:
+        self._expanded += size
+        if self._expanded > MAX_NODES:
+            raise _LimitExceeded(
+                f"YAML with its aliases expanded exceeds {MAX_NODES} nodes "
+                "(the limit of a pipeline config)",
+                mark,
+            )
+
+    def _size(self, node: yaml.Node) -> int:
+        if isinstance(node, yaml.SequenceNode):
+            children: Iterable[yaml.Node] = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            return 1
+        return 1 + sum(self._sizes.get(id(child), 1) for child in children)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _LimitExceeded(
+                    f"more than {MAX_ALIASES} YAML aliases (the limit of a pipeline config)",
+                    event.start_mark,
+                )
+            if event.anchor in self._open_anchors:
+                raise _LimitExceeded(
+                    f"recursive YAML alias *{one_line(event.anchor)}", event.start_mark
+                )
+            node = super().compose_node(parent, index)
+            self._count(self._sizes.get(id(node), 1), event.start_mark)
+            return node
+        if self._depth >= MAX_DEPTH:
+            raise _LimitExceeded(
+                f"YAML nested deeper than {MAX_DEPTH} levels (the limit of a pipeline config)",
+                event.start_mark,
+            )
+        self._count(1, event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open_anchors.discard(anchor)
+        if not isinstance(node, yaml.ScalarNode):
+            self._sizes[id(node)] = self._size(node)
+        return node
+
+
+def _read_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
+    """``(data, root node)`` of one YAML document read with :class:`_BoundedLoader`; raises
+    :class:`ConfigError` ``where[:line]: ...`` on a size limit or invalid YAML."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{where}: {size} bytes, over the {MAX_CONFIG_BYTES // 1024} KiB limit "
+            "of a pipeline config"
+        )
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except _LimitExceeded as exc:
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise ConfigError(f"{where}{line}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}{line}: not valid YAML: {one_line(problem)}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an int literal past Python's digit limit
+        raise ConfigError(f"{where}: not valid YAML: {one_line(exc)}") from None
+    finally:
+        loader.dispose()
+    return data, root
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
     line = node.start_mark.line + 1 if node is not None else None
@@ -187,48 +394,131 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def parse_pipeline(text: str, where: str = "<config>") -> PipelineConfig:
-    """Validate YAML text; errors name ``where:line: field: problem``."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}{line}: not valid YAML: {problem}") from None
+def _field_errors(exc: ValidationError, root: yaml.Node | None, where: str) -> str:
+    """One ``where:line: field: problem (got ...)`` line per pydantic error (the first
+    ``MAX_ERROR_LINES``), the echoed input cut to ``ECHO_CHARS``."""
+    errors = exc.errors()
+    lines = []
+    for err in errors[:MAX_ERROR_LINES]:
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = None if err["type"] == "missing" and len(loc) == 1 else _line_of(root, loc)
+        msg = one_line(err["msg"].removeprefix("Value error, "), 200)
+        shown = err["type"] != "missing" and not isinstance(err.get("input"), dict)
+        got = f" (got {echo(err['input'])})" if shown else ""
+        lines.append(
+            f"{where}:{line}: {field}: {msg}{got}" if line else f"{where}: {field}: {msg}{got}"
+        )
+    if len(errors) > MAX_ERROR_LINES:
+        lines.append(f"{where}: ... and {len(errors) - MAX_ERROR_LINES} more errors")
+    return "\n".join(lines)
+
+
+def _parse(text: str, where: str) -> tuple[PipelineConfig, yaml.Node]:
+    data, root = _read_yaml(text, where)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}: expected a mapping of pipeline settings, got {type(data).__name__}"
         )
     try:
-        return PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate(data), root
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"])
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            line = None if err["type"] == "missing" and len(loc) == 1 else _line_of(root, loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            got = (
-                f" (got {err['input']!r})"
-                if err["type"] not in ("missing",) and not isinstance(err.get("input"), dict)
-                else ""
-            )
-            lines.append(
-                f"{where}:{line}: {field}: {msg}{got}" if line else f"{where}: {field}: {msg}{got}"
-            )
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(_field_errors(exc, root, where)) from None
+
+
+def parse_pipeline(text: str, where: str = "<config>") -> PipelineConfig:
+    """Validate YAML text; errors name ``where:line: field: problem`` (see the module doc for
+    the limits on size, nesting and aliases)."""
+    return _parse(text, where)[0]
+
+
+def _read(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pipeline config: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: over the {MAX_CONFIG_BYTES // 1024} KiB limit of a pipeline config"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def load_pipeline(path: str | Path) -> PipelineConfig:
-    """Read and validate ``pipelines/<name>.yaml``."""
+    """Read and validate ``pipelines/<name>.yaml`` (never more than ``MAX_CONFIG_BYTES``)."""
     path = Path(path)
+    return parse_pipeline(_read(path), where=str(path))
+
+
+@dataclass(frozen=True)
+class PipelineFile:
+    """One pipeline file as the DAG factory and ``mlplatform check`` see it: its validated
+    ``config``, or the ``error`` (the :class:`ConfigError` text) that keeps it out."""
+
+    path: Path
+    config: PipelineConfig | None = None
+    error: str | None = None
+    name_line: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.config is not None
+
+
+def _load_file(path: Path) -> PipelineFile:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read pipeline config: {exc.strerror}") from None
-    return parse_pipeline(text, where=str(path))
+        cfg, root = _parse(_read(path), str(path))
+    except ConfigError as exc:
+        return PipelineFile(path, error=str(exc))
+    return PipelineFile(path, config=cfg, name_line=_line_of(root, ("name",)))
+
+
+def load_pipelines(paths: Iterable[Path]) -> list[PipelineFile]:
+    """Load every file of ``paths`` (duplicates by resolved path once, in the given order).
+
+    A file that does not validate carries its error. Files that validate but declare a
+    pipeline ``name`` that another file also declares all fail, each with one line naming the
+    others::
+
+        pipelines/b.yaml:3: name: pipeline 'churn' is also declared in pipelines/a.yaml:3;
+        pipeline names must be unique (DAG ids derive from them)
+    """
+    seen: set[Path] = set()
+    files = []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            files.append(_load_file(path))
+    by_name: dict[str, list[PipelineFile]] = {}
+    for item in files:
+        if item.config is not None:
+            by_name.setdefault(item.config.name, []).append(item)
+    clashes = {id(f): group for group in by_name.values() if len(group) > 1 for f in group}
+    return [_duplicate(item, clashes[id(item)]) if id(item) in clashes else item for item in files]
+
+
+def _duplicate(item: PipelineFile, group: list[PipelineFile]) -> PipelineFile:
+    assert item.config is not None
+    others = ", ".join(
+        f"{other.path}:{other.name_line}" if other.name_line else str(other.path)
+        for other in group
+        if other is not item
+    )
+    where = f"{item.path}:{item.name_line}" if item.name_line else str(item.path)
+    error = (
+        f"{where}: name: pipeline {item.config.name!r} is also declared in {others}; "
+        "pipeline names must be unique (DAG ids derive from them)"
+    )
+    return PipelineFile(item.path, error=error, name_line=item.name_line)
+
+
+def pipeline_files(pipelines_dir: Path) -> list[Path]:
+    """The pipeline files of a directory: ``*.yaml``, sorted."""
+    return sorted(pipelines_dir.glob("*.yaml"))
 
 
 def find_pipeline(name_or_path: str, pipelines_dir: Path) -> Path:

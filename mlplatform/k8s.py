@@ -27,7 +27,15 @@ last stdout line, ``MLPLATFORM_RESULT <one-line JSON>`` (what the MPIJob path pa
 launcher log).
 
 Secrets never appear in a manifest: S3 credentials come from ``envFrom`` the secret named by
-``MLP_K8S_S3_SECRET``; only non-secret endpoints and names are literal.
+``MLP_K8S_S3_SECRET``; only non-secret endpoints and names are literal. The MLflow tracking URI
+(which may carry a password) comes from the Secret named by ``MLP_K8S_MLFLOW_SECRET`` when it is
+set: its key ``MLFLOW_TRACKING_URI`` (required) and ``MLFLOW_TRACKING_USERNAME``,
+``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN`` (optional) become the containers' env by
+``secretKeyRef``, and the trainer's spec carries no ``mlflow.tracking_uri`` (the trainer reads
+its environment). Without that secret the URI is a literal, and a URI with credentials in it
+(``user:password@``, ``https://token@``) is refused with :class:`CredentialsInManifest` before anything is
+rendered; so is any other literal env value that is a URI with credentials
+(:func:`uri_has_credentials`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import hashlib
 import json
 import re
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +74,14 @@ RESULT_MARKER = "MLPLATFORM_RESULT"
 #: where rank 0 writes the same JSON when the KubernetesPodOperator's XCom sidecar is there
 XCOM_RESULT_PATH = "/airflow/xcom/return.json"
 XCOM_PATH_ENV = "MLPLATFORM_XCOM_PATH"
+
+#: keys of the ``MLP_K8S_MLFLOW_SECRET`` Secret given to the trainer containers (the first is required)
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 APP_LABEL = "app.kubernetes.io/name"
 APP_NAME = "mlplatform-trainer"
@@ -119,7 +136,14 @@ class KubernetesSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(default=None, description="MinIO/S3 endpoint, if not AWS")
     aws_region: str | None = None
     mlflow_tracking_uri: str | None = Field(
-        default=None, description="MLflow as the pods reach it; default MLP_MLFLOW_TRACKING_URI"
+        default=None,
+        description="MLflow as the pods reach it, without credentials; default "
+        "MLP_MLFLOW_TRACKING_URI (ignored when mlflow_secret is set)",
+    )
+    mlflow_secret: str = Field(
+        default="",
+        description="Secret with MLFLOW_TRACKING_URI (+ optional MLFLOW_TRACKING_USERNAME/"
+        "PASSWORD/TOKEN) for the pods; '' for none (then the URI is a literal without credentials)",
     )
     nccl_debug: str = "WARN"
     extra_env: dict[str, str] = Field(
@@ -152,6 +176,53 @@ class KubernetesSettings(BaseSettings):
         if not _QUANTITY.match(value):
             raise ValueError(f"not a Kubernetes quantity: {value!r}")
         return value
+
+
+class CredentialsInManifest(ValueError):
+    """A credential would become a literal of a manifest; ``str()`` is one line, credential-free."""
+
+
+def uri_has_credentials(value: str) -> bool:
+    """Whether ``value`` is a URI with credentials in it: a password (``user:password@``), or
+    any userinfo of an http(s) URI (``https://token@host``: basic auth with a token). A bare
+    user of another scheme (``ssh://git@host``, ``postgresql://app@db``) is not a secret."""
+    if "://" not in value:
+        return False
+    try:
+        parts = urlsplit(value.strip())
+        if "@" not in parts.netloc:
+            return False
+        return parts.password is not None or parts.scheme.lower() in ("http", "https")
+    except ValueError:
+        return True  # unparsable: do not let it through
+
+
+def redact_uri(value: str) -> str:
+    """``value`` with the userinfo of a URI replaced by ``***`` (for messages and records)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "<unparsable URI>"
+    if "@" not in parts.netloc:
+        return value
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def pod_tracking_uri(settings: Settings, k8s: KubernetesSettings) -> str | None:
+    """The MLflow tracking URI to write into a pod's spec and env: None when the pods get it
+    from ``k8s.mlflow_secret``; else ``MLP_K8S_MLFLOW_TRACKING_URI`` or
+    ``MLP_MLFLOW_TRACKING_URI``, refused (:class:`CredentialsInManifest`) if it carries
+    credentials."""
+    if k8s.mlflow_secret:
+        return None
+    uri = k8s.mlflow_tracking_uri or settings.tracking_uri
+    if uri_has_credentials(uri):
+        raise CredentialsInManifest(
+            f"the MLflow tracking URI {redact_uri(uri)} carries credentials and would be a literal "
+            "of the trainer pod: put it in a Kubernetes Secret (key MLFLOW_TRACKING_URI, optionally "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD) and set MLP_K8S_MLFLOW_SECRET"
+        )
+    return uri
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,14 +283,24 @@ def trainer_spec(
     training_set: dict[str, Any],
     *,
     output_dir: str,
-    tracking_uri: str,
+    tracking_uri: str | None,
     artifact_location: str,
     run_name: str,
     tags: dict[str, str],
 ) -> dict[str, Any]:
     """The trainer's JSON spec (the contract of ``training/train.py``) with URIs kept as given
     (``s3://...`` in production): the same keys as ``stages.train.write_spec`` writes, plus
-    ``mlflow.artifact_location`` so that the trainer creates a missing experiment itself."""
+    ``mlflow.artifact_location`` so that the trainer creates a missing experiment itself.
+    ``tracking_uri`` None (see :func:`pod_tracking_uri`) leaves ``mlflow.tracking_uri`` out: the
+    trainer then reads ``MLFLOW_TRACKING_URI`` from its environment."""
+    mlflow: dict[str, Any] = {
+        "experiment": cfg.name,
+        "run_name": run_name,
+        "tags": tags,
+        "artifact_location": artifact_location,
+    }
+    if tracking_uri is not None:
+        mlflow["tracking_uri"] = tracking_uri
     return {
         "pipeline": cfg.name,
         "label": cfg.features.label,
@@ -229,13 +310,7 @@ def trainer_spec(
         "train_uri": str(training_set["train_uri"]),
         "holdout_uri": str(training_set["holdout_uri"]),
         "output_dir": output_dir,
-        "mlflow": {
-            "tracking_uri": tracking_uri,
-            "experiment": cfg.name,
-            "run_name": run_name,
-            "tags": tags,
-            "artifact_location": artifact_location,
-        },
+        "mlflow": mlflow,
     }
 
 
@@ -277,10 +352,26 @@ def _k8s(k8s: KubernetesSettings | None) -> KubernetesSettings:
     return k8s if k8s is not None else KubernetesSettings()
 
 
+def _mlflow_secret_env(k8s: KubernetesSettings) -> list[dict]:
+    """``MLFLOW_SECRET_KEYS`` by ``secretKeyRef`` from ``k8s.mlflow_secret`` (the URI required)."""
+    return [
+        {
+            "name": key,
+            "valueFrom": {
+                "secretKeyRef": {"name": k8s.mlflow_secret, "key": key, "optional": index > 0}
+            },
+        }
+        for index, key in enumerate(MLFLOW_SECRET_KEYS)
+    ]
+
+
 def trainer_env(settings: Settings, k8s: KubernetesSettings, *, xcom: bool = False) -> list[dict]:
-    """Literal, non-secret env of the trainer containers (credentials come by ``envFrom``)."""
+    """Env of the trainer containers: literal, non-secret values, plus the MLflow Secret's keys
+    by ``secretKeyRef`` when ``mlflow_secret`` is set (S3 credentials come by ``envFrom``).
+    Raises :class:`CredentialsInManifest` if a literal value is a URI with credentials."""
+    tracking_uri = pod_tracking_uri(settings, k8s)
     env = {
-        "MLFLOW_TRACKING_URI": k8s.mlflow_tracking_uri or settings.tracking_uri,
+        **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri is not None else {}),
         "NCCL_DEBUG": k8s.nccl_debug,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
@@ -293,7 +384,18 @@ def trainer_env(settings: Settings, k8s: KubernetesSettings, *, xcom: bool = Fal
     if xcom:
         env[XCOM_PATH_ENV] = XCOM_RESULT_PATH
     env.update(k8s.extra_env)
-    return [{"name": k, "value": v} for k, v in env.items()]
+    for name, value in env.items():
+        if uri_has_credentials(value):
+            raise CredentialsInManifest(
+                f"env {name}={redact_uri(value)} carries credentials and would be a literal of the "
+                "trainer pod: deliver it from a Kubernetes Secret instead"
+            )
+    literal = [{"name": k, "value": v} for k, v in env.items()]
+    if k8s.mlflow_secret:
+        secret_keys = set(MLFLOW_SECRET_KEYS)
+        literal = [item for item in literal if item["name"] not in secret_keys]
+        return [*_mlflow_secret_env(k8s), *literal]
+    return literal
 
 
 def _env_from(k8s: KubernetesSettings) -> list[dict]:

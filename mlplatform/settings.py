@@ -5,6 +5,10 @@ The defaults are the *embedded* profile: everything lives under ``MLP_HOME`` (de
 local directories for storage, the DVC remote and the served models, Feast's SQLite online store.
 The production profile only changes URIs (``MLP_MLFLOW_TRACKING_URI=http://mlflow:5000``,
 ``MLP_STORAGE_URI=s3://bucket/mlp`` ...); the same code runs in both.
+
+The embedded Airflow UI has a login: Airflow's Simple auth manager with the user ``admin`` (role
+admin) and a generated password (``mlplatform airflow standalone`` prints both); every visitor is
+an admin without login only with ``MLP_UI_ALL_ADMINS=true``. The home is private (``0700``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the embedded Airflow UI's user (role admin); its password is generated on first use
+UI_USER = "admin"
 
 
 class Settings(BaseSettings):
@@ -58,6 +64,11 @@ class Settings(BaseSettings):
     )
     run_stale_s: float = Field(
         default=600.0, gt=0, description="a run with no heartbeat for this long is taken for dead"
+    )
+    ui_all_admins: bool = Field(
+        default=False,
+        description="embedded Airflow UI without a login, every visitor an admin (explicit "
+        "opt-in, MLP_UI_ALL_ADMINS=true); by default the Simple auth manager's user 'admin'",
     )
 
     @cached_property
@@ -102,6 +113,11 @@ class Settings(BaseSettings):
         return self.home_dir / "airflow"
 
     @property
+    def ui_password_file(self) -> Path:
+        """The Simple auth manager's password file of the embedded UI (mode 0600)."""
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+    @property
     def serving_url(self) -> str:
         return f"http://{self.serving_host}:{self.serving_port}"
 
@@ -110,7 +126,8 @@ class Settings(BaseSettings):
         return (self.pipelines_path or self.repo_root / "pipelines").resolve()
 
     def airflow_env(self) -> dict[str, str]:
-        """Environment that points Airflow at this checkout and an embedded SQLite database."""
+        """Environment that points Airflow at this checkout and an embedded SQLite database, with
+        the UI's login (see the module doc); variables already set in the environment win."""
         env = {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo_root / "dags"),
@@ -119,12 +136,22 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
-            # embedded profile only: the local UI needs no login (production sets its auth manager)
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # embedded profile: the Simple auth manager with one admin user and its generated
+            # password (mlplatform.airflow_runner.ensure_ui_login); no login only on opt-in
+            **self._ui_auth_env(),
             "MLP_HOME": str(self.home_dir),
             "MLP_PIPELINES_PATH": str(self.pipelines_dir),
         }
         return {k: os.environ.get(k, v) for k, v in env.items()}
+
+    def _ui_auth_env(self) -> dict[str, str]:
+        if self.ui_all_admins:
+            return {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+        return {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.ui_password_file),
+        }
 
 
 def get_settings() -> Settings:

@@ -7,6 +7,7 @@ Airflow SDK and pydantic config at top level; libraries load inside ``execute``.
 from operators.base import PlatformOperator
 from operators.features import FeaturesOperator, TrainingSetOperator
 from operators.ingest import IngestOperator
+from operators.invalid import InvalidPipelineOperator
 from operators.registry import (
     GateOperator,
     InfraValidateOperator,
@@ -22,6 +23,7 @@ __all__ = [
     "GateOperator",
     "InfraValidateOperator",
     "IngestOperator",
+    "InvalidPipelineOperator",
     "LocalHorovodTrainOperator",
     "PlatformOperator",
     "PromoteOperator",

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client.exceptions import ApiException
 
 from mlplatform import k8s as k8s_objects
@@ -384,7 +384,9 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
     def trainer_spec(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings
     ) -> dict[str, Any]:
-        """The trainer's spec for this run; output under ``<storage>/<pipeline>/<run>/train``."""
+        """The trainer's spec for this run; output under ``<storage>/<pipeline>/<run>/train``.
+        No tracking URI in it when the pods get it from ``MLP_K8S_MLFLOW_SECRET``; raises
+        :class:`~mlplatform.k8s.CredentialsInManifest` for one with credentials and no secret."""
         from mlplatform.storage import run_key
 
         run_id = context["run_id"]
@@ -392,7 +394,7 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
             cfg,
             self.training_set,
             output_dir=f"{settings.storage.rstrip('/')}/{cfg.name}/{run_key(run_id)}/{self.stage}",
-            tracking_uri=k8s.mlflow_tracking_uri or settings.tracking_uri,
+            tracking_uri=k8s_objects.pod_tracking_uri(settings, k8s),
             artifact_location=f"{settings.artifact_uri}/{cfg.name}",
             run_name=f"{cfg.name}-{run_id}",
             tags=self._tags(context, settings, cfg),
@@ -459,11 +461,16 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
         return self.pod_template_dict
 
     def execute(self, context: Any) -> Any:
+        """Run the single pod (deferring) or the MPIJob. A credential that would become a
+        literal of the manifest fails the task without retries, before anything is submitted."""
         settings, cfg = self._load()
         k8s = KubernetesSettings()
-        if cfg.training.workers > 1:
-            return self.execute_mpijob(context, settings, cfg, k8s)
-        self.build_trainer_pod(context, settings, cfg, k8s)
+        try:
+            if cfg.training.workers > 1:
+                return self.execute_mpijob(context, settings, cfg, k8s)
+            self.build_trainer_pod(context, settings, cfg, k8s)
+        except k8s_objects.CredentialsInManifest as exc:
+            raise AirflowFailException(str(exc)) from None
         # deferrable: raises TaskDeferred here, and the task resumes in trigger_reentry
         raw = super().execute(context)
         if self._final_result is not None:  # the pod had already finished: no deferral happened

@@ -7,42 +7,115 @@
   Evidently reports later) — browsers refuse ``file://`` links from an http page, so the Data Docs
   link points here. Only files inside a ``data_docs``/``reports`` folder are served.
 
-Imports stay light: FastAPI (already loaded by the API server) and the link classes.
+Access is Airflow's own, as for the rest of its API: every route depends on Airflow's
+``get_user`` (a JWT bearer token, or the cookie the Airflow UI holds), so a request without a
+valid token gets 401/403; a report of pipeline ``P`` (``<storage>/P/...``) further needs read access
+to the task instances of DAG ``mlp_P_train`` (Airflow's ``requires_access_dag``), checked after
+the path is resolved so that ``..`` cannot step into another pipeline. Errors are short JSON
+(``{"detail": ...}``): no traceback, no server path; unexpected exceptions are logged server-side.
+
+Imports stay light: FastAPI (already loaded by the API server) and the link classes; Airflow's
+security module is imported on the first request.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Annotated, Any
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 
 from operators.links import REPORTS_PREFIX, DataDocsLink, MlflowModelLink, MlflowRunLink
 
 REPORT_FOLDERS = {"data_docs", "reports"}
 
-reports_app = FastAPI(title="mlplatform reports", docs_url=None, redoc_url=None, openapi_url=None)
+log = logging.getLogger(__name__)
+
+# the same token sources as Airflow's API (airflow.api_fastapi.core_api.security)
+_oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+_bearer_scheme = HTTPBearer(auto_error=False)
 
 
-@reports_app.get("/reports/{path:path}")
-def report(path: str) -> FileResponse:
-    """A file of a stage's HTML report, by its path relative to the platform storage."""
+async def airflow_user(
+    request: Request,
+    oauth_token: Annotated[str | None, Depends(_oauth2_scheme)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> Any:
+    """The Airflow user of the request, by Airflow's own ``get_user`` (401 without a token,
+    401/403 for an expired or invalid one)."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return await get_user(request, oauth_token, bearer)
+
+
+AirflowUser = Annotated[Any, Depends(airflow_user)]
+
+
+def authorize_pipeline(request: Request, user: Any, pipeline: str) -> None:
+    """403 unless ``user`` may read the task instances of ``mlp_<pipeline>_train``."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    check = requires_access_dag(
+        "GET", DagAccessEntity.TASK_INSTANCE, param_dag_id=f"mlp_{pipeline}_train"
+    )
+    check(request, user)
+
+
+reports_app = FastAPI(
+    title="mlplatform reports",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+    dependencies=[Depends(airflow_user)],
+)
+
+
+@reports_app.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A short JSON 500 for anything unexpected; the trace goes to the server log only."""
+    log.error("report server: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": "internal error of the report server"})
+
+
+def report_target(path: str) -> tuple[Path, str]:
+    """``(file, pipeline)`` of a report path relative to the platform storage; 404 unless it
+    resolves (symlinks and ``..`` included) inside the storage and inside a report folder."""
     from mlplatform.settings import get_settings
     from mlplatform.storage import to_path
 
     root = to_path(get_settings().storage).resolve()
-    target = (root / path).resolve()
-    if target.is_dir():
-        target = target / "index.html"
-    if root not in target.parents or not REPORT_FOLDERS & set(target.relative_to(root).parts[:-1]):
+    try:
+        target = (root / path).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+    except (ValueError, OSError):  # a NUL byte, a symlink loop ...
+        raise HTTPException(status_code=404, detail="not a report file") from None
+    if root not in target.parents:
         raise HTTPException(status_code=404, detail="not a report file")
+    relative = target.relative_to(root).parts
+    if not REPORT_FOLDERS & set(relative[:-1]):
+        raise HTTPException(status_code=404, detail="not a report file")
+    return target, relative[0]
+
+
+@reports_app.get("/reports/{path:path}")
+def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
+    """A file of a stage's HTML report, by its path relative to the platform storage."""
+    target, pipeline = report_target(path)
+    authorize_pipeline(request, user, pipeline)
     if not target.is_file():
-        raise HTTPException(status_code=404, detail=f"no report at {path}")
-    return FileResponse(Path(target))
+        raise HTTPException(status_code=404, detail="no such report")
+    return FileResponse(target)
 
 
 class MlPlatformPlugin(AirflowPlugin):
     name = "mlplatform"
     operator_extra_links = [DataDocsLink(), MlflowRunLink(), MlflowModelLink()]
-    fastapi_apps = [{"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}]
+    fastapi_apps = [
+        {"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}
+    ]

@@ -16,7 +16,14 @@ DEMO = (REPO / "pipelines" / "demo.yaml").read_text()
 def test_demo_pipeline_is_valid():
     cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
     assert cfg.name == "demo"
-    assert cfg.features.all == ["tenure_months", "monthly_charges", "support_calls", "usage_minutes", "contract_type", "region"]
+    assert cfg.features.all == [
+        "tenure_months",
+        "monthly_charges",
+        "support_calls",
+        "usage_minutes",
+        "contract_type",
+        "region",
+    ]
     assert cfg.training.np == 2
     assert len(cfg.config_hash()) == 16
 
@@ -30,12 +37,32 @@ def test_config_hash_changes_with_config():
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("epochs: 4", "epochs: 0", "bad.yaml:21: model.epochs: Input should be greater than or equal to 1"),
+        (
+            "epochs: 4",
+            "epochs: 0",
+            "bad.yaml:21: model.epochs: Input should be greater than or equal to 1",
+        ),
         ("min: 0.70", "min: high", "bad.yaml:32: gate.min: Input should be a valid number"),
-        ("  suite: demo_raw", "  suit: demo_raw", "bad.yaml:10: validation.suit: Extra inputs are not permitted"),
-        ("kind: tabular_classifier", "kind: tabular_regressor", "gate.metric 'auc' does not fit model.kind"),
-        ("  model_name: demo", "  model_name: de mo", "serving.model_name: String should match pattern"),
-        ("categorical: [contract_type, region]", "categorical: [contract_type, churned]", "label 'churned' must not also be a feature"),
+        (
+            "  suite: demo_raw",
+            "  suit: demo_raw",
+            "bad.yaml:10: validation.suit: Extra inputs are not permitted",
+        ),
+        (
+            "kind: tabular_classifier",
+            "kind: tabular_regressor",
+            "gate.metric 'auc' does not fit model.kind",
+        ),
+        (
+            "  model_name: demo",
+            "  model_name: de mo",
+            "serving.model_name: String should match pattern",
+        ),
+        (
+            "categorical: [contract_type, region]",
+            "categorical: [contract_type, churned]",
+            "label 'churned' must not also be a feature",
+        ),
     ],
 )
 def test_bad_config_names_the_field(old, new, expected):
@@ -47,7 +74,10 @@ def test_bad_config_names_the_field(old, new, expected):
 
 def test_missing_section_and_bad_yaml():
     with pytest.raises(ConfigError, match=r"x.yaml: features: Field required"):
-        parse_pipeline("name: a\nsource: {timestamp: t, entity: e}\nvalidation: {suite: s}\nserving: {model_name: a}\n", "x.yaml")
+        parse_pipeline(
+            "name: a\nsource: {timestamp: t, entity: e}\nvalidation: {suite: s}\nserving: {model_name: a}\n",
+            "x.yaml",
+        )
     with pytest.raises(ConfigError, match=r"y.yaml:1: not valid YAML"):
         parse_pipeline("name: [a", "y.yaml")
     with pytest.raises(ConfigError, match="expected a mapping"):
@@ -55,11 +85,24 @@ def test_missing_section_and_bad_yaml():
 
 
 def test_cli_check_exit_codes(tmp_path, mlp_home):
-    ok = subprocess.run([sys.executable, "-m", "mlplatform.cli", "check", "demo"], capture_output=True, text=True, cwd=REPO)
+    ok = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "check", "demo"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "demo: config ok" in ok.stdout
     bad = tmp_path / "broken.yaml"
     bad.write_text(DEMO.replace("epochs: 4", "epochs: -3"))
-    res = subprocess.run([sys.executable, "-m", "mlplatform.cli", "check", str(bad)], capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 2
-    assert res.stderr.strip() == f"mlplatform: error: {bad}:21: model.epochs: Input should be greater than or equal to 1 (got -3)"
+    assert (
+        res.stderr.strip()
+        == f"mlplatform: error: {bad}:21: model.epochs: Input should be greater than or equal to 1 (got -3)"
+    )

@@ -79,6 +79,7 @@ def test_a_bad_pipeline_yaml_does_not_hide_the_others(mlp_home, pipelines_dir):
     assert result["errors"] == {}
     assert "mlp_demo_train" in result["dag_ids"]
     assert "mlp_broken_train" not in result["dag_ids"]
+    assert "mlp_broken_invalid" in result["dag_ids"]  # the placeholder that shows the error
 
 
 def test_kubernetes_backend_swaps_in_the_pod_operator(mlp_home):

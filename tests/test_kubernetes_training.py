@@ -52,7 +52,13 @@ def production_env(mlp_home, pipelines_dir, monkeypatch):
     monkeypatch.setenv("MLP_STORAGE_URI", "s3://mlp-bucket/runs")
     monkeypatch.setenv("MLP_K8S_S3_ENDPOINT_URL", "http://minio.mlplatform:9000")
     monkeypatch.setenv("MLP_K8S_AWS_REGION", "eu-west-1")
-    for key in ("MLP_K8S_NAMESPACE", "MLP_K8S_GPU_NODE_SELECTOR", "MLP_K8S_S3_SECRET"):
+    for key in (
+        "MLP_K8S_NAMESPACE",
+        "MLP_K8S_GPU_NODE_SELECTOR",
+        "MLP_K8S_S3_SECRET",
+        "MLP_K8S_MLFLOW_SECRET",
+        "MLP_K8S_MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(key, raising=False)
     return pipelines_dir
 
@@ -633,9 +639,13 @@ def test_shared_storage_pvc_is_mounted_at_the_storage_path(production_env, monke
     monkeypatch.setenv("MLP_K8S_STORAGE_PVC", "mlplatform-runs")
     obj = rendered_pod(make_operator(), make_context())
     assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
-    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "mlplatform-runs"}} in obj["spec"]["volumes"]
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "mlplatform-runs"}} in obj[
+        "spec"
+    ]["volumes"]
     mounts = obj["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "storage", "mountPath": str(shared)} in mounts
     monkeypatch.setenv("MLP_STORAGE_URI", "s3://bucket/runs")
-    with pytest.raises(ValueError, match="MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path"):
+    with pytest.raises(
+        ValueError, match="MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path"
+    ):
         rendered_pod(make_operator(), make_context())

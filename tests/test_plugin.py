@@ -21,11 +21,33 @@ def plugin(mlp_home, monkeypatch):
 
 def test_links_and_report_app_are_registered(plugin):
     p = plugin.MlPlatformPlugin
-    assert {link.name for link in p.operator_extra_links} == {"GX Data Docs", "MLflow run", "MLflow model version"}
+    assert {link.name for link in p.operator_extra_links} == {
+        "GX Data Docs",
+        "MLflow run",
+        "MLflow model version",
+    }
     assert p.fastapi_apps[0]["url_prefix"] == "/mlplatform"
 
 
-def test_report_server_serves_data_docs_only(plugin, mlp_home):
+@pytest.fixture
+def signed_in(plugin, monkeypatch):
+    """The report app with Airflow's authentication and authorization stubbed out (they are
+    tested through Airflow's real API app in tests/faults/test_access.py); records the
+    pipelines that authorization was asked about."""
+    asked: list[str] = []
+    plugin.reports_app.dependency_overrides[plugin.airflow_user] = lambda: "user"
+    monkeypatch.setattr(plugin, "authorize_pipeline", lambda request, user, p: asked.append(p))
+    yield asked
+    plugin.reports_app.dependency_overrides.clear()
+
+
+def test_report_server_needs_an_airflow_user(plugin, mlp_home):
+    assert (
+        TestClient(plugin.reports_app).get("/reports/demo/r/validate/data_docs/").status_code == 401
+    )
+
+
+def test_report_server_serves_data_docs_only(plugin, mlp_home, signed_in):
     from mlplatform.settings import get_settings
     from operators.links import DataDocsLink
 
@@ -41,5 +63,9 @@ def test_report_server_serves_data_docs_only(plugin, mlp_home):
     assert ok.status_code == 200 and "suite demo_raw" in ok.text
     assert client.get("/reports/demo/run1/validate/data_docs/").status_code == 200
     assert client.get("/reports/demo/run1/ingest/raw.parquet").status_code == 404
-    assert client.get("/reports/demo/run1/validate/data_docs/../../ingest/raw.parquet").status_code == 404
+    assert (
+        client.get("/reports/demo/run1/validate/data_docs/../../ingest/raw.parquet").status_code
+        == 404
+    )
     assert client.get("/reports/demo/run1/validate/data_docs/missing.html").status_code == 404
+    assert set(signed_in) == {"demo"}  # authorized against the resolved path's pipeline

@@ -16,6 +16,11 @@ from a file, ``--spec-json TEXT`` takes the same JSON inline (a Kubernetes pod's
                 "artifact_location": ...}   # optional; "artifact_location" only used to create
     }                                       # a missing experiment
 
+``mlflow.tracking_uri`` may be left out (a Kubernetes pod gets it from a Secret): the trainer then
+takes ``MLFLOW_TRACKING_URI`` from its environment (MLflow itself reads
+``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` from there). The URI is never written to
+disk with credentials: ``mlflow_run.json`` records it with its userinfo replaced by ``***``.
+
 URIs (``train_uri``, ``holdout_uri``, ``output_dir``, ``checkpoint_dir``) are local paths or
 ``file://`` URIs; any other scheme (``s3://`` included) is a one-line spec error naming the key.
 ``batch_size`` is per rank (global = batch_size * N).
@@ -222,7 +227,7 @@ def parse_spec(raw: dict[str, Any]) -> TrainSpec:
     if mlflow_cfg is not None:
         if not isinstance(mlflow_cfg, dict):
             raise SpecError("spec: 'mlflow' must be an object or null")
-        need(mlflow_cfg, "tracking_uri", str, "mlflow.")
+        mlflow_cfg = {**mlflow_cfg, "tracking_uri": _tracking_uri(mlflow_cfg)}
         need(mlflow_cfg, "experiment", str, "mlflow.")
         if not isinstance(mlflow_cfg.get("tags") or {}, dict):
             raise SpecError("spec: 'mlflow.tags' must be an object")
@@ -249,6 +254,31 @@ def parse_spec(raw: dict[str, Any]) -> TrainSpec:
         mlflow=mlflow_cfg,
         raw=raw,
     )
+
+
+def _tracking_uri(mlflow_cfg: dict[str, Any]) -> str:
+    """``mlflow.tracking_uri`` of the spec, else ``MLFLOW_TRACKING_URI`` of the environment."""
+    uri = mlflow_cfg.get("tracking_uri")
+    if uri is None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise SpecError(
+                "spec: mlflow.tracking_uri is missing and MLFLOW_TRACKING_URI is not set"
+            )
+    if not isinstance(uri, str) or not uri:
+        raise SpecError("spec: 'mlflow.tracking_uri' must be a non-empty string")
+    return uri
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any userinfo (``user:password@``) replaced by ``***@``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return uri
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _positive(value: Any, key: str, typ: type) -> Any:
@@ -739,7 +769,7 @@ class MlflowTracker:
         except (OSError, ValueError, KeyError, TypeError):
             print(f"warning: ignoring unreadable {self.run_file}; starting a new MLflow run")
             return None
-        if stored.get("tracking_uri") != self.cfg["tracking_uri"]:
+        if redact_uri(str(stored.get("tracking_uri"))) != redact_uri(self.cfg["tracking_uri"]):
             print(
                 f"warning: {self.run_file} names run {run_id} on another tracking URI; "
                 "starting a new MLflow run",
@@ -792,7 +822,7 @@ class MlflowTracker:
             record = {
                 "run_id": run_id,
                 "experiment_id": experiment_id,
-                "tracking_uri": self.cfg["tracking_uri"],
+                "tracking_uri": redact_uri(self.cfg["tracking_uri"]),
             }
             self.run_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.run_file.with_suffix(".json.tmp")
