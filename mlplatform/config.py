@@ -477,10 +477,24 @@ def _load_file(path: Path) -> PipelineFile:
     return PipelineFile(path, config=cfg, name_line=_line_of(root, ("name",)))
 
 
+def _name_matches_file(item: PipelineFile) -> PipelineFile:
+    """Tasks look a pipeline's config up as ``<name>.yaml``: another file name is an error."""
+    if item.config is None or item.config.name == item.path.stem:
+        return item
+    where = f"{item.path}:{item.name_line}" if item.name_line else str(item.path)
+    error = (
+        f"{where}: name: {item.config.name!r} must match the file name; rename the file to "
+        f"{item.config.name}.yaml or set name: {item.path.stem}"
+    )
+    return PipelineFile(item.path, error=error, name_line=item.name_line)
+
+
 def load_pipelines(paths: Iterable[Path]) -> list[PipelineFile]:
     """Load every file of ``paths`` (duplicates by resolved path once, in the given order).
 
-    A file that does not validate carries its error. Files that validate but declare a
+    A file that does not validate carries its error, and so does one whose ``name`` differs
+    from its file name (tasks find a pipeline's config as ``<name>.yaml``). Files that validate
+    but declare a
     pipeline ``name`` that another file also declares all fail, each with one line naming the
     others::
 
@@ -498,7 +512,10 @@ def load_pipelines(paths: Iterable[Path]) -> list[PipelineFile]:
         if item.config is not None:
             by_name.setdefault(item.config.name, []).append(item)
     clashes = {id(f): group for group in by_name.values() if len(group) > 1 for f in group}
-    return [_duplicate(item, clashes[id(item)]) if id(item) in clashes else item for item in files]
+    return [
+        _duplicate(item, clashes[id(item)]) if id(item) in clashes else _name_matches_file(item)
+        for item in files
+    ]
 
 
 def _duplicate(item: PipelineFile, group: list[PipelineFile]) -> PipelineFile:

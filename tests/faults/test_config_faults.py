@@ -305,3 +305,16 @@ def test_dag_build_failure_becomes_a_placeholder_and_check_catches_it(
     )
     assert "not a Kubernetes quantity" in dag.description and "\n" not in dag.description
     assert check_error(cli_check("demo", pipelines_dir)) == dag.description
+
+
+def test_a_name_other_than_the_file_name_is_refused(pipelines_dir, mlp_home):
+    """Tasks find a pipeline's config as ``<name>.yaml``: a mismatch would build DAGs whose
+    tasks all fail at run time, so it is refused up front, like any bad file."""
+    (pipelines_dir / "churn.yaml").write_text(demo_with("name: demo", "name: churn_model"))
+    (item,) = load_pipelines([pipelines_dir / "churn.yaml"])
+    assert item.config is None and item.error == (
+        f"{pipelines_dir / 'churn.yaml'}:3: name: 'churn_model' must match the file name; "
+        "rename the file to churn_model.yaml or set name: churn"
+    )
+    assert check_error(cli_check("churn", pipelines_dir)) == item.error
+    assert dagbag().dags["mlp_churn_invalid"].description == item.error
