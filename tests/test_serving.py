@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import threading
@@ -18,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from serving import layout  # noqa: E402
 from serving.client import PredictionClient, ServingError  # noqa: E402
+from tests.saved_models import build_scorer, expected_score  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -26,48 +26,14 @@ MODEL = "scorer"
 MULTI = "multi"
 
 
-def _score(x: float, c: str, w: float) -> float:
-    sign = -1.0 if c == "neg" else 1.0
-    return 1.0 / (1.0 + math.exp(-sign * x * w))
-
-
-def _build_saved_model(path: Path, w: float, multi: bool = False) -> Path:
-    """A tiny real SavedModel: inputs x: float32[None], c: string[None]."""
-    import tensorflow as tf
-
-    class Scorer(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = tf.Variable(w, dtype=tf.float32)
-
-        @tf.function(
-            input_signature=[
-                {
-                    "x": tf.TensorSpec([None], tf.float32, name="x"),
-                    "c": tf.TensorSpec([None], tf.string, name="c"),
-                }
-            ]
-        )
-        def serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            sign = tf.where(tf.equal(inputs["c"], "neg"), -1.0, 1.0)
-            out = {"score": tf.sigmoid(sign * inputs["x"] * self.w)}
-            if multi:
-                out["tag"] = tf.strings.join([inputs["c"], "!"])
-            return out
-
-    module = Scorer()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
-
-
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("saved_models")
     return {
-        "w1": _build_saved_model(root / "w1", W1),
-        "w2": _build_saved_model(root / "w2", W2),
-        "w3": _build_saved_model(root / "w3", W3),
-        "multi": _build_saved_model(root / "multi", W1, multi=True),
+        "w1": build_scorer(root / "w1", W1),
+        "w2": build_scorer(root / "w2", W2),
+        "w3": build_scorer(root / "w3", W3),
+        "multi": build_scorer(root / "multi", W1, multi=True),
     }
 
 
@@ -245,20 +211,24 @@ def test_predict_row_and_columnar(app_client: Any) -> None:
     assert resp.status_code == 200, resp.text
     assert resp.headers["X-Model-Version"] == "1"
     preds = resp.json()["predictions"]
-    assert preds == pytest.approx([_score(1.0, "a", W1), _score(2.0, "neg", W1)], rel=1e-6)
+    assert preds == pytest.approx(
+        [expected_score(1.0, "a", W1), expected_score(2.0, "neg", W1)], rel=1e-6
+    )
 
     resp = app_client.post(
         f"/v1/models/{MODEL}:predict",
         json={"signature_name": "serving_default", "inputs": {"x": [1.0, 3], "c": ["a", "b"]}},
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["outputs"] == pytest.approx([_score(1, "a", W1), _score(3, "b", W1)])
+    assert resp.json()["outputs"] == pytest.approx(
+        [expected_score(1, "a", W1), expected_score(3, "b", W1)]
+    )
 
     # b64-encoded string values are accepted ("bmVn" is "neg").
     resp = app_client.post(
         f"/v1/models/{MODEL}:predict", json={"instances": [{"x": 1.0, "c": {"b64": "bmVn"}}]}
     )
-    assert resp.json()["predictions"] == pytest.approx([_score(1.0, "neg", W1)])
+    assert resp.json()["predictions"] == pytest.approx([expected_score(1.0, "neg", W1)])
 
 
 def test_predict_multi_output(app_client: Any) -> None:
@@ -266,11 +236,11 @@ def test_predict_multi_output(app_client: Any) -> None:
     assert resp.status_code == 200, resp.text
     preds = resp.json()["predictions"]
     assert [p["tag"] for p in preds] == ["a!", "neg!"]
-    assert preds[0]["score"] == pytest.approx(_score(1.0, "a", W1))
+    assert preds[0]["score"] == pytest.approx(expected_score(1.0, "a", W1))
     resp = app_client.post(f"/v1/models/{MULTI}:predict", json={"inputs": {"x": [1.0], "c": ["z"]}})
     outputs = resp.json()["outputs"]
     assert outputs["tag"] == ["z!"]
-    assert outputs["score"] == pytest.approx([_score(1.0, "z", W1)])
+    assert outputs["score"] == pytest.approx([expected_score(1.0, "z", W1)])
 
 
 def test_version_and_label_routes(app_client: Any) -> None:
@@ -283,7 +253,7 @@ def test_version_and_label_routes(app_client: Any) -> None:
         resp = app_client.post(path, json={"instances": ROWS[:1]})
         assert resp.status_code == 200, (path, resp.text)
         assert resp.headers["X-Model-Version"] == version
-        assert resp.json()["predictions"] == pytest.approx([_score(1.0, "a", w)])
+        assert resp.json()["predictions"] == pytest.approx([expected_score(1.0, "a", w)])
 
 
 @pytest.mark.parametrize(
@@ -378,7 +348,7 @@ def test_hot_reload_of_versions_and_labels(
     layout.set_label(model_base, MODEL, "stable", 3)
     _wait_for(lambda: served() == "3")
     resp = app_client.post(f"/v1/models/{MODEL}:predict", json={"instances": ROWS[:1]})
-    assert resp.json()["predictions"] == pytest.approx([_score(1.0, "a", W3)])
+    assert resp.json()["predictions"] == pytest.approx([expected_score(1.0, "a", W3)])
     # The previous stable version stays loaded.
     versions = {
         s["version"] for s in app_client.get(f"/v1/models/{MODEL}").json()["model_version_status"]
@@ -413,7 +383,9 @@ def test_request_log(app_client: Any, tmp_path: Path) -> None:
     first, second = lines
     assert first["model"] == MODEL and first["version"] == 1
     assert first["inputs"] == ROWS
-    assert first["outputs"] == pytest.approx([_score(1.0, "a", W1), _score(2.0, "neg", W1)])
+    assert first["outputs"] == pytest.approx(
+        [expected_score(1.0, "a", W1), expected_score(2.0, "neg", W1)]
+    )
     assert first["latency_ms"] >= 0
     assert first["time"].endswith("+00:00") and first["time"][:10] == files[0].stem
     assert second["version"] == 2 and second["format"] == "inputs"
@@ -425,7 +397,7 @@ def test_classify_and_regress_routes(app_client: Any, tmp_path: Path) -> None:
     """A predict signature with output ``score`` classifies as classes "0"/"1"; its single
     float output also regresses; several outputs without ``prediction`` do not regress."""
     body = {"context": {"c": "a"}, "examples": [{"x": 1.0}, {"x": 2, "c": "neg"}]}
-    p1, p2 = _score(1.0, "a", W2), _score(2.0, "neg", W2)
+    p1, p2 = expected_score(1.0, "a", W2), expected_score(2.0, "neg", W2)
     for path in (
         f"/v1/models/{MODEL}/labels/canary:classify",
         f"/v1/models/{MODEL}/versions/2:classify",
@@ -437,7 +409,9 @@ def test_classify_and_regress_routes(app_client: Any, tmp_path: Path) -> None:
         assert (l0, l1, m0, m1) == ("0", "1", "0", "1")
         assert (s0, s1, t0, t1) == pytest.approx([1 - p1, p1, 1 - p2, p2], rel=1e-5)
     resp = app_client.post(f"/v1/models/{MODEL}:regress", json=body)
-    assert resp.json()["results"] == pytest.approx([_score(1.0, "a", W1), _score(2.0, "neg", W1)])
+    assert resp.json()["results"] == pytest.approx(
+        [expected_score(1.0, "a", W1), expected_score(2.0, "neg", W1)]
+    )
     resp = app_client.post(f"/v1/models/{MULTI}:classify", json=body)
     assert resp.status_code == 200 and len(resp.json()["results"]) == 2
     resp = app_client.post(f"/v1/models/{MULTI}:regress", json=body)
@@ -528,7 +502,9 @@ def test_client_against_live_server(
 
         result = client.predict(MODEL, ROWS)
         assert result.model_version == 1
-        assert result.predictions == pytest.approx([_score(1.0, "a", W1), _score(2.0, "neg", W1)])
+        assert result.predictions == pytest.approx(
+            [expected_score(1.0, "a", W1), expected_score(2.0, "neg", W1)]
+        )
         assert client.predict(MODEL, ROWS, version=2).model_version == 2
         assert client.predict(MODEL, ROWS, label="canary").model_version == 2
 

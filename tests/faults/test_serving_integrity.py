@@ -34,6 +34,7 @@ from mlplatform.settings import Settings, get_settings  # noqa: E402
 from mlplatform.stages import StageError  # noqa: E402
 from serving import layout  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.saved_models import build_scorer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -44,42 +45,14 @@ ROWS = [{"x": 1.0, "c": "a"}]
 # --------------------------------------------------------------------------- models
 
 
-def _build(path: Path, weight: float) -> Path:
-    """A tiny real SavedModel (x: float32[None], c: string[None] -> score) with warm-up records."""
-    import numpy as np
-    import tensorflow as tf
-
-    from serving import warmup
-
-    class Scorer(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = tf.Variable(weight, dtype=tf.float32)
-
-        @tf.function(
-            input_signature=[
-                {
-                    "x": tf.TensorSpec([None], tf.float32, name="x"),
-                    "c": tf.TensorSpec([None], tf.string, name="c"),
-                }
-            ]
-        )
-        def serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            sign = tf.where(tf.equal(inputs["c"], "neg"), -1.0, 1.0)
-            return {"score": tf.sigmoid(sign * inputs["x"] * self.w)}
-
-    module = Scorer()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    batch = {"x": np.array([1.0, 2.0], np.float32), "c": np.array([b"a", b"neg"])}
-    warmup.write_warmup_file(path, MODEL, [batch, batch], {"x": tf.float32, "c": tf.string})
-    return path
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three different tiny SavedModels (different weights, so different digests)."""
     root = tmp_path_factory.mktemp("saved_models")
-    return {name: _build(root / name, w) for name, w in (("a", 1.0), ("b", 2.0), ("c", -1.0))}
+    return {
+        name: build_scorer(root / name, w, warmup_model=MODEL)
+        for name, w in (("a", 1.0), ("b", 2.0), ("c", -1.0))
+    }
 
 
 def _unloadable(path: Path) -> Path:
