@@ -29,15 +29,15 @@ env: $(VENV)/.horovod ## create the locked environment (uv) and build/install Ho
 demo: env ## run the demo pipeline through Airflow end to end and query the served model
 	$(VENV)/bin/mlplatform demo
 
-test: env ## run all tests (slow end-to-end ones included; PYTEST_ARGS='-m "not slow"' skips them)
+test: env lint ## lint, then all tests (slow end-to-end ones included; PYTEST_ARGS='-m "not slow"' skips them)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: env ## run the tests without the slow end-to-end ones
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: env ## ruff
+lint: env ## ruff check + ruff format --check over the whole tree (part of `make test`, so of CI)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check mlplatform operators dags plugins serving training tests benchmarks
+	$(VENV)/bin/ruff format --check .
 
 serve: env ## run the local TF-Serving-compatible server on the promoted models
 	$(VENV)/bin/mlplatform serve

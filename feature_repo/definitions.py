@@ -21,9 +21,13 @@ def service_name(cfg: PipelineConfig) -> str:
     return f"{cfg.name}_service"
 
 
-def build_definitions(cfg: PipelineConfig, offline_dir: Path) -> tuple[Entity, FeatureView, FeatureService]:
+def build_definitions(
+    cfg: PipelineConfig, offline_dir: Path
+) -> tuple[Entity, FeatureView, FeatureService]:
     """The Feast objects for one pipeline; ``offline_dir`` holds its validated Parquet batches."""
-    entity = Entity(name=cfg.source.entity, join_keys=[cfg.source.entity], value_type=ValueType.INT64)
+    entity = Entity(
+        name=cfg.source.entity, join_keys=[cfg.source.entity], value_type=ValueType.INT64
+    )
     source = FileSource(
         name=f"{cfg.name}_batches",
         path=str(offline_dir),

@@ -13,7 +13,9 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
 def test_trainer_dockerfile_lints_clean():
-    out = subprocess.run([str(HADOLINT), str(REPO / "docker" / "trainer.Dockerfile")], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(HADOLINT), str(REPO / "docker" / "trainer.Dockerfile")], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

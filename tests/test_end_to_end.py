@@ -20,10 +20,17 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def _cli(*args: str, home: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _cli(
+    *args: str, home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLP_HOME": str(home), **(extra_env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=900
+        [sys.executable, "-m", "mlplatform.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=900,
     )
 
 
@@ -41,8 +48,20 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     # 1. the demo: a real DAG run through Airflow ending with a prediction from the promoted model
     demo = _cli("demo", "--rows", "1500", home=mlp_home)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for stage in ("ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote"):
-        assert re.search(rf"^  {stage}\s+ok\s+\d+\.\d+s", demo.stdout, re.M), f"no summary line for {stage}:\n{demo.stdout}"
+    for stage in (
+        "ingest",
+        "validate",
+        "features",
+        "training_set",
+        "train",
+        "register",
+        "gate",
+        "infra_validate",
+        "promote",
+    ):
+        assert re.search(rf"^  {stage}\s+ok\s+\d+\.\d+s", demo.stdout, re.M), (
+            f"no summary line for {stage}:\n{demo.stdout}"
+        )
     assert "answered by model demo version 1" in demo.stdout
     predictions = [float(m) for m in re.findall(r"-> \[?([0-9.eE-]+)\]?$", demo.stdout, re.M)]
     assert len(predictions) == 3 and all(0.0 <= p <= 1.0 for p in predictions)
@@ -50,9 +69,18 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     client = _registry(mlp_home)
     v1 = client.get_model_version_by_alias("demo", "champion")
     assert int(v1.version) == 1
-    ingest_summary = json.loads(next((mlp_home / "storage" / "demo").glob("*/ingest/summary.json")).read_text())
+    ingest_summary = json.loads(
+        next((mlp_home / "storage" / "demo").glob("*/ingest/summary.json")).read_text()
+    )
     assert v1.tags["data_version"] == ingest_summary["outputs"]["data_version"]
-    for tag in ("data_commit", "feature_service", "training_set_uri", "git_commit", "pipeline_config_hash", "validation"):
+    for tag in (
+        "data_commit",
+        "feature_service",
+        "training_set_uri",
+        "git_commit",
+        "pipeline_config_hash",
+        "validation",
+    ):
         assert v1.tags.get(tag), f"model version lacks lineage tag {tag}"
     run = client.get_run(v1.run_id)
     assert run.data.tags["data_version"] == v1.tags["data_version"]
@@ -74,7 +102,14 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     cfg = pipelines_dir / "demo.yaml"
     cfg.write_text(cfg.read_text().replace("min: 0.70", "min: 0.999"))
     good = datagen.write(datagen.generate(1500, seed=8), tmp_path / "good.csv")
-    res = _cli("run", "demo", "--data", str(good), home=mlp_home, extra_env={"MLP_PIPELINES_PATH": str(pipelines_dir)})
+    res = _cli(
+        "run",
+        "demo",
+        "--data",
+        str(good),
+        home=mlp_home,
+        extra_env={"MLP_PIPELINES_PATH": str(pipelines_dir)},
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert re.search(r"gate\s+SKIPPED", res.stdout)
     assert "not promoted: gate refused demo v2: auc=" in res.stderr
