@@ -233,6 +233,41 @@ def start_watchdog(
     threading.Thread(target=watch, name="run-watchdog", daemon=True).start()
 
 
+def test_dag_run(dag, run_id: str, logical: datetime, conf: dict, attempts: int = 4):
+    """``dag.test`` one run. Before its run starts, ``dag.test`` writes the DAG's rows to the
+    metadata DB; two first runs of a DAG at once can collide there (a UNIQUE constraint on
+    ``dag.dag_id``). Such a collision is retried while the run does not exist yet."""
+    from sqlalchemy.exc import IntegrityError, PendingRollbackError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return dag.test(logical_date=logical, run_after=logical, run_conf=conf)
+        except (IntegrityError, PendingRollbackError) as exc:
+            if attempt == attempts or _dag_run_exists(dag.dag_id, run_id):
+                raise
+            log.warning(
+                "registering %s collided with another run (%s); retrying",
+                dag.dag_id,
+                type(exc).__name__,
+            )
+            time.sleep(attempt + secrets.randbelow(1000) / 1000)
+    raise AssertionError("unreachable")
+
+
+def _dag_run_exists(dag_id: str, run_id: str) -> bool:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return (
+            session.scalar(
+                select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            )
+            is not None
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -275,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     Path(f"{result_path}.started").write_text(json.dumps({"run_id": run_id, "pid": os.getpid()}))
     start_watchdog(settings, dag.dag_id, pipeline, run_id, result_path)
-    run = dag.test(logical_date=logical, run_after=logical, run_conf=json.loads(args.conf))
+    run = test_dag_run(dag, run_id, logical, json.loads(args.conf))
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     result_path.write_text(
         json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks})
