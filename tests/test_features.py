@@ -78,7 +78,7 @@ def test_a_model_trained_with_missing_values_answers_null_through_the_server(mlp
     cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
     settings = get_settings()
     training_set = _training_set(cfg, settings, tmp_path, _batch_with_nulls())
-    assert training_set["rows"] == 400
+    assert training_set["train_rows"] + training_set["holdout_rows"] == 400, "rows were dropped"
     assert training_set["imputed"]["tenure_months"] == 40
     assert training_set["imputed"]["contract_type"] == 20
 
