@@ -159,7 +159,7 @@ def offline_frame(
             out[c] = pd.to_numeric(df[c]).astype("float32")
         except (TypeError, ValueError) as exc:
             raise StageError(
-                f"features: numeric feature {c!r} holds non-numbers ({exc}); "
+                f"features: numeric feature {c!r} of this batch holds non-numbers ({exc}); "
                 "hint: add an expectation on its type to the suite, or declare it categorical"
             ) from None
     for c in cfg.features.categorical:
@@ -197,7 +197,7 @@ def write_atomic(frame: pd.DataFrame, path: Path, schema: Any = None) -> None:
 
 
 def stored_batches(directory: Path) -> list[Path]:
-    """The stored batch files, oldest data version name first (order does not matter)."""
+    """The stored batch files (``<data_version>.parquet``), sorted by name."""
     return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
 
