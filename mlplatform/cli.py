@@ -81,7 +81,22 @@ def _stage_line(summary: dict) -> str:
             )
         if summary["stage"] == "gate":
             detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
+        if summary["stage"] == "features" and out.get("superseded_rows"):
+            detail += f"  superseded_rows={out['superseded_rows']}"
+        if summary["stage"] == "training_set":
+            detail += _training_set_detail(out)
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
+
+
+def _training_set_detail(out: dict) -> str:
+    """``  rows=N window=Xd imputed: f=n ...`` (only what is there)."""
+    text = f"  rows={out['rows']}" if "rows" in out else ""
+    if out.get("window_days") is not None:
+        text += f" window={out['window_days']:g}d"
+    imputed = {k: v for k, v in (out.get("imputed") or {}).items() if v}
+    if imputed:
+        text += " imputed: " + " ".join(f"{k}={v}" for k, v in imputed.items())
+    return text
 
 
 def _stop_runner(proc: subprocess.Popen, stop_file: Path, timeout_s: float = 90.0) -> None:
@@ -368,6 +383,25 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if healthy else 1
 
 
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove the pipeline's feature history (and, without --features, its run markers)."""
+    from mlplatform.reset import ResetRefused, reset_pipeline
+
+    try:
+        lines = reset_pipeline(settings, args.pipeline, features_only=args.features)
+    except ResetRefused as exc:
+        raise OutcomeError(f"reset refused, nothing removed: {exc}") from None
+    for line in lines:
+        _say(f"reset {args.pipeline}: {line}")
+    if not lines:
+        _say(f"reset {args.pipeline}: nothing to remove")
+    _say(
+        f"reset {args.pipeline}: kept its run directories, DVC data versions, quarantine, MLflow "
+        "models and served versions; the next run starts the feature history from its batch"
+    )
+    return 0
+
+
 def _free_port() -> int:
     import socket
 
@@ -554,6 +588,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--version", type=int, required=True)
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "reset",
+        help="remove a pipeline's Feast offline files, registry and online store, and (without "
+        "--features) its run markers such as last_validated.json; asks nothing",
+    )
+    p.add_argument("pipeline", help="pipeline name")
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="only the Feast state; keep last_validated.json and trainer checkpoints",
+    )
+    p.set_defaults(func=cmd_reset)
 
     p = sub.add_parser(
         "status",

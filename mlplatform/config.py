@@ -48,6 +48,9 @@ ECHO_CHARS = 80
 #: field errors listed for one file; the rest are counted
 MAX_ERROR_LINES = 10
 
+#: the offline feature store's ingestion (Feast "created") timestamp column; no pipeline may use it
+INGESTED_AT_COLUMN = "mlp_ingested_at"
+
 #: schedule strings Airflow takes besides cron expressions
 AIRFLOW_SCHEDULE_PRESETS = (
     "@once",
@@ -133,6 +136,11 @@ class FeaturesConfig(_Strict):
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_rows: int = Field(
+        default=100,
+        ge=2,
+        description="a training set with fewer rows stops the run before training",
+    )
 
     @model_validator(mode="after")
     def _has_features(self) -> FeaturesConfig:
@@ -224,6 +232,12 @@ class RetrainConfig(_Strict):
     schedule: str | None = Field(default="@weekly", description="retraining; null: none")
     on_new_data: bool = True
     on_drift: bool = True
+    window_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="training history: null = the newest batch alone; N = every validated row "
+        "whose event time lies within N days before the newest batch's latest event time",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -260,6 +274,21 @@ class PipelineConfig(_Strict):
         unknown = [s for s in self.gate.slices if s not in self.features.categorical]
         if unknown:
             raise ValueError(f"gate.slices must name categorical features, not {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> PipelineConfig:
+        keys = {self.source.entity, self.source.timestamp}
+        clash = sorted(keys & {*self.features.all, self.features.label})
+        if clash:
+            raise ValueError(
+                f"the entity/timestamp column(s) {clash} must not also be a feature or the label"
+            )
+        used = {*keys, *self.features.all, self.features.label}
+        if INGESTED_AT_COLUMN in used:
+            raise ValueError(
+                f"{INGESTED_AT_COLUMN!r} is reserved for the offline store's ingestion time"
+            )
         return self
 
     def config_hash(self) -> str:

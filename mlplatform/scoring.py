@@ -24,12 +24,27 @@ def find_saved_model(root: Path) -> Path:
     return hits[0].parent
 
 
+#: how a missing categorical value is fed to a model (``training.model.MISSING_CATEGORY``: OOV)
+MISSING_CATEGORY = ""
+
+
+def feature_columns(cfg: PipelineConfig, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The model's inputs from raw feature columns: float32 with NaN for a missing numeric value,
+    strings with ``MISSING_CATEGORY`` for a missing category (never ``"None"``)."""
+    columns = {
+        c: pd.to_numeric(df[c]).to_numpy(dtype="float32", na_value=np.nan)
+        for c in cfg.features.numeric
+    }
+    for c in cfg.features.categorical:
+        text = df[c].astype(object).map(lambda v: MISSING_CATEGORY if pd.isna(v) else str(v))
+        columns[c] = text.to_numpy(dtype=object).astype(str)
+    return columns
+
+
 def feature_tensors(cfg: PipelineConfig, df: pd.DataFrame) -> dict:
     import tensorflow as tf
 
-    inputs = {c: tf.constant(df[c].to_numpy(dtype="float32")) for c in cfg.features.numeric}
-    inputs |= {c: tf.constant(df[c].astype(str).to_numpy()) for c in cfg.features.categorical}
-    return inputs
+    return {name: tf.constant(col) for name, col in feature_columns(cfg, df).items()}
 
 
 def predict_frame(saved_model_dir: Path, cfg: PipelineConfig, df: pd.DataFrame) -> np.ndarray:
@@ -43,8 +58,13 @@ def predict_frame(saved_model_dir: Path, cfg: PipelineConfig, df: pd.DataFrame) 
 
 
 def metric_value(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The gate's metric; NaN when it is undefined (a non-finite prediction, or AUC on one
+    class), never an exception."""
     from sklearn import metrics
 
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if not np.isfinite(y_pred).all() or (metric == "auc" and len(np.unique(y_true)) < 2):
+        return float("nan")
     if metric == "auc":
         return float(metrics.roc_auc_score(y_true, y_pred))
     if metric == "accuracy":

@@ -8,9 +8,12 @@ from operators.base import PlatformOperator
 
 
 class FeaturesOperator(PlatformOperator):
-    """``feast apply`` + materialize the validated batch (``data``: ingest's XCom).
+    """Land the validated batch in the offline store as the newest copy of its rows, ``feast
+    apply`` + materialize it (``data``: ingest's XCom).
 
-    XCom: ``feature_service``, ``feature_view``, ``materialized_from``/``materialized_to``.
+    XCom: ``feature_service``, ``feature_view``, ``materialized_from``/``materialized_to``,
+    ``entity_kind``, ``ingested_at``, ``superseded_rows``, ``stored_batches``,
+    ``dropped_columns``.
     """
 
     stage = "features"
@@ -30,9 +33,13 @@ class FeaturesOperator(PlatformOperator):
 
 
 class TrainingSetOperator(PlatformOperator):
-    """Point-in-time join of the batch's labels with the feature service, split train/hold-out.
+    """Point-in-time join of the history's labels (the batch's, or ``retrain.window_days`` of
+    history) with the feature service, split train/hold-out by time; stops before training when
+    training cannot mean anything.
 
-    XCom: ``training_set_uri``, ``train_uri``, ``holdout_uri``, ``train_rows``, ``holdout_rows``.
+    XCom: ``training_set_uri``, ``train_uri``, ``holdout_uri``, ``rows``, ``train_rows``,
+    ``holdout_rows``, ``window_days``/``window_from``/``window_to``, ``imputed`` (missing values
+    per feature, imputed by the model).
     """
 
     stage = "training_set"

@@ -20,6 +20,9 @@ REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
   With a single output, predictions/outputs hold that output's values directly, else one
   dict (output name -> value) per row / a dict of columns. String values may be sent as
   ``{"b64": "..."}``; string outputs that are not UTF-8 come back as ``{"b64": "..."}``.
+  A ``null`` value is a missing value (unlike TF Serving, which refuses it): NaN for a
+  floating input, ``""`` for a string input (the platform's models impute both); for
+  integer and bool inputs it stays a 400.
 * ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify`` and ``:regress`` with
   ``{"signature_name"?, "context"?, "examples": [{feature: value|list}, ...]}`` ->
   ``{"results": [[[label, score], ...], ...]}`` (classify) / ``{"results": [value, ...]}``
@@ -680,16 +683,32 @@ def _to_bytes(leaf: Any, name: str) -> bytes:
     raise ApiError(400, f"Input '{name}': expected a string, got {type(leaf).__name__}")
 
 
+def _nulls_to_nan(value: Any) -> Any:
+    """``value`` with every JSON null (``None``) of a nested list replaced by NaN."""
+    if isinstance(value, list):
+        return [_nulls_to_nan(item) for item in value]
+    return math.nan if value is None else value
+
+
 def _to_tensor(value: Any, spec: Any, name: str) -> Any:
-    """Convert a JSON value to a tensor of ``spec.dtype``, checking type and shape."""
+    """Convert a JSON value to a tensor of ``spec.dtype``, checking type and shape.
+
+    A JSON null is a missing value where the platform's models impute one: NaN for a floating
+    input, ``b""`` (the models' out-of-vocabulary "missing" category) for a string input. For
+    integer and bool inputs a null stays an error.
+    """
     import numpy as np
 
     tf = _tf()
     dtype = spec.dtype
     if dtype == tf.string:
         shape, leaves = _shape_and_leaves(value, name)
-        array = np.array([_to_bytes(leaf, name) for leaf in leaves], dtype=object).reshape(shape)
+        array = np.array(
+            [b"" if leaf is None else _to_bytes(leaf, name) for leaf in leaves], dtype=object
+        ).reshape(shape)
     elif dtype.is_bool or dtype.is_integer or dtype.is_floating:
+        if dtype.is_floating:
+            value = _nulls_to_nan(value)
         try:
             raw = np.asarray(value)
         except (ValueError, TypeError) as exc:

@@ -50,6 +50,10 @@ def _module(kind: str):
                 score = tf.sigmoid(tf.sin(f["usage_minutes"] * 13.0))  # unrelated to the label
             if kind == "slice_broken":
                 score = tf.where(tf.equal(f["region"], "south"), 1.0 - score, score)
+            if kind == "nan":  # a model that broke on some inputs
+                score = tf.where(f["support_calls"] > 3.0, float("nan"), score)
+            if kind == "inf":
+                score = tf.where(f["support_calls"] > 3.0, float("inf"), score)
             if kind == "wrong_shape":
                 return {"score": tf.stack([score, score], axis=1)}
             return {"score": score}
@@ -137,6 +141,37 @@ def test_a_slice_that_regresses_refuses_the_gate(env):
     cfg.gate.slices = ["region"]
     with pytest.raises(GateRefused, match=r"slice region=south: auc=0\.\d+ vs champion"):
         gate(cfg, v2, holdout, settings)
+
+
+def test_a_metric_that_is_not_a_number_is_refused_never_promoted(env):
+    from mlplatform.stages.registry import client
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    for kind in ("nan", "inf"):
+        broken = _register(cfg, settings, kind)
+        with pytest.raises(GateRefused) as err:
+            gate(cfg, broken, holdout, settings)
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"gate refused demo v{broken}: auc=nan on 1200 hold-out rows: the model " in message
+        assert "answered NaN or infinity for" in message and "never promoted" in message
+        assert alias_version(settings, "demo", "champion") == v1
+
+    # AUC on a hold-out of one class is undefined: refused with the reason, not a crash
+    one_class = tmp / "one_class.parquet"
+    frame = pd.read_parquet(holdout.removeprefix("file://"))
+    frame[frame["churned"] == 0].to_parquet(one_class)
+    with pytest.raises(GateRefused, match="the hold-out holds one class only"):
+        gate(cfg, v1, one_class.as_uri(), settings)
+
+    # a champion whose metric is not a number cannot be compared with: the floor decides
+    client(settings).set_registered_model_alias("demo", "champion", str(broken))
+    good = _register(cfg, settings, "good")
+    passed = gate(cfg, good, holdout, settings)
+    assert passed["decision"] == "promote" and passed["champion"] is None
+    assert passed["champion_note"].startswith(f"champion v{broken}: auc is not a number")
 
 
 def test_infra_validation_blocks_broken_and_slow_models(env):

@@ -582,7 +582,12 @@ def test_classify_regress_bad_requests_are_400(
         ),
         ("/v1/models/half_plus_three:predict", b'{"instances": ["x", "y"]}'),  # non-numeric
         ("/v1/models/half_plus_three:predict", b'{"instances": [true, false]}'),
-        ("/v1/models/half_plus_three:predict", b'{"instances": [null]}'),
+        # null is a missing value only for float and string inputs (NaN / ""), never for ints
+        (
+            "/v1/models/docs_tensors:predict",
+            b'{"instances": [{"tag": "a", "signal": [1, 2, null, 4, 5], "sensor": [[1, 2], [3, 4]]}]}',
+        ),
+        ("/v1/models/half_plus_three:predict", b'{"instances": [[null]]}'),  # wrong nesting
         (
             "/v1/models/half_plus_three:predict",
             b'{"instances": [{"b64": "aGk="}]}',

@@ -4,15 +4,21 @@ Contract:
 
 - ``build_model`` returns a Keras 3 functional model with one ``keras.Input(shape=(1,), name=F)``
   per raw feature ``F`` (float32 for numeric features, string for categorical ones). All
-  preprocessing lives inside the model: ``Normalization`` adapted on the training rows for numeric
-  features, ``StringLookup(output_mode="one_hot")`` with the training vocabulary (sorted, plus one
-  OOV bucket) for categorical features; then ``Concatenate -> Dense(u, relu) for u in hidden_units
-  -> Dense(1)`` with a sigmoid for ``tabular_classifier`` and linear for ``tabular_regressor``
-  (whose output bias starts at the training labels' mean).
+  preprocessing lives inside the model: ``Normalization`` adapted on the training rows' present
+  values for numeric features, ``StringLookup(output_mode="one_hot")`` with the training
+  vocabulary (sorted, plus one OOV bucket) for categorical features; then ``Concatenate ->
+  Dense(u, relu) for u in hidden_units -> Dense(1)`` with a sigmoid for ``tabular_classifier`` and
+  linear for ``tabular_regressor`` (whose output bias starts at the training labels' mean).
   Build it after ``keras.utils.set_random_seed`` for repeatable weights.
+- Missing values, the same in training and serving: a numeric NaN is imputed with the training
+  mean (0 after normalization, :class:`ImputeMissing`), and for every numeric feature that had
+  missing training values a 0/1 "was missing" column enters the network beside it (a feature
+  never missing in training gets none: its weight could not be learned). A categorical value
+  ``MISSING_CATEGORY`` ("", what a missing category is fed as) is never in a vocabulary, so it
+  falls into the OOV bucket like an unseen category.
 - ``ServingModule`` wraps a trained model in a ``tf.Module`` whose ``serve`` function is the
   SavedModel's ``serving_default`` signature: raw features BY NAME, each a rank-1 tensor of shape
-  ``[None]`` (float32 / tf.string), returning ``{"score": float32 [None]}`` (classifier: the
+  ``[None]`` (float32 / tf.string; NaN / ``""`` for a missing value), returning ``{"score": float32 [None]}`` (classifier: the
   probability of label 1) or ``{"prediction": float32 [None]}`` (regressor). That is what
   TF-Serving's ``predict`` API (and the platform's own server) call.
 """
@@ -30,6 +36,65 @@ CLASSIFIER = "tabular_classifier"
 REGRESSOR = "tabular_regressor"
 MODEL_KINDS = (CLASSIFIER, REGRESSOR)
 SIGNATURE_KEY = "serving_default"
+#: how a missing categorical value is fed to the model (never part of a vocabulary: OOV)
+MISSING_CATEGORY = ""
+
+
+class ImputeMissing(keras.layers.Layer):
+    """``[raw, normalized] -> normalized`` with NaN replaced by 0 (the training mean after
+    normalization), plus a 0/1 was-missing column when ``indicator`` (shape ``(n, 1)`` or
+    ``(n, 2)``)."""
+
+    def __init__(self, indicator: bool, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.indicator = bool(indicator)
+
+    def call(self, inputs: list[keras.KerasTensor]) -> keras.KerasTensor:
+        raw, normalized = inputs
+        missing = keras.ops.isnan(raw)
+        filled = keras.ops.where(missing, keras.ops.zeros_like(normalized), normalized)
+        if not self.indicator:
+            return filled
+        return keras.ops.concatenate([filled, keras.ops.cast(missing, filled.dtype)], axis=-1)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "indicator": self.indicator}
+
+
+def _numeric_input(name: str, column: np.ndarray) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The input of numeric feature ``name`` and its encoding (see the module docstring)."""
+    values = np.asarray(column, dtype=np.float32).reshape(-1, 1)
+    missing = np.isnan(values)
+    if missing.all():
+        raise ValueError(f"numeric feature {name!r} has no value in the training rows")
+    inp = keras.Input(shape=(1,), name=name, dtype="float32")
+    norm = keras.layers.Normalization(axis=-1, name=f"normalize_{name}")
+    norm.adapt(values[~missing].reshape(-1, 1))
+    impute = ImputeMissing(indicator=bool(missing.any()), name=f"impute_{name}")
+    return inp, impute([inp, norm(inp)])
+
+
+def _categorical_input(
+    name: str, column: np.ndarray
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The input of categorical feature ``name`` and its one-hot encoding (OOV bucket first)."""
+    vocabulary = sorted({str(v) for v in np.asarray(column).ravel()} - {MISSING_CATEGORY})
+    if not vocabulary:
+        raise ValueError(f"categorical feature {name!r} has no value in the training rows")
+    inp = keras.Input(shape=(1,), name=name, dtype="string")
+    lookup = keras.layers.StringLookup(
+        vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
+    )
+    return inp, lookup(inp)
+
+
+def missing_indicators(model: keras.Model) -> list[str]:
+    """The numeric features whose was-missing column enters the network."""
+    return [
+        layer.name.removeprefix("impute_")
+        for layer in model.layers
+        if isinstance(layer, ImputeMissing) and layer.indicator
+    ]
 
 
 def output_name(kind: str) -> str:
@@ -46,7 +111,9 @@ def build_model(
     output_bias: float = 0.0,
 ) -> keras.Model:
     """Build the (uncompiled) model; ``train_features[F]`` is the column of training rows for
-    feature ``F`` with shape ``(n, 1)`` (float32 for numeric, str objects for categorical).
+    feature ``F`` with shape ``(n, 1)`` (float32 with NaN for missing values for numeric, str
+    objects with ``MISSING_CATEGORY`` for missing values for categorical). Raises ``ValueError``
+    for a feature without any value.
 
     ``output_bias`` initialises the output unit's bias: pass the training labels' mean for a
     regressor (so training starts at the mean instead of 0 on unscaled targets).
@@ -56,19 +123,11 @@ def build_model(
     inputs: dict[str, keras.KerasTensor] = {}
     encoded: list[keras.KerasTensor] = []
     for name in numeric_features:
-        inp = keras.Input(shape=(1,), name=name, dtype="float32")
-        norm = keras.layers.Normalization(axis=-1, name=f"normalize_{name}")
-        norm.adapt(np.asarray(train_features[name], dtype=np.float32))
-        inputs[name] = inp
-        encoded.append(norm(inp))
+        inputs[name], encoding = _numeric_input(name, train_features[name])
+        encoded.append(encoding)
     for name in categorical_features:
-        inp = keras.Input(shape=(1,), name=name, dtype="string")
-        vocabulary = sorted({str(v) for v in np.asarray(train_features[name]).ravel()})
-        lookup = keras.layers.StringLookup(
-            vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
-        )
-        inputs[name] = inp
-        encoded.append(lookup(inp))
+        inputs[name], encoding = _categorical_input(name, train_features[name])
+        encoded.append(encoding)
     if not encoded:
         raise ValueError("the model needs at least one feature")
     x = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)

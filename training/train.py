@@ -54,7 +54,8 @@ per epoch after the epoch's checkpoint is written, and any epoch the checkpoint 
 lacks is back-filled), so the run holds one continuous series.
 
 Outputs (rank 0): ``<output_dir>/saved_model`` (signature ``serving_default``: raw features by
-name, rank-1 ``[None]`` float32 / string tensors -> ``{"score"|"prediction": float32 [None]}``),
+name, rank-1 ``[None]`` float32 / string tensors, NaN / ``""`` for a missing value ->
+``{"score"|"prediction": float32 [None]}``),
 ``<output_dir>/metrics.json`` (``holdout``, ``history`` [``epoch``, ``loss``, ``seconds``,
 ``samples_per_sec`` per epoch], ``world_size``, ``train_rows``, ``samples_per_sec``,
 ``steady_samples_per_sec``, ``seconds``, ``resumed_from_epoch``), ``<output_dir>/result.json``
@@ -104,10 +105,12 @@ import tensorflow as tf  # noqa: E402
 
 from training.model import (  # noqa: E402
     CLASSIFIER,
+    MISSING_CATEGORY,
     MODEL_KINDS,
     ServingModule,
     build_model,
     export_saved_model,
+    missing_indicators,
     output_name,
 )
 
@@ -311,7 +314,8 @@ def load_spec_json(text: str, source: str = "--spec-json") -> TrainSpec:
 
 @dataclass
 class Table:
-    """Feature columns as rank-1 numpy arrays (float32 / str objects) and the float32 label."""
+    """Feature columns as rank-1 numpy arrays (float32 with NaN / str objects with
+    ``MISSING_CATEGORY`` where a value is missing) and the float32 label (never missing)."""
 
     features: dict[str, np.ndarray]
     label: np.ndarray
@@ -347,14 +351,12 @@ def read_table(path: Path, spec: TrainSpec, role: str) -> Table:
             col = pd.to_numeric(df[name]).to_numpy(dtype=np.float32, na_value=np.nan)
         except (TypeError, ValueError) as exc:
             raise SpecError(f"numeric feature {name!r} in {path} is not numeric: {exc}") from exc
-        if np.isnan(col).any():
-            raise SpecError(
-                f"numeric feature {name!r} in {path} has {int(np.isnan(col).sum())} missing values"
-            )
-        features[name] = col
+        features[name] = col  # NaN: missing, imputed inside the model
     for name in spec.categorical_features:
-        col = df[name].astype("string").fillna("").to_numpy(dtype=object)
+        col = df[name].astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
         features[name] = col.astype(str).astype(object)
+    if role == "train":
+        _require_values(features, spec, path)
     try:
         label = pd.to_numeric(df[spec.label]).to_numpy(dtype=np.float32, na_value=np.nan)
     except (TypeError, ValueError) as exc:
@@ -369,6 +371,17 @@ def read_table(path: Path, spec: TrainSpec, role: str) -> Table:
             f"label {spec.label!r} in {path} must be 0/1 for a tabular_classifier, found {bad}"
         )
     return Table(features, label)
+
+
+def _require_values(features: dict[str, np.ndarray], spec: TrainSpec, path: Path) -> None:
+    """A feature without any value in the training rows cannot be learned: ``SpecError``."""
+    for name, col in features.items():
+        if name in spec.numeric_features:
+            empty = bool(np.isnan(col).all())
+        else:
+            empty = bool((col == MISSING_CATEGORY).all())
+        if empty:
+            raise SpecError(f"feature {name!r} has no value in any row of the train data {path}")
 
 
 # ------------------------------------------------------------------------------------- horovod
@@ -539,9 +552,9 @@ class Trainer:
 
 
 def model_fingerprint(spec: TrainSpec, model: keras.Model) -> dict[str, Any]:
-    """What a checkpoint must agree on to be restored into this run's model: the architecture,
-    the features and label, and a digest of the StringLookup vocabularies (constants of the
-    model, rebuilt from the data rather than restored)."""
+    """What a checkpoint must agree on to be restored into this run's model: the architecture
+    (was-missing inputs included), the features and label, and a digest of the StringLookup
+    vocabularies (constants of the model, rebuilt from the data rather than restored)."""
     vocabularies = {
         layer.name: [str(t) for t in layer.get_vocabulary()]
         for layer in model.layers
@@ -555,6 +568,7 @@ def model_fingerprint(spec: TrainSpec, model: keras.Model) -> dict[str, Any]:
         "categorical_features": spec.categorical_features,
         "label": spec.label,
         "vocabularies_sha256": digest[:16],
+        "missing_indicators": missing_indicators(model),
     }
 
 
@@ -679,6 +693,9 @@ def resume_state(checkpointer: Checkpointer | None) -> ResumeState:
 
 def evaluate(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float | None]:
     """Hold-out metrics: auc / accuracy / log_loss (classifier) or rmse / mae (regressor)."""
+    if not np.isfinite(pred).all():  # a diverged model: report it, the gate refuses it
+        names = ("auc", "accuracy", "log_loss") if kind == CLASSIFIER else ("rmse", "mae")
+        return dict.fromkeys(names, float("nan"))
     if kind == CLASSIFIER:
         from sklearn.metrics import log_loss, roc_auc_score
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
+from mlplatform.scoring import feature_columns
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
 from mlplatform.storage import to_path
@@ -37,10 +38,17 @@ class InfraValidationFailed(StageError):
 
 
 def _rows(cfg: PipelineConfig, df: pd.DataFrame) -> list[dict]:
+    """Hold-out rows as JSON request rows; a missing value is ``null``, as a client sends it."""
     cols = df[cfg.features.all].copy()
     for c in cfg.features.categorical:
-        cols[c] = cols[c].astype(str)
+        cols[c] = cols[c].astype(object).map(lambda v: None if pd.isna(v) else str(v))
     return json.loads(cols.to_json(orient="records"))
+
+
+def _warmup_columns(cfg: PipelineConfig, rows: list[dict]) -> dict[str, np.ndarray]:
+    """Request rows as typed columns for a warm-up record (TensorProtos have no null: a missing
+    value is NaN / ``""``, as the server maps it)."""
+    return feature_columns(cfg, pd.DataFrame(rows, columns=cfg.features.all))
 
 
 def check_answers(cfg: PipelineConfig, rows: list[dict], body: dict) -> None:
@@ -153,7 +161,7 @@ def infra_validate(
         raise InfraValidationFailed(
             f"infra validation: {name} v{version} p99 latency {p99:.1f} ms exceeds the budget of {scfg.latency_budget_ms} ms"
         )
-    columns = [{k: np.asarray([r[k] for r in b]) for k in cfg.features.all} for b in batches]
+    columns = [_warmup_columns(cfg, b) for b in batches]
     dtypes = {k: spec.dtype for k, spec in servable.input_specs["serving_default"].items()}
     warmup.write_warmup_file(candidate, name, columns, dtypes)
     return {

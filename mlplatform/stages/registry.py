@@ -8,6 +8,10 @@ Contracts:
 * ``gate(cfg, version, holdout_uri, settings)`` scores challenger and champion on the same hold-out
   with the config's metric; raises :class:`GateRefused` (one line: metric, values, threshold) when
   the challenger is below the floor or regresses more than allowed. No champion: only the floor.
+  A challenger metric that is NaN or infinite (the model answered NaN, AUC on one class) is
+  refused with the reason, never promoted and never a crash; a champion whose metric is not a
+  number cannot be compared with, so the challenger is judged by the floor alone (noted in the
+  result's ``champion_note``).
 * ``promote(cfg, version, settings, candidate_dir)`` publishes the infra-validated SavedModel as
   TF Serving version ``<version>`` (atomic directory rename, content sha256 recorded in the
   directory and as tag ``content_sha256``), labels it ``stable`` in ``models.config`` and moves
@@ -24,10 +28,12 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
@@ -100,8 +106,9 @@ def download_saved_model(settings: Settings, model_name: str, version: int, dst:
 
 def _score(
     cfg: PipelineConfig, saved_model: Path, holdout: pd.DataFrame
-) -> tuple[float, dict[str, float]]:
-    """Overall metric and, for each ``gate.slices`` value with enough rows, the slice metric."""
+) -> tuple[float, dict[str, float], str]:
+    """Overall metric, the slice metric of each ``gate.slices`` value with enough rows, and why
+    the overall metric is not a finite number ("" when it is)."""
     g = cfg.gate
     y = holdout[cfg.features.label].to_numpy()
     pred = predict_frame(saved_model, cfg, holdout)
@@ -112,7 +119,18 @@ def _score(
             if len(idx) < g.min_slice_rows or (g.metric == "auc" and len(set(y[idx])) < 2):
                 continue
             slices[f"{column}={value}"] = metric_value(g.metric, y[idx], pred[idx])
-    return overall, slices
+    return overall, slices, _why_not_finite(g.metric, y, pred, overall)
+
+
+def _why_not_finite(metric: str, y: np.ndarray, pred: np.ndarray, value: float) -> str:
+    if math.isfinite(value):
+        return ""
+    bad = int((~np.isfinite(np.asarray(pred, dtype=np.float64))).sum())
+    if bad:
+        return f"the model answered NaN or infinity for {bad} of {len(pred)} rows"
+    if metric == "auc" and len(np.unique(y)) < 2:
+        return "the hold-out holds one class only"
+    return f"{metric} overflowed"
 
 
 def gate(
@@ -121,18 +139,25 @@ def gate(
     name, g = cfg.serving.model_name, cfg.gate
     holdout = pd.read_parquet(to_path(holdout_uri))
     champion = alias_version(settings, name, CHAMPION)
+    where = f"on {len(holdout)} hold-out rows"
     with tempfile.TemporaryDirectory() as tmp:
-        challenger_value, challenger_slices = _score(
+        challenger_value, challenger_slices, why = _score(
             cfg, download_saved_model(settings, name, version, Path(tmp) / "c"), holdout
         )
-        champion_value, champion_slices = None, {}
+        client(settings).set_model_version_tag(
+            name, str(version), f"gate_{g.metric}", f"{challenger_value:.4f}"
+        )
+        _refuse_not_finite(name, version, g.metric, challenger_value, challenger_slices, why, where)
+        champion_value, champion_slices, champion_note = None, {}, None
         if champion is not None and champion != version:
-            champion_value, champion_slices = _score(
+            champion_value, champion_slices, why = _score(
                 cfg, download_saved_model(settings, name, champion, Path(tmp) / "p"), holdout
             )
-    client(settings).set_model_version_tag(
-        name, str(version), f"gate_{g.metric}", f"{challenger_value:.4f}"
-    )
+            if why:  # nothing to compare with: the challenger is judged by the floor alone
+                champion_note = f"champion v{champion}: {g.metric} is not a number ({why})"
+                log.warning("gate: %s; judging the challenger by the floor alone", champion_note)
+                champion_value = None
+            champion_slices = {k: v for k, v in champion_slices.items() if math.isfinite(v)}
     sign = 1 if g.higher_is_better else -1
     result = {
         "metric": g.metric,
@@ -143,7 +168,8 @@ def gate(
         "holdout_rows": len(holdout),
         "slices": {k: round(v, 4) for k, v in challenger_slices.items()},
     }
-    where = f"on {len(holdout)} hold-out rows"
+    if champion_note:
+        result["champion_note"] = champion_note
     if g.min is not None and sign * (challenger_value - g.min) < 0:
         bound = "floor" if g.higher_is_better else "ceiling"
         raise GateRefused(
@@ -166,6 +192,31 @@ def gate(
             )
     log.info("gate passed: %s", result)
     return {**result, "decision": "promote"}
+
+
+def _refuse_not_finite(
+    name: str,
+    version: int,
+    metric: str,
+    value: float,
+    slices: dict[str, float],
+    why: str,
+    where: str,
+) -> None:
+    """GateRefused when the challenger's metric, overall or on a slice, is NaN or infinite: a
+    model is never promoted on a metric that is not a number."""
+    if why:
+        raise GateRefused(
+            f"gate refused {name} v{version}: {metric}={value} {where}: {why}; a model is never "
+            "promoted on a metric that is not a number (hint: check the training log and the "
+            "hold-out for values the model cannot handle)"
+        )
+    for key, slice_value in slices.items():
+        if not math.isfinite(slice_value):
+            raise GateRefused(
+                f"gate refused {name} v{version}: slice {key}: {metric}={slice_value} {where}; "
+                "a model is never promoted on a metric that is not a number"
+            )
 
 
 def _version_tag(settings: Settings, model_name: str, version: int, key: str) -> str | None:
