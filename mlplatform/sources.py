@@ -156,8 +156,9 @@ def _resolve_local(uri: str, cfg: PipelineConfig) -> ResolvedSource:
         else:
             paths = [path]
     fmt = cfg.source.format
+    single = len(paths) == 1 and not _GLOB_CHARS.search(text) and not Path(text).is_dir()
     return ResolvedSource(
-        display=str(paths[0]) if len(paths) == 1 and not _GLOB_CHARS.search(text) else uri,
+        display=str(paths[0]) if single else os.path.abspath(text),
         files=[(str(p), p, file_format(p, fmt)) for p in paths],
     )
 
