@@ -203,7 +203,7 @@ def _resolve_s3(uri: str, cfg: PipelineConfig, settings: Settings, staging: Path
     client = s3_client(settings)
     try:
         if key and not key.endswith("/") and not _GLOB_CHARS.search(key):
-            client.head_object(Bucket=bucket, Key=key)
+            _head_object(client, bucket, key)
             keys = [key]
         else:
             keys = _list_keys(client, bucket, key)
@@ -221,6 +221,27 @@ def _resolve_s3(uri: str, cfg: PipelineConfig, settings: Settings, staging: Path
         raise _s3_problem(exc, uri, settings.s3_endpoint_url) from None
     log.info("downloaded %d S3 object(s) for %s", len(files), uri)
     return ResolvedSource(display=uri, files=files)
+
+
+def _head_object(client, bucket: str, key: str) -> None:
+    """Check that the object exists; a HEAD answers 404 for a missing bucket too, so a missing
+    object's bucket is checked to say which one is missing."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) != "404":
+            raise
+    else:
+        return
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+            raise SourceError(f"ingest: s3://{bucket}/{key}: no such bucket") from None
+        raise
+    raise SourceError(f"ingest: s3://{bucket}/{key}: no such object")
 
 
 def _list_keys(client, bucket: str, key: str) -> list[str]:
