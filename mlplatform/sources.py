@@ -494,18 +494,27 @@ def _row_hashes(table: pa.Table) -> np.ndarray:
 class _Deduplicator:
     """Drops rows equal to an earlier row of the batch (8 bytes kept per distinct row)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.seen = np.empty(0, dtype=np.uint64)
         self.dropped = 0
 
+    def restart(self) -> None:
+        """Forget the rows seen (the count of rows dropped stays)."""
+        self.seen = np.empty(0, dtype=np.uint64)
+
     def keep(self, table: pa.Table) -> pa.Table:
+        if not self.enabled or table.num_rows == 0:
+            return table
         hashes = _row_hashes(table)
         dup = pd.Series(hashes).duplicated().to_numpy()
         if len(self.seen):
             pos = np.minimum(np.searchsorted(self.seen, hashes), len(self.seen) - 1)
             dup |= self.seen[pos] == hashes
         self.dropped += int(dup.sum())
-        self.seen = np.sort(np.concatenate([self.seen, hashes[~dup]]))
+        # two sorted runs: a stable sort (timsort) merges them in linear time
+        fresh = np.sort(hashes[~dup])
+        self.seen = np.sort(np.concatenate([self.seen, fresh]), kind="stable")
         return table.filter(pa.array(~dup)) if dup.any() else table
 
 
@@ -519,31 +528,44 @@ def write_parquet(
     """Write ``chunks`` (after ``prepare``) to the single Parquet file ``out``, one chunk in
     memory at a time; with ``drop_duplicates`` a row equal to an earlier row is written once.
 
-    One chunk goes straight to ``out``. Several are first spilled to part files in ``workdir``;
-    their column types are merged (:func:`merge_types`), then each part is cast, de-duplicated
-    and appended to ``out``.
+    While every chunk has the first chunk's column types, chunks are appended to ``out`` as they
+    come. A chunk with other types (a gap turns integers into floats, text appears in a number
+    column) turns what was written into a part file in ``workdir``; that chunk and the rest are
+    spilled to part files too, the column types are merged (:func:`merge_types`), and each part
+    is cast, de-duplicated again and appended to a fresh ``out``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    first: pa.Table | None = None
+    dedup = _Deduplicator(enabled=drop_duplicates)
+    writer: pq.ParquetWriter | None = None
     parts: list[Path] = []
-    count = 0
-    for chunk in chunks:
-        frame = prepare(chunk) if prepare else chunk.frame
-        table = _to_arrow(frame, chunk.where)
-        count += 1
-        if first is None:
-            first = table
-            continue
-        if not parts:
-            parts.append(_spill(first, workdir, 0))
-        parts.append(_spill(table, workdir, len(parts)))
-    if first is None:
+    count = rows = 0
+    try:
+        for chunk in chunks:
+            frame = prepare(chunk) if prepare else chunk.frame
+            table = _to_arrow(frame, chunk.where)
+            count += 1
+            if not parts and (writer is None or table.schema.equals(writer.schema)):
+                writer = writer or pq.ParquetWriter(out, table.schema)
+                table = dedup.keep(table)
+                rows += table.num_rows
+                writer.write_table(table)
+                continue
+            if not parts:  # the types changed: what was written becomes the first part
+                writer.close()
+                parts.append(out.replace(workdir / "part-000000.parquet"))
+            parts.append(_spill(table, workdir, len(parts)))
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
         raise SourceError("ingest: the source yielded no data")
-    dedup = _Deduplicator() if drop_duplicates else None
     if not parts:
-        table = dedup.keep(first) if dedup else first
-        pq.write_table(table, out)
-        return WriteStats(table.num_rows, dedup.dropped if dedup else 0, count, table.column_names)
+        return WriteStats(rows, dedup.dropped, count, writer.schema.names)
+    return _merge_parts(parts, out, dedup, count)
+
+
+def _merge_parts(parts: list[Path], out: Path, dedup: _Deduplicator, count: int) -> WriteStats:
+    """Cast every part to the merged column types and append it to ``out`` (see above)."""
     schemas = [pq.read_schema(p) for p in parts]
     target = pa.schema(
         [
@@ -551,15 +573,15 @@ def write_parquet(
             for i, name in enumerate(schemas[0].names)
         ]
     )
+    dedup.restart()  # hashes depend on the types: rows are compared again under the new ones
     rows = 0
     with pq.ParquetWriter(out, target) as writer:
         for part in parts:
-            table = _cast(pq.read_table(part), target, part)
-            table = dedup.keep(table) if dedup else table
+            table = dedup.keep(_cast(pq.read_table(part), target, part))
             rows += table.num_rows
             writer.write_table(table)
             part.unlink()
-    return WriteStats(rows, dedup.dropped if dedup else 0, count, target.names)
+    return WriteStats(rows, dedup.dropped, count, target.names)
 
 
 def _spill(table: pa.Table, workdir: Path, index: int) -> Path:

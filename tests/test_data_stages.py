@@ -47,7 +47,12 @@ def test_ingest_versions_each_batch_with_dvc(mlp_home, tmp_path, cfg):
     repo = settings.dvc_repo_dir
     # the .dvc file at each commit names that batch's md5, and the DVC remote holds both objects
     for result in (r1, r2):
-        dvc_file = subprocess.run(["git", "-C", str(repo), "show", f"{result['data_commit']}:demo/batch.csv.dvc"], capture_output=True, text=True, check=True).stdout
+        dvc_file = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{result['data_commit']}:demo/batch.csv.dvc"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         md5 = yaml.safe_load(dvc_file)["outs"][0]["md5"]
         assert md5 == result["data_version"]
         assert (to_path(settings.dvc_remote_url) / "files" / "md5" / md5[:2] / md5[2:]).exists()
@@ -72,7 +77,9 @@ def test_ingest_rejects_malformed_files_in_one_line(mlp_home, tmp_path, cfg, con
         ingest(cfg, str(bad), stage_dir(settings.storage, "demo", "r", "ingest"), settings)
     assert message in str(err.value) and str(bad) in str(err.value)
     assert "\n" not in str(err.value)
-    assert not (settings.dvc_repo_dir / "demo" / "batch.csv.dvc").exists(), "a malformed batch was versioned"
+    assert not (settings.dvc_repo_dir / "demo" / "batch.csv.dvc").exists(), (
+        "a malformed batch was versioned"
+    )
 
 
 def test_validation_passes_and_writes_data_docs(mlp_home, tmp_path, cfg):
@@ -86,7 +93,12 @@ def test_validation_passes_and_writes_data_docs(mlp_home, tmp_path, cfg):
     assert result["validation"] == "passed" and result["evaluated"] == 18
     index = to_path(result["data_docs"])
     assert index.exists() and "demo_raw" in index.read_text()
-    assert json.loads((to_path(settings.storage) / "demo" / "last_validated.json").read_text())["data_version"] == "v-good"
+    assert (
+        json.loads((to_path(settings.storage) / "demo" / "last_validated.json").read_text())[
+            "data_version"
+        ]
+        == "v-good"
+    )
 
 
 def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, cfg):
@@ -94,9 +106,21 @@ def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, 
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
     datagen.generate(300, seed=1, end=END).to_parquet(good)
     datagen.generate(300, seed=1, end=END, bad_fraction=0.05).to_parquet(bad)
-    validate(cfg, good.as_uri(), "v-good", stage_dir(settings.storage, "demo", "r1", "validate"), settings)
+    validate(
+        cfg,
+        good.as_uri(),
+        "v-good",
+        stage_dir(settings.storage, "demo", "r1", "validate"),
+        settings,
+    )
     with pytest.raises(ValidationFailed) as err:
-        validate(cfg, bad.as_uri(), "v-bad", stage_dir(settings.storage, "demo", "r2", "validate"), settings)
+        validate(
+            cfg,
+            bad.as_uri(),
+            "v-bad",
+            stage_dir(settings.storage, "demo", "r2", "validate"),
+            settings,
+        )
     message = str(err.value)
     assert "\n" not in message
     assert "4 of 18 expectations" in message
@@ -108,5 +132,12 @@ def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, 
     ):
         assert part in message
     quarantine = mlp_home / "quarantine" / "demo" / "v-bad"
-    assert (quarantine / "bad.parquet").exists() and (quarantine / "data_docs" / "index.html").exists()
-    assert json.loads((to_path(settings.storage) / "demo" / "last_validated.json").read_text())["data_version"] == "v-good"
+    assert (quarantine / "bad.parquet").exists() and (
+        quarantine / "data_docs" / "index.html"
+    ).exists()
+    assert (
+        json.loads((to_path(settings.storage) / "demo" / "last_validated.json").read_text())[
+            "data_version"
+        ]
+        == "v-good"
+    )
