@@ -121,9 +121,8 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
         raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
     if "://" not in data_uri:  # a local path or glob: absolute, and something must be there
         path = Path(data_uri).expanduser().absolute()
-        if not (
-            glob.glob(str(path), recursive=True) if glob.has_magic(str(path)) else path.exists()
-        ):
+        pattern = any(c in str(path) for c in "*?[")
+        if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
             raise UsageError(f"--data {data_uri}: no such file")
         data_uri = str(path.resolve()) if path.exists() else str(path)
     logs = settings.home_dir / "logs"
