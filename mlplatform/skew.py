@@ -136,10 +136,9 @@ def _offline_rows(store, cfg: PipelineConfig) -> pd.DataFrame:
     return frame
 
 
-def sample_entities(
-    rows: pd.DataFrame, sample: int, seed: int = 0
-) -> pd.DataFrame:  # entity, event_timestamp
-    """Up to ``sample`` entities (seeded, sorted) with their newest event time."""
+def sample_entities(rows: pd.DataFrame, sample: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``sample`` entities of ``rows`` (columns ``entity``, ``ts``), seeded and sorted,
+    each with its newest event time ``ts``."""
     latest = rows.groupby("entity", as_index=False)["ts"].max()
     if len(latest) > sample:
         latest = latest.sample(n=sample, random_state=seed)

@@ -334,7 +334,7 @@ def _first_non_utf8(path: Path) -> tuple[int, int, int] | None:
     return None
 
 
-def _check_complete_csv(path: Path) -> None:
+def _check_complete_csv(where: str, path: Path) -> None:
     """Refuse a CSV whose last line was cut off: no line end and fewer fields than the header.
 
     pandas fills a short last row with nulls; a file cut mid-row would pass as a row of gaps.
@@ -357,12 +357,12 @@ def _check_complete_csv(path: Path) -> None:
         return
     if got < wanted:
         raise SourceError(
-            f"ingest: {path}: truncated: the last line has {got} of {wanted} fields and no line end"
+            f"ingest: {where}: truncated: the last line has {got} of {wanted} fields and no line end"
         )
 
 
 def _csv_chunks(where: str, path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    _check_complete_csv(path)
+    _check_complete_csv(where, path)
     first = True
     for frame in pd.read_csv(path, chunksize=chunk_rows):
         yield Chunk(where, frame, first)
@@ -405,8 +405,6 @@ def _file_chunks(source: ResolvedSource, chunk_rows: int) -> Iterator[Chunk]:
                 raise SourceError(f"ingest: {where}: the file is empty (0 bytes)")
             reader = _parquet_chunks if fmt == "parquet" else _csv_chunks
             yield from reader(where, path, chunk_rows)
-        except SourceError:
-            raise
         except StageError:
             raise
         except Exception as exc:  # pandas/pyarrow raise many parser types; one line for the user
