@@ -24,7 +24,8 @@ $(VENV)/.horovod: $(VENV)/.synced scripts/install_horovod.sh
 	bash scripts/install_horovod.sh $(VENV)
 	@touch $@
 
-env: $(VENV)/.horovod ## create the locked environment (uv) and build/install Horovod (cached per TF version)
+env: $(VENV)/.horovod ## create the locked environment (uv), build/install Horovod (cached per TF version), install redis-server + PostgreSQL (apt) for the tests
+	@bash scripts/install_services.sh
 
 demo: env ## run the demo pipeline through Airflow end to end and query the served model
 	$(VENV)/bin/mlplatform demo

@@ -7,6 +7,7 @@ refused, a stage failed); 2 bad usage or bad config. Errors are one line; ``--ve
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import signal
@@ -133,11 +134,12 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     data_uri = data or cfg.source.uri
     if not data_uri:
         raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
-    if "://" not in data_uri:
-        path = Path(data_uri).expanduser().resolve()
-        if not path.exists():
+    if "://" not in data_uri:  # a local path or glob: absolute, and something must be there
+        path = Path(data_uri).expanduser().absolute()
+        pattern = any(c in str(path) for c in "*?[")
+        if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
             raise UsageError(f"--data {data_uri}: no such file")
-        data_uri = str(path)
+        data_uri = str(path.resolve()) if path.exists() else str(path)
     logs = settings.home_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -402,6 +404,63 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _data_pipeline_name(name: str, settings: Settings) -> str:
+    """The pipeline name of ``NAME`` (a file's ``name:``); a pipeline whose YAML is gone keeps
+    its data versions, so a bare name is taken as it is."""
+    try:
+        return load_pipeline(find_pipeline(name, settings.pipelines_dir)).name
+    except ConfigError:
+        if Path(name).suffix in (".yaml", ".yml"):
+            raise
+        return name
+
+
+def cmd_data_versions(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.data_versions import list_versions
+
+    name = _data_pipeline_name(args.pipeline, settings)
+    versions = list_versions(settings, name)
+    if not versions:
+        raise UsageError(f"no data versions of {name!r} in {settings.dvc_repo_dir}")
+    _say(f"{name}: {len(versions)} data version(s), newest first (md5, commit, date, file)")
+    for version in versions:
+        _say(f"  {version.describe()}")
+    return 0
+
+
+def cmd_data_checkout(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.data_versions import checkout_version
+    from mlplatform.stages import StageError
+
+    name = _data_pipeline_name(args.pipeline, settings)
+    try:
+        version, path = checkout_version(
+            settings, name, args.version, Path(args.out) if args.out else None
+        )
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    _say(f"{name}: data version {version.md5} (commit {version.commit[:10]}) restored to {path}")
+    return 0
+
+
+def cmd_skew(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare online and offline features of a sample of entities; exit 1 on any difference."""
+    from mlplatform.skew import SkewDetected, check_skew
+    from mlplatform.stages import StageError
+
+    cfg = load_pipeline(find_pipeline(args.pipeline, settings.pipelines_dir))
+    try:
+        report = check_skew(cfg, settings, sample=args.sample, seed=args.seed)
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    if report.ok:
+        _say(report.summary())
+        return 0
+    for line in report.lines():
+        _say(line)
+    raise OutcomeError(str(SkewDetected(report)))
+
+
 def _free_port() -> int:
     import socket
 
@@ -531,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("pipeline", help="pipeline name (pipelines/NAME.yaml) or path to a YAML")
     p.add_argument(
-        "--data", help="raw batch to ingest (file path or file:// URI); default source.uri"
+        "--data",
+        help="batch to ingest: path, glob, directory, file://, s3://bucket/key-or-prefix/, "
+        "sql+<SQLAlchemy URL>?query=...; default source.uri",
     )
     p.add_argument("--logical-date", help="ISO-8601 logical date of the run (default now)")
     p.set_defaults(func=cmd_run)
@@ -539,6 +600,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a pipeline config and its expectation suite")
     p.add_argument("pipeline")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("data", help="data versions of a pipeline (DVC): list, restore")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("versions", help="list a pipeline's data versions, newest first")
+    q.add_argument("pipeline")
+    q.set_defaults(func=cmd_data_versions)
+    q = data_sub.add_parser(
+        "checkout",
+        help="restore a past batch byte for byte from the DVC cache or remote",
+    )
+    q.add_argument("pipeline")
+    q.add_argument(
+        "--version",
+        required=True,
+        help="data version (md5, the data_version lineage tag), data commit, or latest",
+    )
+    q.add_argument("--out", help="file to write (default ./<pipeline>-<md5[:8]>.<format>)")
+    q.set_defaults(func=cmd_data_checkout)
+
+    p = sub.add_parser(
+        "skew",
+        help="compare online (serving) and offline (training) features; exit 1 on a difference",
+    )
+    p.add_argument("pipeline")
+    p.add_argument("--sample", type=int, default=100, help="entities to compare (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the entity sample (default 0)")
+    p.set_defaults(func=cmd_skew)
 
     p = sub.add_parser(
         "serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -62,6 +63,27 @@ AIRFLOW_SCHEDULE_PRESETS = (
     "@quarterly",
     "@yearly",
 )
+
+
+#: a column name that Feast (field names), TensorFlow (SavedModel input names) and GX all take
+COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+COLUMN_NAME_RULE = "Feast and TensorFlow take letters, digits and _, not a digit first"
+
+
+def unusable_column_names(names: Iterable[object]) -> list[str]:
+    """The names among ``names`` that are not usable as feature names (``COLUMN_NAME``)."""
+    return [str(n) for n in names if not COLUMN_NAME.fullmatch(str(n))]
+
+
+def _usable_names(value: Any) -> Any:
+    """Field validator: a column name, or a list of them, must match ``COLUMN_NAME``."""
+    bad = unusable_column_names(value if isinstance(value, list) else [value])
+    if bad:
+        raise ValueError(
+            f"column name(s) {', '.join(map(repr, bad))} cannot be used: {COLUMN_NAME_RULE}; "
+            "rename the column(s) at the source"
+        )
+    return value
 
 
 class ConfigError(ValueError):
@@ -116,10 +138,22 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    uri: str | None = Field(default=None, description="default data URI; overridable per run")
+    uri: str | None = Field(
+        default=None,
+        description="default data URI (path, glob, s3://, sql+<SQLAlchemy URL>); "
+        "overridable per run (see mlplatform.sources)",
+    )
+    query: str | None = Field(
+        default=None, description="SQL query for a SQL source URI without ?query="
+    )
     format: Literal["csv", "parquet"] = "csv"
     timestamp: str = Field(description="event-time column")
     entity: str = Field(description="entity key column")
+
+    @field_validator("timestamp", "entity")
+    @classmethod
+    def _column_names(cls, value: str) -> str:
+        return _usable_names(value)
 
 
 class ValidationConfig(_Strict):
@@ -141,6 +175,11 @@ class FeaturesConfig(_Strict):
         ge=2,
         description="a training set with fewer rows stops the run before training",
     )
+
+    @field_validator("label", "numeric", "categorical")
+    @classmethod
+    def _column_names(cls, value: str | list[str]) -> str | list[str]:
+        return _usable_names(value)
 
     @model_validator(mode="after")
     def _has_features(self) -> FeaturesConfig:

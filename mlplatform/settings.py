@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     )
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     feast_redis_connection: str = "localhost:6379"
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint for s3:// sources (MinIO, moto); default boto3's own "
+        "(AWS_ENDPOINT_URL_S3, profile); credentials from boto3's chain (AWS_* variables)",
+    )
+    ingest_chunk_rows: int = Field(
+        default=500_000,
+        ge=1,
+        description="rows ingest holds in memory at a time; larger batches stream in chunks",
+    )
     training_backend: Literal["local", "kubernetes"] = "local"
     serving_host: str = "127.0.0.1"
     serving_port: int = 8501

@@ -8,9 +8,11 @@ from operators.base import PlatformOperator
 
 
 class IngestOperator(PlatformOperator):
-    """Ingest ``source_uri`` (templated; default the DAG param ``data_uri``).
+    """Ingest ``source_uri`` (templated; default the DAG param ``data_uri``): a path, glob,
+    directory, ``s3://`` object or prefix, or ``sql+<SQLAlchemy URL>`` (:mod:`mlplatform.sources`).
 
-    XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``source_uri``.
+    XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``chunks``,
+    ``files``, ``source_uri`` (passwords hidden).
     """
 
     stage = "ingest"

@@ -88,8 +88,9 @@ def test_validation_passes_and_writes_data_docs(mlp_home, tmp_path, cfg):
     datagen.generate(300, seed=1, end=END).to_parquet(good)
     out = stage_dir(settings.storage, "demo", "r1", "validate")
     result = validate(cfg, good.as_uri(), "v-good", out, settings)
-    # 11 of the suite + 3 of the platform (label not null, unique (entity, time), no future times)
-    assert result["validation"] == "passed" and result["evaluated"] == 14
+    # 11 of the suite + 7 of the platform (label not null, numeric features numeric (4), unique
+    # (entity, time), no future times)
+    assert result["validation"] == "passed" and result["evaluated"] == 18
     index = to_path(result["data_docs"])
     assert index.exists() and "demo_raw" in index.read_text()
     assert (
@@ -122,7 +123,7 @@ def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, 
         )
     message = str(err.value)
     assert "\n" not in message
-    assert "4 of 14 expectations" in message
+    assert "4 of 18 expectations" in message
     for part in (
         "expect_column_values_to_not_be_null(customer_id)",
         "expect_column_values_to_be_between(monthly_charges)",

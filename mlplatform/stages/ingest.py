@@ -1,13 +1,23 @@
 """Ingest: read a raw batch, check it parses, version it with DVC, hand on a typed Parquet copy.
 
-Contract: ``ingest(cfg, source_uri, out_dir, settings)`` returns ``data_uri`` (Parquet under
-``out_dir``), ``data_version`` (the DVC md5 of the batch), ``data_commit`` (commit of the DVC data
-repository that records it), ``rows`` and ``duplicates_dropped`` (exact copies of a row are kept
-once; copies that conflict are left for validation to refuse). The batch is stored in the DVC data repository
-(``<home>/data-repo``, a git repo with a DVC remote) as ``<pipeline>/batch.<format>``, so
-``git checkout <data_commit> && dvc checkout`` restores exactly the data a model was trained on.
-A file that cannot be parsed or lacks the entity/timestamp columns raises ``StageError`` and
-versions nothing.
+Contract: ``ingest(cfg, source_uri, out_dir, settings)`` reads the batch that ``source_uri`` names
+(a file, glob, directory, ``s3://`` object or prefix, or SQL query: :mod:`mlplatform.sources`) in
+chunks of ``MLP_INGEST_CHUNK_ROWS`` rows and writes it, event times parsed to UTC, to
+``out_dir/raw.parquet`` without holding the whole batch in memory. It returns ``data_uri`` (that
+Parquet), ``data_version`` (the DVC md5 of the batch), ``data_commit`` (commit of the DVC data
+repository that records it), ``rows``, ``duplicates_dropped`` (exact copies of a row are kept
+once; copies that conflict are left for validation to refuse), ``chunks``, ``files`` and
+``source_uri`` (passwords hidden).
+
+DVC versions what was read, in the DVC data repository (``<home>/data-repo``, a git repo with a
+DVC remote) as ``<pipeline>/batch.<format>``: a batch of one file (local or S3) as its own bytes,
+a batch of several files or a query as the Parquet this stage hands on. So
+``mlplatform data checkout <pipeline> --version <data_version>`` (or ``git checkout
+<data_commit> && dvc checkout``) restores exactly the data a model was trained on.
+
+A batch that cannot be read, is empty, lacks the entity/timestamp columns, has unparsable event
+times or a column name Feast/TensorFlow cannot take raises ``StageError`` with one line naming
+the file (object, query) and versions nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +34,22 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mlplatform.config import PipelineConfig
+from mlplatform import sources
+from mlplatform.config import (
+    COLUMN_NAME_RULE,
+    PipelineConfig,
+    one_line,
+    unusable_column_names,
+)
 from mlplatform.settings import Settings
+from mlplatform.sources import Chunk
 from mlplatform.stages import StageError
-from mlplatform.storage import to_path, to_uri
+from mlplatform.storage import to_uri
 
 log = logging.getLogger(__name__)
+
+#: formats a versioned batch file can have (``<pipeline>/batch.<format>`` in the data repo)
+BATCH_FORMATS = ("csv", "parquet")
 
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "mlplatform",
@@ -43,34 +63,40 @@ def parse_timestamps(column: pd.Series) -> pd.Series:
     """UTC timestamps; unparsable values become NaT. ISO 8601 in any precision first (pandas
     otherwise takes the first value's format for all and refuses ``...:00`` after ``...:00.5``),
     then element by element for other spellings."""
+    if pd.api.types.is_datetime64_any_dtype(column):  # SQL and Parquet sources: typed already
+        return pd.to_datetime(column, utc=True)
     ts = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
     if ts.isna().sum() > column.isna().sum():
         ts = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
     return ts
 
 
-def read_batch(path: Path, fmt: str, cfg: PipelineConfig) -> pd.DataFrame:
-    """Parse a raw batch; one-line errors name the file and the problem."""
-    try:
-        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
-    except FileNotFoundError:
-        raise StageError(f"ingest: {path}: no such file") from None
-    except Exception as exc:  # pandas raises many parser types; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StageError(f"ingest: {path}: cannot parse as {fmt}: {first}") from None
-    required = [cfg.source.entity, cfg.source.timestamp]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
+def _typed_chunk(chunk: Chunk, cfg: PipelineConfig) -> pd.DataFrame:
+    """Check one chunk as read and parse its event times (see :func:`ingest`); one-line errors
+    name the file, object or query."""
+    df, where = chunk.frame, chunk.where
+    if chunk.first_of_file:
+        bad_names = unusable_column_names(df.columns)
+        if bad_names:
+            raise StageError(
+                f"ingest: {where}: column name(s) {', '.join(map(repr, bad_names))} cannot be "
+                f"used: {COLUMN_NAME_RULE}; rename them at the source"
+            )
+        required = [cfg.source.entity, cfg.source.timestamp]
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            raise StageError(
+                f"ingest: {where}: missing column(s) {', '.join(missing)} "
+                f"(has: {', '.join(map(str, df.columns))})"
+            )
+    column = df[cfg.source.timestamp]
+    ts = parse_timestamps(column)
+    unparsed = ts.isna() & column.notna()
+    if unparsed.any():
+        example = one_line(column[unparsed].iloc[0], 40)
         raise StageError(
-            f"ingest: {path}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})"
-        )
-    if df.empty:
-        raise StageError(f"ingest: {path}: the batch has no rows")
-    ts = parse_timestamps(df[cfg.source.timestamp])
-    bad = int(ts.isna().sum() - df[cfg.source.timestamp].isna().sum())
-    if bad:
-        raise StageError(
-            f"ingest: {path}: {bad} value(s) in {cfg.source.timestamp!r} are not timestamps"
+            f"ingest: {where}: {int(unparsed.sum())} value(s) in {cfg.source.timestamp!r} "
+            f"are not timestamps, e.g. {example!r}"
         )
     df[cfg.source.timestamp] = ts
     return df
@@ -114,19 +140,25 @@ def data_repo_lock(repo_dir: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def version_batch(src: Path, pipeline: str, fmt: str, settings: Settings) -> tuple[str, str]:
+def version_batch(
+    src: Path, pipeline: str, fmt: str, settings: Settings, note: str = ""
+) -> tuple[str, str]:
     """``dvc add`` + git commit + ``dvc push`` the batch; return (md5, data repo commit)."""
     with data_repo_lock(settings.dvc_repo_dir):
-        return _version_batch_locked(src, pipeline, fmt, settings)
+        return _version_batch_locked(src, pipeline, fmt, settings, note)
 
 
 def _version_batch_locked(
-    src: Path, pipeline: str, fmt: str, settings: Settings
+    src: Path, pipeline: str, fmt: str, settings: Settings, note: str = ""
 ) -> tuple[str, str]:
     repo_dir = settings.dvc_repo_dir
     repo = ensure_data_repo(repo_dir, settings.dvc_remote_url)
     target = repo_dir / pipeline / f"batch.{fmt}"
     target.parent.mkdir(parents=True, exist_ok=True)
+    for other in BATCH_FORMATS:  # one batch file per pipeline and commit: the snapshot
+        stale = repo_dir / pipeline / f"batch.{other}.dvc"
+        if other != fmt and stale.exists():
+            repo.remove(str(stale), outs=True)
     shutil.copyfile(src, target)
     rel = str(target.relative_to(repo_dir))
     repo.add([str(target)])
@@ -134,7 +166,8 @@ def _version_batch_locked(
     md5 = yaml.safe_load((repo_dir / f"{rel}.dvc").read_text())["outs"][0]["md5"]
     _git(repo_dir, "add", "-A")
     if _git(repo_dir, "status", "--porcelain").strip():
-        _git(repo_dir, "commit", "-q", "-m", f"{pipeline}: batch {md5}")
+        message = f"{pipeline}: batch {md5}" + (f"\n\nsource: {note}" if note else "")
+        _git(repo_dir, "commit", "-q", "-m", message)
     commit = _git(repo_dir, "rev-parse", "HEAD").strip()
     return md5, commit
 
@@ -143,30 +176,41 @@ def ingest(
     cfg: PipelineConfig, source_uri: str, out_dir: Path, settings: Settings
 ) -> dict[str, object]:
     """Run the ingest stage (see module docstring)."""
-    if not source_uri:
-        raise StageError(
-            f"ingest: no data URI: set source.uri in the {cfg.name} pipeline or pass --data"
-        )
-    src = to_path(source_uri)
-    fmt = "parquet" if src.suffix == ".parquet" else cfg.source.format
-    df = read_batch(src, fmt, cfg)
-    duplicates = int(df.duplicated().sum())
-    if (
-        duplicates
-    ):  # the rule: exact copies of a row are one row; conflicting copies fail validation
-        df = df.drop_duplicates(ignore_index=True)
-        log.warning("dropped %d exact duplicate row(s) of %s", duplicates, src)
-    md5, commit = version_batch(src, cfg.name, fmt, settings)
-    out = out_dir / "raw.parquet"
-    df.to_parquet(out, index=False)
+    staging = out_dir / ".staging"
+    try:
+        source = sources.resolve(source_uri or "", cfg, settings, staging / "download")
+        out = out_dir / "raw.parquet"
+        chunks = sources.read_chunks(source, settings.ingest_chunk_rows)
+        try:
+            stats = sources.write_parquet(
+                chunks, out, staging / "parts", prepare=lambda c: _typed_chunk(c, cfg)
+            )
+        except StageError:
+            out.unlink(missing_ok=True)
+            raise
+        if stats.rows == 0:
+            out.unlink(missing_ok=True)
+            raise StageError(f"ingest: {source.display}: the batch has no rows")
+        if (
+            stats.duplicates
+        ):  # exact copies of a row are one row; conflicting copies fail validation
+            log.warning("dropped %d exact duplicate row(s) of %s", stats.duplicates, source.display)
+        # DVC versions what was read: the file's own bytes, or (several files, a query) the batch
+        raw, fmt = source.single_file or (out, "parquet")
+        md5, commit = version_batch(raw, cfg.name, fmt, settings, note=source.display)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info(
-        "ingested %d rows from %s as DVC version %s (data repo %s)", len(df), src, md5, commit[:8]
-    )
+        "ingested %d rows (%d chunk(s), %d file(s)) from %s as DVC version %s (data repo %s)",
+        stats.rows, stats.chunks, len(source.files), source.display, md5, commit[:8],
+    )  # fmt: skip
     return {
         "data_uri": to_uri(out),
         "data_version": md5,
         "data_commit": commit,
-        "rows": len(df),
-        "duplicates_dropped": duplicates,
-        "source_uri": str(src),
+        "rows": stats.rows,
+        "duplicates_dropped": stats.duplicates,
+        "chunks": stats.chunks,
+        "files": len(source.files),
+        "source_uri": source.display,
     }

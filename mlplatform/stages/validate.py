@@ -9,7 +9,8 @@ validated data version. On failure it copies the batch and its Data Docs to
 says in one line which expectations failed on which columns; the last validated version is kept.
 
 Whatever the suite says, the platform adds its own protections (:func:`platform_expectations`):
-the label, the entity key and the event time are never null, an (entity, event time) key appears
+the label, the entity key and the event time are never null, every numeric feature holds numbers
+(a text value such as ``12,50`` is named with its column), an (entity, event time) key appears
 once (ingest has already dropped exact duplicate rows, so a repeated key means conflicting
 values), and no event time lies more than ``validation.future_horizon_hours`` ahead of now.
 They show in the Data Docs like the suite's own expectations.
@@ -32,6 +33,12 @@ from mlplatform.stages import StageError, ValidationFailed
 from mlplatform.storage import to_path, to_uri
 
 log = logging.getLogger(__name__)
+
+#: pandas/NumPy type names a numeric feature column may have (a text value makes it ``object``)
+NUMERIC_TYPES = (
+    "int", "float", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64",
+)  # fmt: skip
 
 
 def suite_path(settings: Settings, suite: str) -> Path:
@@ -59,6 +66,14 @@ def platform_expectations(cfg: PipelineConfig, now: datetime | None = None) -> l
     checks = [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}, "meta": meta}
         for c in (label, entity, ts)
+    ]
+    checks += [
+        {
+            "type": "expect_column_values_to_be_in_type_list",
+            "kwargs": {"column": c, "type_list": list(NUMERIC_TYPES)},
+            "meta": meta,
+        }
+        for c in cfg.features.numeric
     ]
     checks.append(
         {
@@ -131,9 +146,19 @@ def run_checkpoint(df: pd.DataFrame, suite_def: dict, docs_dir: Path):
     return checkpoint.run(batch_parameters={"dataframe": df})
 
 
-def describe_failures(result) -> list[str]:
-    """``expect_x(column): n unexpected, e.g. [...]`` for each failed expectation."""
-    failures = []
+def _not_numbers(column: pd.Series) -> str:
+    """``: n value(s) are not numbers, e.g. [...]`` for a text column meant to be numeric."""
+    bad = column[pd.to_numeric(column, errors="coerce").isna() & column.notna()]
+    return f": {len(bad)} value(s) are not numbers, e.g. {sorted({str(v) for v in bad})[:3]}"
+
+
+def describe_failures(result, df: pd.DataFrame | None = None) -> list[str]:
+    """``expect_x(column): n unexpected, e.g. [...]`` for each failed expectation.
+
+    With the batch ``df``, a numeric column holding text is described by the values that are not
+    numbers, and the other failures of that column that could not even be evaluated (a range
+    check on text) are left out: the type is the one thing to fix."""
+    failures: list[tuple[str, str | None, bool]] = []  # (line, column, evaluated)
     for run in result.run_results.values():
         for r in run.results:
             if r.success:
@@ -145,8 +170,17 @@ def describe_failures(result) -> list[str]:
             sample = (r.result or {}).get("partial_unexpected_list") or []
             sample_txt = f", e.g. {sorted({str(s) for s in sample})[:3]}" if sample else ""
             detail = f": {count} unexpected{sample_txt}" if count is not None else ""
-            failures.append(f"{cfg.type}{where}{detail}")
-    return failures
+            column = cfg.kwargs.get("column")
+            typed = cfg.type == "expect_column_values_to_be_in_type_list"
+            if typed and df is not None and column in df.columns:
+                detail = _not_numbers(df[column])
+            failures.append((f"{cfg.type}{where}{detail}", column if typed else None, bool(detail)))
+    mistyped = {column for _, column, _ in failures if column}
+    return [
+        line
+        for line, _, evaluated in failures
+        if evaluated or not any(f"({c})" in line for c in mistyped)
+    ]
 
 
 def validate(
@@ -183,9 +217,13 @@ def validate(
     quarantine.mkdir(parents=True)
     shutil.copyfile(data_path, quarantine / data_path.name)
     shutil.copytree(docs_dir, quarantine / "data_docs")
-    failures = describe_failures(result)
+    failures = describe_failures(result, df)
+    failed = stats.get("unsuccessful_expectations", len(failures))
+    hidden = (
+        f" ({failed - len(failures)} more not evaluable on text)" if failed > len(failures) else ""
+    )
     raise ValidationFailed(
-        f"validation failed: {len(failures)} of {stats['evaluated_expectations']} expectations in suite "
-        f"{cfg.validation.suite!r}: {'; '.join(failures)} — batch quarantined at {quarantine}, "
+        f"validation failed: {failed} of {stats['evaluated_expectations']} expectations in suite "
+        f"{cfg.validation.suite!r}: {'; '.join(failures)}{hidden} — batch quarantined at {quarantine}, "
         f"Data Docs {to_uri(quarantine / 'data_docs' / 'index.html')}"
     )
