@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from serving import layout  # noqa: E402
 from serving.client import GrpcPredictionClient, PredictionClient, ServingError  # noqa: E402
+from tests.services import free_port  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -939,17 +940,11 @@ def test_grpc_client_does_not_load_tensorflow_until_constructed() -> None:
     assert out.stdout.strip() == "False False"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_one_process_serves_rest_and_grpc(model_base: Path, tmp_path: Path) -> None:
     """``python -m serving.server --port P --grpc-port G`` answers both protocols."""
-    rest_port, grpc_port = _free_port(), _free_port()
+    rest_port, grpc_port = free_port(), free_port()
     while grpc_port == rest_port:
-        grpc_port = _free_port()
+        grpc_port = free_port()
     cmd = [
         sys.executable,
         "-m",

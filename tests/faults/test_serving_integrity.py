@@ -35,6 +35,7 @@ from mlplatform.stages import StageError  # noqa: E402
 from serving import layout  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.saved_models import build_scorer  # noqa: E402
+from tests.services import free_port  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -228,14 +229,8 @@ def test_without_any_config_the_newest_version_serves(
 @pytest.fixture
 def platform(mlp_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Settings]:
     """The demo pipeline config and settings on a fresh home; no server on the serving port."""
-    monkeypatch.setenv("MLP_SERVING_PORT", str(_free_port()))
+    monkeypatch.setenv("MLP_SERVING_PORT", str(free_port()))
     return load_pipeline(REPO / "pipelines" / "demo.yaml"), get_settings()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _register(cfg: Any, settings: Settings, saved_model: Path) -> int:
@@ -438,7 +433,7 @@ def test_rollback_waits_until_the_server_serves_the_target(
             code, out, _ = _cli(capsys, "status", MODEL, "--url", stale_url)
             assert f"! demo: the server at {stale_url} serves v1, models.config says v2" in out
 
-    nobody = f"http://127.0.0.1:{_free_port()}"
+    nobody = f"http://127.0.0.1:{free_port()}"
     code, out, _ = _cli(capsys, "rollback", MODEL, "--url", nobody)
     assert code == 0
     assert out.splitlines()[-1] == f"no server answering at {nobody}; the next start serves v1"
