@@ -1,0 +1,115 @@
+"""Commands on served models: serve, predict, promote, rollback, status, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mlplatform.cli.common import OutcomeError, UsageError, say
+from mlplatform.settings import Settings
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.reconcile import wait_until_served
+    from mlplatform.stages import StageError
+    from mlplatform.stages.registry import rollback
+
+    try:
+        result = rollback(args.model, settings, args.to)
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    version, url = result["served_version"], args.url or settings.serving_url
+    say(
+        f"{args.model}: rolled back to v{version} (was v{result['from_version']}): stable label "
+        f"and alias champion -> v{version}; v{version} {result['checked']}"
+    )
+    view = wait_until_served(url, args.model, version, args.wait_s)
+    if not view.reachable:
+        say(f"no server answering at {url}; the next start serves v{version}")
+    elif view.served_version == version:
+        say(f"the server at {url} serves v{version}")
+    else:
+        why = f" ({view.degraded or view.error})" if view.degraded or view.error else ""
+        raise OutcomeError(
+            f"the server at {url} still serves v{view.served_version}, not v{version}, "
+            f"after {args.wait_s:g}s{why}"
+        )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.stages import StageError
+    from mlplatform.stages.registry import set_stable
+
+    try:
+        set_stable(args.model, args.version, settings)
+    except StageError as exc:
+        raise OutcomeError(str(exc)) from None
+    say(f"{args.model}: v{args.version} is now stable and champion")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from serving import server
+
+    argv = ["--model-base", str(settings.models_dir), "--host", args.host or settings.serving_host,
+            "--port", str(args.port or settings.serving_port), "--log-dir", str(settings.request_log_dir),
+            "--grpc-port", str(settings.serving_grpc_port if args.grpc_port is None else args.grpc_port)]  # fmt: skip
+    return server.main(argv) or 0
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.client import PredictionClient, ServingError
+
+    try:
+        rows = json.loads(
+            Path(args.json[1:]).read_text() if args.json.startswith("@") else args.json
+        )
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--json: not valid JSON rows: {exc}") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    client = PredictionClient(args.url or settings.serving_url)
+    try:
+        result = client.predict(args.model, rows, version=args.version)
+    except ServingError as exc:
+        raise OutcomeError(str(exc)) from None
+    say(
+        json.dumps(
+            {
+                "model": args.model,
+                "model_version": result.model_version,
+                "predictions": result.predictions,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.reconcile import status_report
+
+    try:
+        lines = status_report(settings, args.model, args.url or settings.serving_url)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    for line in lines:
+        say(line)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform.reconcile import ReconcileError, doctor_report
+
+    try:
+        lines, healthy = doctor_report(
+            settings, args.model, fix=args.repair, server_url=args.url or settings.serving_url
+        )
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    except ReconcileError as exc:
+        raise OutcomeError(f"doctor: {exc}") from None
+    for line in lines:
+        say(line)
+    return 0 if healthy else 1

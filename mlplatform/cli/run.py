@@ -1,0 +1,305 @@
+"""``mlplatform run`` and ``mlplatform demo``: one pipeline run through Airflow, with a per-stage
+summary; the demo also serves the promoted model and queries it."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlplatform.cli.common import OutcomeError, UsageError, say
+from mlplatform.config import (
+    ConfigError,
+    find_pipeline,
+    load_pipeline,
+    load_pipelines,
+    pipeline_files,
+)
+from mlplatform.settings import Settings
+
+STAGES = [
+    "start_run",
+    "ingest",
+    "validate",
+    "features",
+    "training_set",
+    "train",
+    "register",
+    "gate",
+    "infra_validate",
+    "promote",
+    "end_run",
+]
+KEY_OUTPUT = {
+    "start_run": "config_hash",
+    "end_run": "lease",
+    "ingest": "data_version",
+    "validate": "data_docs",
+    "features": "feature_service",
+    "training_set": "training_set_uri",
+    "train": "model_uri",
+    "register": "model_uri",
+    "gate": "challenger",
+    "infra_validate": "p99_ms",
+    "promote": "served_version",
+}
+
+
+def _stage_line(summary: dict) -> str:
+    out = summary["outputs"]
+    if "failed" in out:
+        state, detail = "FAILED", out["failed"]
+    elif "skipped" in out:
+        state, detail = "SKIPPED", out["skipped"]
+    else:
+        key = KEY_OUTPUT.get(summary["stage"], "")
+        state, detail = "ok", f"{key}={out.get(key)}" if key else ""
+        if summary["stage"] == "train" and out.get("metrics"):
+            detail += "  " + " ".join(
+                f"{k}={v:.3f}" for k, v in out["metrics"].items() if isinstance(v, float)
+            )
+        if summary["stage"] == "gate":
+            detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
+        if summary["stage"] == "features" and out.get("superseded_rows"):
+            detail += f"  superseded_rows={out['superseded_rows']}"
+        if summary["stage"] == "training_set":
+            detail += _training_set_detail(out)
+    return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
+
+
+def _training_set_detail(out: dict) -> str:
+    """``  rows=N window=Xd imputed: f=n ...`` (only what is there)."""
+    text = f"  rows={out['rows']}" if "rows" in out else ""
+    if out.get("window_days") is not None:
+        text += f" window={out['window_days']:g}d"
+    imputed = {k: v for k, v in (out.get("imputed") or {}).items() if v}
+    if imputed:
+        text += " imputed: " + " ".join(f"{k}={v}" for k, v in imputed.items())
+    return text
+
+
+def _stop_runner(proc: subprocess.Popen, stop_file: Path, timeout_s: float = 90.0) -> None:
+    """Ask the runner to stop its run (it terminates the trainer and marks the run failed)."""
+    stop_file.touch()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
+    """Run the pipeline's training DAG through Airflow in a child process, printing progress.
+
+    The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``:
+    the child watches for it) stops the run, its trainer included, and marks it failed. A run of
+    the same pipeline that is already in progress is waited for (runs of one pipeline never
+    interleave). A pipeline file the DAG factory refuses (a duplicated name included) fails here,
+    first.
+    """
+    from mlplatform import runs
+    from mlplatform.storage import run_key
+
+    path = find_pipeline(name, settings.pipelines_dir)
+    cfg = load_pipeline(path)
+    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
+        if item.error and item.path.resolve() == path.resolve():
+            raise ConfigError(item.error)
+    data_uri = data or cfg.source.uri
+    if not data_uri:
+        raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
+    if "://" not in data_uri:  # a local path or glob: absolute, and something must be there
+        path = Path(data_uri).expanduser().absolute()
+        pattern = any(c in str(path) for c in "*?[")
+        if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
+            raise UsageError(f"--data {data_uri}: no such file")
+        data_uri = str(path.resolve()) if path.exists() else str(path)
+    logs = settings.home_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    log_path, result_path = logs / f"{cfg.name}-{stamp}.log", logs / f"{cfg.name}-{stamp}.json"
+    started_path = Path(f"{result_path}.started")
+    cmd = [sys.executable, "-m", "mlplatform.airflow_runner", f"mlp_{cfg.name}_train", str(result_path),
+           "--conf", json.dumps({"data_uri": data_uri})]  # fmt: skip
+    if logical_date:
+        cmd += ["--logical-date", logical_date]
+    say(f"running DAG mlp_{cfg.name}_train through Airflow on {data_uri}")
+    say(f"  (Airflow log: {log_path})")
+    holder = runs.current(settings, cfg.name)
+    if holder is not None:
+        dead = runs.staleness(holder, settings.run_stale_s)
+        if dead is None:
+            say(
+                f"  another run is in progress: {holder.describe()}; this run waits for it to finish"
+            )
+        else:
+            say(f"  {holder.describe()} died ({dead}): it is marked failed before this run starts")
+    started = time.time()
+    seen: set[Path] = set()
+    run_dir: Path | None = None
+    root = Path(settings.storage) / cfg.name
+    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root,
+                                start_new_session=True)  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while True:
+                done = proc.poll() is not None
+                if run_dir is None and started_path.exists():
+                    run_dir = root / run_key(json.loads(started_path.read_text())["run_id"])
+                if run_dir is not None:  # this run's stages only, never a concurrent run's
+                    for summary_path in sorted(
+                        run_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime
+                    ):
+                        if summary_path not in seen:
+                            seen.add(summary_path)
+                            say(_stage_line(json.loads(summary_path.read_text())))
+                if done:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            say("interrupted: stopping the run (the trainer is terminated, the run marked failed)")
+            _stop_runner(proc, Path(f"{result_path}.stop"))
+            raise OutcomeError(f"run stopped and marked failed; see {log_path}") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if not result_path.exists():
+        tail = log_path.read_text().strip().splitlines()[-5:]
+        raise OutcomeError(
+            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
+        )
+    result = json.loads(result_path.read_text())
+    if "error" in result:
+        raise UsageError(result["error"])
+    if "stopped" in result:
+        raise OutcomeError(
+            f"run {result['run_id']} was stopped ({result['stopped']}) and marked failed"
+        )
+    result["elapsed"] = time.time() - started
+    result["log"] = str(log_path)
+    result["pipeline"] = cfg.name
+    return result
+
+
+def _run_outcome(settings: Settings, result: dict) -> None:
+    """Print the run's outcome and where to look; raise OutcomeError when the user must act."""
+    from mlplatform.storage import read_summaries, run_key
+
+    runs = read_summaries(settings.storage, result["pipeline"], run_key(result["run_id"]))
+    summaries = {s["stage"]: s for s in runs}
+    states = result["tasks"]
+    say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
+    failed = [
+        t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries
+    ]
+    if failed:
+        raise OutcomeError(summaries[failed[0]]["outputs"].get("failed", f"{failed[0]} failed"))
+    if any(states.get(t) == "failed" for t in STAGES):
+        bad = [t for t in STAGES if states.get(t) == "failed"]
+        raise OutcomeError(f"task(s) {', '.join(bad)} failed: see {result['log']}")
+    if states.get("gate") == "skipped":
+        reason = summaries.get("gate", {}).get("outputs", {}).get("skipped", "gate refused")
+        raise OutcomeError(f"not promoted: {reason}")
+    validate = summaries.get("validate", {}).get("outputs", {})
+    promote = summaries.get("promote", {}).get("outputs", {})
+    say("where to look:")
+    say(
+        f"  MLflow       mlflow ui --backend-store-uri {settings.tracking_uri}  ->  {settings.mlflow_ui_url}"
+    )
+    if validate.get("data_docs"):
+        say(f"  Data Docs    {validate['data_docs']}")
+    if promote:
+        say(
+            f"  served model {promote['model_base']}/{promote['model_name']}/{promote['served_version']}"
+        )
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
+    _run_outcome(settings, result)
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
+    """Start the local server on a free port, send ``rows`` with ``mlplatform predict``, stop it."""
+    from serving.client import PredictionClient
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "serving.server", "--model-base", str(settings.models_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--log-dir", str(settings.request_log_dir)]  # fmt: skip
+    log_path = settings.home_dir / "logs" / "serving.log"
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=settings.repo_root
+        )
+        try:
+            version = PredictionClient(url).wait_until_available(model, timeout_s=120)
+            predict = ["mlplatform", "predict", model, "--url", url, "--json", json.dumps(rows)]
+            say(f"  $ mlplatform predict {model} --url {url} --json '[{{...}}, ...]'")
+            out = subprocess.run(
+                [sys.executable, "-m", "mlplatform.cli", *predict[1:]],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                raise OutcomeError(f"mlplatform predict failed: {out.stderr.strip()}")
+            answer = json.loads(out.stdout.strip().splitlines()[-1])
+            return {"port": port, "available_version": version, **answer}
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform import datagen
+
+    data_dir = settings.home_dir / "demo-data"
+    batch = len(list(data_dir.glob("batch-*.csv"))) + 1
+    path = datagen.write(
+        datagen.generate(args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction),
+        data_dir / f"batch-{batch}.csv",
+    )
+    say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
+    result = run_pipeline(settings, "demo", str(path), None)
+    try:
+        _run_outcome(settings, result)
+    except OutcomeError as exc:
+        if "not promoted" not in str(exc):
+            raise
+        say(f"gate: {exc} (the champion keeps serving)")
+    rows = datagen.generate(3, seed=10_000 + batch).drop(
+        columns=["churned", "event_time", "customer_id"]
+    )
+    rows_json = json.loads(rows.to_json(orient="records"))
+    say("serving: starting the local TF-Serving-compatible server and sending 3 raw rows")
+    answer = serve_and_predict(settings, "demo", rows_json)
+    for row, pred in zip(rows_json, answer["predictions"], strict=True):
+        say(f"  {json.dumps(row)} -> {pred}")
+    say(
+        f"answered by model demo version {answer['model_version']} (server on port {answer['port']}, stopped)"
+    )
+    return 0
