@@ -51,6 +51,12 @@ import pandas as pd
 from mlplatform.config import INGESTED_AT_COLUMN, PipelineConfig
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
+from mlplatform.stages.offline_schema import (
+    check_stored_definitions,
+    drop_columns,
+    offline_columns,
+    reset_hint,
+)
 from mlplatform.storage import to_path, to_uri
 
 log = logging.getLogger(__name__)
@@ -125,18 +131,6 @@ def _as_kind(keys: pd.Series, kind: EntityKind) -> pd.Series:
     return keys.astype(str).astype(object)
 
 
-def offline_columns(cfg: PipelineConfig) -> list[str]:
-    """The columns of a stored batch, in order."""
-    return [
-        cfg.source.entity,
-        cfg.source.timestamp,
-        INGESTED_AT,
-        cfg.features.label,
-        *cfg.features.numeric,
-        *cfg.features.categorical,
-    ]
-
-
 def _text(column: pd.Series) -> pd.Series:
     """Strings, with missing values kept as None (not the string "None" or "nan")."""
     return column.astype(object).map(lambda v: None if pd.isna(v) else str(v))
@@ -208,66 +202,6 @@ def _stored_entity_kind(schema, entity: str) -> EntityKind:
     return "int64" if pa.types.is_integer(typ) else "string"
 
 
-def _is_text(typ: Any) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ)
-
-
-def _schema_problems(cfg: PipelineConfig, files: list[Path]) -> tuple[dict, dict, set[str]]:
-    """``(missing, mistyped, extra)`` over the stored files: column -> files lacking it,
-    column -> (stored type, files), and stored columns the config no longer declares."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    wanted = offline_columns(cfg)
-    type_ok = {c: pa.types.is_floating for c in cfg.features.numeric}
-    type_ok |= {c: _is_text for c in cfg.features.categorical}
-    missing: dict[str, list[Path]] = {}
-    mistyped: dict[str, tuple[str, list[Path]]] = {}
-    extra: set[str] = set()
-    for path in files:
-        schema = pq.read_schema(path)
-        for c in wanted:
-            if c not in schema.names:
-                missing.setdefault(c, []).append(path)
-            elif c in type_ok and not type_ok[c](schema.field(c).type):
-                mistyped.setdefault(c, (str(schema.field(c).type), []))[1].append(path)
-        extra |= set(schema.names) - set(wanted)
-    return missing, mistyped, extra
-
-
-def _reset_hint(cfg: PipelineConfig) -> str:
-    return (
-        f"run `mlplatform reset {cfg.name} --features` to start its feature history afresh "
-        "from the next batch (or restore the previous definitions)"
-    )
-
-
-def check_stored_definitions(cfg: PipelineConfig, files: list[Path]) -> set[str]:
-    """Stored columns to drop (features no longer declared); raises :class:`StageError` (one
-    line) when stored batches cannot supply what the config declares."""
-    missing, mistyped, extra = _schema_problems(cfg, files)
-    where = f"features: the offline store of {cfg.name!r} ({files[0].parent})"
-    if INGESTED_AT in missing:
-        raise StageError(
-            f"{where} holds {len(missing[INGESTED_AT])} batch(es) written without ingestion times "
-            f"by an older mlplatform; {_reset_hint(cfg)}"
-        )
-    if missing or mistyped:
-        parts = [f"{c!r} is missing from {len(p)} stored batch(es)" for c, p in missing.items()]
-        parts += [
-            f"{c!r} is stored as {typ} in {len(p)} batch(es)" for c, (typ, p) in mistyped.items()
-        ]
-        if extra:
-            parts.append(f"stored but no longer declared: {', '.join(sorted(extra))}")
-        raise StageError(
-            f"{where} does not fit the changed feature definitions: {'; '.join(parts)}; "
-            f"{_reset_hint(cfg)}"
-        )
-    return extra
-
-
 def _history_kind(cfg: PipelineConfig, files: list[Path], batch: pd.Series) -> EntityKind:
     """The entity kind of the history (the batch's own for an empty store); integer ids join a
     string-keyed history as strings; string ids cannot join an integer-keyed one."""
@@ -281,21 +215,9 @@ def _history_kind(cfg: PipelineConfig, files: list[Path], batch: pd.Series) -> E
         sample = next((str(v) for v in batch if not str(v).lstrip("-").isdigit()), batch.iloc[0])
         raise StageError(
             f"features: entity {cfg.source.entity!r} of {cfg.name!r} holds integer ids so far, "
-            f"this batch has other ids (e.g. {sample!r}); {_reset_hint(cfg)}"
+            f"this batch has other ids (e.g. {sample!r}); {reset_hint(cfg)}"
         )
     return stored
-
-
-def _drop_columns(files: list[Path], columns: set[str]) -> None:
-    import pyarrow.parquet as pq
-
-    for path in files:
-        table = pq.read_table(path)
-        gone = [c for c in columns if c in table.column_names]
-        if gone:
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(table.drop_columns(gone), tmp)
-            os.replace(tmp, path)
 
 
 def supersede(cfg: PipelineConfig, directory: Path) -> int:
@@ -334,7 +256,7 @@ def land_batch(
     dropped = check_stored_definitions(cfg, others) if others else set()
     kind = _history_kind(cfg, others, df[cfg.source.entity])
     if dropped:
-        _drop_columns(others, dropped)
+        drop_columns(others, dropped)
         log.warning("dropped column(s) %s from %d stored batch(es)", sorted(dropped), len(others))
     ingested_at = pd.Timestamp(datetime.now(UTC))
     frame = offline_frame(cfg, df, kind, ingested_at)
