@@ -17,16 +17,18 @@ kept the old copy), hence the removal, which holds for every offline store.
 Changed definitions: a feature dropped from the config is dropped from the stored batches
 (rewritten in place); a feature added or renamed, a changed type, label or entity key cannot be
 filled from stored batches, so the stage stops with one line naming the columns and the command
-that starts the history afresh (``mlplatform reset <pipeline> --features``).
+that starts the history afresh (``mlplatform reset <pipeline> --features``; :mod:`.offline_schema`).
 
 Contracts:
 
 * ``materialize_features(cfg, data_uri, data_version, out_dir, settings)`` lands the validated
-  batch in the offline store (idempotent per data version; a re-run lands it again as newest),
-  applies :mod:`feature_repo.definitions`, materializes the batch's time window into the online
-  store. Returns ``feature_service``, ``feature_view``, the window, ``entity_kind``,
-  ``ingested_at``, ``superseded_rows`` (older copies removed), ``stored_batches`` and
-  ``dropped_columns`` (columns removed from stored batches after a feature was dropped).
+  batch in the offline store (a re-run of a data version still stored whole changes nothing;
+  one partly superseded since lands again as newest), applies :mod:`feature_repo.definitions`
+  if they changed and materializes what the online store lacks (:mod:`.materialize`). Returns
+  ``feature_service``, ``feature_view``, ``applied``/``apply``/``definitions_sha256``,
+  ``materialization`` (one line), ``materialized`` (intervals), ``materialized_from``/``_to``,
+  ``materialized_rows``, ``entity_kind``, ``ingested_at``, ``superseded_rows`` (older copies
+  removed), ``stored_batches`` and ``dropped_columns`` (removed after a feature was dropped).
 * ``build_training_set(cfg, data_uri, out_dir, settings)`` takes the label rows of the history
   (newest copies): with ``retrain.window_days`` null the batch's own rows, else every stored row
   whose event time lies in ``[T - window_days, T]`` (``T``: the batch's latest event time); asks
@@ -81,7 +83,11 @@ def feature_store_for(pipeline: str, settings: Settings):
     if settings.feast_online_store == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-        online = RedisOnlineStoreConfig(connection_string=settings.feast_redis_connection)
+        # skip_dedup: write unconditionally, as SQLite does; Feast's default skips a row whose
+        # event time is not newer, so a superseding batch's corrections never reached Redis
+        online = RedisOnlineStoreConfig(
+            connection_string=settings.feast_redis_connection, skip_dedup=True
+        )
     else:
         from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
@@ -246,6 +252,21 @@ def supersede(cfg: PipelineConfig, directory: Path) -> int:
     return len(older)
 
 
+def _landed_already(frame: pd.DataFrame, target: Path, schema: Any) -> pd.Timestamp | None:
+    """The ingestion time of ``target`` when it holds exactly ``frame``'s rows and values (it is
+    then the newest copy of all of them: a later batch would have removed some); else None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not target.exists():
+        return None
+    stored = pq.read_table(target)
+    fresh = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    if stored.drop_columns([INGESTED_AT]).equals(fresh.drop_columns([INGESTED_AT])):
+        return pd.Timestamp(stored.column(INGESTED_AT)[0].as_py())
+    return None
+
+
 def land_batch(
     cfg: PipelineConfig, df: pd.DataFrame, data_version: str, directory: Path
 ) -> dict[str, Any]:
@@ -258,9 +279,11 @@ def land_batch(
     if dropped:
         drop_columns(others, dropped)
         log.warning("dropped column(s) %s from %d stored batch(es)", sorted(dropped), len(others))
-    ingested_at = pd.Timestamp(datetime.now(UTC))
-    frame = offline_frame(cfg, df, kind, ingested_at)
-    write_atomic(frame, target, _arrow_schema(cfg, frame))
+    frame = offline_frame(cfg, df, kind, pd.Timestamp(datetime.now(UTC)))
+    ingested_at = _landed_already(frame, target, _arrow_schema(cfg, frame))
+    if ingested_at is None:
+        ingested_at = frame[INGESTED_AT].iloc[0]
+        write_atomic(frame, target, _arrow_schema(cfg, frame))
     superseded = supersede(cfg, directory)
     if superseded:
         log.info("removed %d older copies of rows that batch %s re-sent", superseded, data_version)
@@ -278,6 +301,7 @@ def materialize_features(
 ) -> dict[str, object]:
     """Run the features stage (see the module docstring)."""
     from feature_repo.definitions import build_definitions
+    from mlplatform.stages.materialize import apply_definitions, materialize_pending
 
     df = pd.read_parquet(to_path(data_uri))
     missing = [c for c in [*cfg.features.all, cfg.features.label] if c not in df.columns]
@@ -290,17 +314,17 @@ def materialize_features(
     landed = land_batch(cfg, df, data_version, src_dir)
 
     store = feature_store(cfg, settings)
-    entity, view, service = build_definitions(cfg, src_dir, landed["entity_kind"])
-    store.apply([entity, view, service])
-    ts = pd.to_datetime(df[cfg.source.timestamp], utc=True)
-    start, end = ts.min().to_pydatetime(), ts.max().to_pydatetime() + timedelta(seconds=1)
-    store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-    log.info("materialized %s from %s to %s", view.name, start, end)
+    objects = list(build_definitions(cfg, src_dir, landed["entity_kind"]))
+    root = feast_root(cfg.name, settings)
+    applied = apply_definitions(store, objects, root, settings)
+    files = stored_batches(src_dir)
+    done = materialize_pending(store, cfg, files, root, applied, settings, data_version)
+    log.info("%s; %s", applied["apply"], done["materialization"])
     return {
-        "feature_service": service.name,
-        "feature_view": view.name,
-        "materialized_from": start.isoformat(),
-        "materialized_to": end.isoformat(),
+        "feature_service": objects[2].name,
+        "feature_view": objects[1].name,
+        **applied,
+        **done,
         **landed,
     }
 
