@@ -14,9 +14,10 @@ class FeaturesOperator(PlatformOperator):
 
     XCom: ``feature_service``, ``feature_view``, ``applied``, ``apply`` (``applied: <reason>``
     or ``skipped: definitions unchanged ...``), ``definitions_sha256``, ``materialization``
-    (one line, ``already materialized: ...`` on a re-run), ``materialized`` (intervals),
-    ``materialized_from``/``materialized_to``, ``materialized_rows``, ``entity_kind``,
-    ``ingested_at``, ``superseded_rows``, ``stored_batches``, ``dropped_columns``.
+    (one line, ``already materialized: ...`` on a re-run), ``materialized`` (intervals, the
+    first 20), ``materialized_batches``, ``materialized_from``/``materialized_to``,
+    ``materialized_rows``, ``entity_kind``, ``ingested_at``, ``superseded_rows``,
+    ``stored_batches``, ``dropped_columns``.
     """
 
     stage = "features"

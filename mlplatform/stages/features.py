@@ -26,9 +26,10 @@ Contracts:
   one partly superseded since lands again as newest), applies :mod:`feature_repo.definitions`
   if they changed and materializes what the online store lacks (:mod:`.materialize`). Returns
   ``feature_service``, ``feature_view``, ``applied``/``apply``/``definitions_sha256``,
-  ``materialization`` (one line), ``materialized`` (intervals), ``materialized_from``/``_to``,
-  ``materialized_rows``, ``entity_kind``, ``ingested_at``, ``superseded_rows`` (older copies
-  removed), ``stored_batches`` and ``dropped_columns`` (removed after a feature was dropped).
+  ``materialization`` (one line), ``materialized`` (intervals), ``materialized_batches``,
+  ``materialized_from``/``_to``, ``materialized_rows``, ``entity_kind``, ``ingested_at``,
+  ``superseded_rows`` (older copies removed), ``stored_batches`` and ``dropped_columns``
+  (removed after a feature was dropped).
 * ``build_training_set(cfg, data_uri, out_dir, settings)`` takes the label rows of the history
   (newest copies): with ``retrain.window_days`` null the batch's own rows, else every stored row
   whose event time lies in ``[T - window_days, T]`` (``T``: the batch's latest event time); asks
@@ -314,15 +315,15 @@ def materialize_features(
     landed = land_batch(cfg, df, data_version, src_dir)
 
     store = feature_store(cfg, settings)
-    objects = list(build_definitions(cfg, src_dir, landed["entity_kind"]))
+    entity, view, service = build_definitions(cfg, src_dir, landed["entity_kind"])
     root = feast_root(cfg.name, settings)
-    applied = apply_definitions(store, objects, root, settings)
+    applied = apply_definitions(store, [entity, view, service], root, settings)
     files = stored_batches(src_dir)
     done = materialize_pending(store, cfg, files, root, applied, settings, data_version)
     log.info("%s; %s", applied["apply"], done["materialization"])
     return {
-        "feature_service": objects[2].name,
-        "feature_view": objects[1].name,
+        "feature_service": service.name,
+        "feature_view": view.name,
         **applied,
         **done,
         **landed,

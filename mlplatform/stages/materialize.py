@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 APPLIED_FILE = "applied_definitions.json"
 LEDGER_FILE = "materialized.json"
+#: intervals listed in the XCom and named in messages; the rest are counted
+MAX_LISTED = 20
+NAMED_IN_LINE = 3
 
 
 def _now() -> str:
@@ -222,6 +225,13 @@ def recorded(ledger: dict[str, Any], digest: str, store_id: str) -> dict[tuple[s
     return done
 
 
+def _named(intervals: list[Interval], describe: bool = True) -> str:
+    """The first :data:`NAMED_IN_LINE` intervals (or data versions), then how many more."""
+    shown = [i.describe() if describe else i.data_version for i in intervals[:NAMED_IN_LINE]]
+    more = len(intervals) - NAMED_IN_LINE
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
 def _window(pending: list[Interval], stored: list[Interval]) -> tuple[datetime, datetime]:
     """``[earliest pending start, latest stored end + 1 s]`` (see the module docstring)."""
     start = min(pd.Timestamp(i.start) for i in pending)
@@ -250,7 +260,8 @@ def materialize_pending(
     and record them; ``data_version`` is the run's own batch.
 
     Returns ``materialization`` (one line: what was materialized, or ``already materialized``),
-    ``materialized`` (the intervals materialized now: data version, start, end, rows),
+    ``materialized`` (the intervals materialized now: data version, start, end, rows; the first
+    :data:`MAX_LISTED`), ``materialized_batches`` (how many),
     ``materialized_from`` / ``materialized_to`` (the window, None when nothing was due) and
     ``materialized_rows`` (offline rows in the window). Raises :class:`StageError` when Feast
     fails; the ledger is then unchanged.
@@ -265,6 +276,7 @@ def materialize_pending(
         return {
             "materialization": f"already materialized: {what}",
             "materialized": [],
+            "materialized_batches": 0,
             "materialized_from": None,
             "materialized_to": None,
             "materialized_rows": 0,
@@ -273,11 +285,10 @@ def materialize_pending(
     try:
         store.materialize(start_date=start, end_date=end, feature_views=[cfg.features.view])
     except Exception as exc:  # noqa: BLE001 - Feast and the stores raise many types
-        names = ", ".join(i.data_version for i in pending)
         raise StageError(
             f"features: materializing {cfg.features.view} from {start.isoformat()} to "
-            f"{end.isoformat()} into {store_id} failed: {_first_line(exc)}; batch(es) {names} "
-            "stay pending and the next run materializes them"
+            f"{end.isoformat()} into {store_id} failed: {_first_line(exc)}; batch(es) "
+            f"{_named(pending, describe=False)} stay pending and the next run materializes them"
         ) from exc
     now = _now()
     intervals = [done.get(i.key) or replace(i, materialized_at=now) for i in stored]
@@ -288,13 +299,14 @@ def materialize_pending(
     log.info("materialized %s from %s to %s (%d rows)", cfg.features.view, start, end, rows)
     return {
         "materialization": (
-            f"materialized {len(pending)} interval(s) ({'; '.join(i.describe() for i in pending)})"
-            f": {rows} rows from {start.isoformat()} to {end.isoformat()}"
+            f"materialized {len(pending)} interval(s) ({_named(pending)}): {rows} rows from "
+            f"{start.isoformat()} to {end.isoformat()}"
         ),
         "materialized": [
             {k: v for k, v in asdict(i).items() if k not in ("ingested_at", "materialized_at")}
-            for i in pending
+            for i in pending[:MAX_LISTED]
         ],
+        "materialized_batches": len(pending),
         "materialized_from": start.isoformat(),
         "materialized_to": end.isoformat(),
         "materialized_rows": rows,

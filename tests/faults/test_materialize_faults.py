@@ -107,6 +107,9 @@ def test_apply_runs_once_and_a_rerun_changes_nothing(cfg, mlp_home, tmp_path, mo
     one = _land(cfg, tmp_path, first, "v1")
     assert one["applied"] and one["apply"] == "applied: first apply"
     assert [m["data_version"] for m in one["materialized"]] == ["v1"]
+    assert one["materialized_batches"] == 1 and one["materialization"].startswith(
+        "materialized 1 interval(s) (v1 ["
+    )
     assert one["materialized_rows"] == 300 and (calls.apply, calls.materialize) == (1, 1)
 
     root = feast_root(cfg.name, get_settings())
