@@ -63,8 +63,9 @@ class EntityRequest:
 class PipelineFeatures:
     """The online features of one pipeline: entity ``entity``, feature view ``view``.
 
-    ``store_factory`` builds the Feast ``FeatureStore`` (on first use, again after a failure);
-    ``registry`` is the registry file whose absence means "nothing materialized yet".
+    ``store_factory`` builds the Feast ``FeatureStore`` (on first use, again after a failure
+    or when the file ``registry`` changed); a missing ``registry`` means "nothing materialized
+    yet".
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class PipelineFeatures:
         self._factory, self._registry = store_factory, registry
         self._lock = threading.Lock()
         self._store: Any = None
+        self._store_version: int | None = None
         self._integer_keys: bool | None = None
         self._view_features: set[str] = set()
 
@@ -159,16 +161,27 @@ class PipelineFeatures:
             )
         return {n: list(values[n]) for n in names}
 
+    def _registry_version(self) -> int | None:
+        """The registry file's mtime (None without a registry path); raises UNAVAILABLE when
+        the file is missing."""
+        if self._registry is None:
+            return None
+        try:
+            return self._registry.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise ApiError.of(
+                "UNAVAILABLE",
+                f"no online features for pipeline {self.pipeline!r} yet: run its pipeline "
+                "(the features stage materializes them)",
+            ) from None
+
     def _ready_store(self) -> Any:
+        """The Feast store, built again when the registry file changed (an apply, a reset, a
+        materialization), so that a changed view is seen without a restart."""
         with self._lock:
-            if self._store is not None:
+            version = self._registry_version()
+            if self._store is not None and version == self._store_version:
                 return self._store
-            if self._registry is not None and not self._registry.exists():
-                raise ApiError.of(
-                    "UNAVAILABLE",
-                    f"no online features for pipeline {self.pipeline!r} yet: run its pipeline "
-                    "(the features stage materializes them)",
-                )
             try:
                 store = self._factory()
                 view = store.get_feature_view(self.view)
@@ -181,7 +194,7 @@ class PipelineFeatures:
                 ) from exc
             self._view_features = {f.name for f in view.features}
             self._integer_keys = value_type.name == "INT64"
-            self._store = store
+            self._store, self._store_version = store, version
             return store
 
     def _typed_key(self, key: Any, index: int) -> Any:
