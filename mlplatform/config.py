@@ -253,6 +253,11 @@ class ServingConfig(_Strict):
     warmup_requests: int = Field(
         default=20, ge=1, le=1000, description="hold-out requests replayed"
     )
+    features_from: Literal["request", "online_store"] = Field(
+        default="request",
+        description="online_store: predict requests may send entity keys; the server fetches the "
+        "features from the Feast online store (serving/online_features.py)",
+    )
 
 
 class MonitoringConfig(_Strict):

@@ -3,8 +3,9 @@
 What it removes, and nothing else:
 
 * always, the pipeline's Feast state, ``<home>/feast/<name>/``: the offline store (``offline/``,
-  one Parquet file per validated batch), the registry (``registry.db``) and the SQLite online
-  store (``online.db``); with ``MLP_FEAST_ONLINE_STORE=redis`` the project's online keys are torn
+  one Parquet file per validated batch), the registry (``registry.db``), the SQLite online
+  store (``online.db``) and the platform's apply record and materialization ledger
+  (``applied_definitions.json``, ``materialized.json``); with ``MLP_FEAST_ONLINE_STORE=redis`` the project's online keys are torn
   down through Feast first;
 * without ``--features``, also the run storage markers of the pipeline: the regular files directly
   in ``<storage>/<name>/`` (``last_validated.json``, ...) and the trainer checkpoints
@@ -44,7 +45,8 @@ def _live_run(settings: Settings, name: str) -> str | None:
 
 def _describe_feast(root: Path) -> str:
     batches = len(list((root / "offline").glob("*.parquet")))
-    present = [n for n in ("registry.db", "online.db") if (root / n).exists()]
+    names = ("registry.db", "online.db", "applied_definitions.json", "materialized.json")
+    present = [n for n in names if (root / n).exists()]
     return ", ".join([f"offline store of {batches} batch file(s)", *present])
 
 

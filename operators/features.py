@@ -9,11 +9,15 @@ from operators.base import PlatformOperator
 
 class FeaturesOperator(PlatformOperator):
     """Land the validated batch in the offline store as the newest copy of its rows, ``feast
-    apply`` + materialize it (``data``: ingest's XCom).
+    apply`` when the definitions changed, materialize what the online store lacks and record it
+    in the ledger (``data``: ingest's XCom; :mod:`mlplatform.stages.materialize`).
 
-    XCom: ``feature_service``, ``feature_view``, ``materialized_from``/``materialized_to``,
-    ``entity_kind``, ``ingested_at``, ``superseded_rows``, ``stored_batches``,
-    ``dropped_columns``.
+    XCom: ``feature_service``, ``feature_view``, ``applied``, ``apply`` (``applied: <reason>``
+    or ``skipped: definitions unchanged ...``), ``definitions_sha256``, ``materialization``
+    (one line, ``already materialized: ...`` on a re-run), ``materialized`` (intervals, the
+    first 20), ``materialized_batches``, ``materialized_from``/``materialized_to``,
+    ``materialized_rows``, ``entity_kind``, ``ingested_at``, ``superseded_rows``,
+    ``stored_batches``, ``dropped_columns``.
     """
 
     stage = "features"

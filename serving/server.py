@@ -58,14 +58,21 @@ version (TF Serving's ``--model_base_path`` mode, with a warning), falling back 
 startup to the newest older version that loads. ``GET /v1/mlplatform/status`` (not a TF
 Serving route) answers :meth:`ModelRegistry.integrity_status`.
 
+Entity keys (not a TF Serving feature): with ``pipelines_dir`` (``--pipelines``), a model
+whose pipeline config says ``serving.features_from: online_store`` may be sent
+``{"instances": [{"<entity>": key}, ...]}``; :mod:`serving.online_features` (imported only then)
+fetches the signature's inputs from the Feast online store before the model runs, and answers
+400 naming the entities the store lacks. Other models and raw-feature requests are unchanged.
+
 Request log: each successful predict, classify or regress (REST or gRPC) appends one JSON
 line to ``<log_dir>/<model>/<YYYY-MM-DD>.jsonl`` (UTC date) with keys ``time`` (ISO 8601
 UTC), ``model``, ``version``, ``protocol`` (``"rest"`` or ``"grpc"``), ``method``
 (``"predict"``, ``"classify"`` or ``"regress"``), ``format`` (``"instances"``,
 ``"inputs"`` — gRPC predicts are columnar — or ``"examples"``), ``inputs`` (the request's
 instances/inputs as sent; for examples, one object per example with the context merged
-in), ``outputs`` (the predictions/outputs/results returned) and ``latency_ms``. Rejected
-requests are not logged.
+in), ``outputs`` (the predictions/outputs/results returned) and ``latency_ms``; for an
+entity-key request ``inputs`` holds the features the model was given and ``entities`` the keys
+as sent. Rejected requests are not logged.
 
 TensorFlow is imported lazily, on the first model load.
 """
@@ -925,6 +932,7 @@ def create_app(
     grpc_port: int | None = None,
     grpc_host: str = "127.0.0.1",
     grpc_max_workers: int = 16,
+    pipelines_dir: Path | None = None,
 ) -> FastAPI:
     """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
 
@@ -937,6 +945,9 @@ def create_app(
     sharing the registry and the request log, with ``max_body_bytes`` as its largest
     message; the bound port is ``app.state.grpc_port`` once started (else None). A port
     that cannot be bound fails the startup.
+
+    ``pipelines_dir`` (None: none) holds the pipeline configs that decide which models take
+    entity keys (:mod:`serving.online_features`; ``app.state.online_features``).
     """
     registry = ModelRegistry(
         Path(model_base),
@@ -945,6 +956,11 @@ def create_app(
         retry_seconds=retry_seconds,
     )
     request_logger = RequestLogger(Path(log_dir)) if log_dir is not None else None
+    online = None
+    if pipelines_dir is not None:
+        from serving.online_features import OnlineFeatureSources
+
+        online = OnlineFeatureSources(Path(pipelines_dir), rescan_seconds=poll_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -985,6 +1001,7 @@ def create_app(
     app.state.request_logger = request_logger
     app.state.max_body_bytes = max_body_bytes
     app.state.grpc_port = None
+    app.state.online_features = online
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -1054,7 +1071,13 @@ def create_app(
     # ---------------------------------------------------------------- predict / classify / regress
 
     def _log(
-        servable: Servable, method: str, fmt: str, inputs: Any, outputs: Any, start: float
+        servable: Servable,
+        method: str,
+        fmt: str,
+        inputs: Any,
+        outputs: Any,
+        start: float,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if request_logger is None:
             return
@@ -1069,6 +1092,7 @@ def create_app(
                 "inputs": inputs,
                 "outputs": outputs,
                 "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                **(extra or {}),
             }
         )
 
@@ -1081,8 +1105,10 @@ def create_app(
 
         def run() -> dict[str, Any]:
             if method == "predict":
-                fmt, request_inputs, response = predict(servable, payload)
-                _log(servable, method, fmt, request_inputs, next(iter(response.values())), start)
+                body, extra = (payload, None) if online is None else online.apply(servable, payload)
+                fmt, request_inputs, response = predict(servable, body)
+                outputs = next(iter(response.values()))
+                _log(servable, method, fmt, request_inputs, outputs, start, extra)
                 return response
             signature_name, examples, rows = inference.examples_from_json(payload, method)
             if method == "classify":
@@ -1176,6 +1202,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
         f"RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_BODY_BYTES})",
     )
     parser.add_argument(
+        "--pipelines",
+        type=Path,
+        default=None,
+        help="pipeline configs deciding which models take entity keys "
+        "(serving.features_from: online_store) (default: the platform's pipelines directory, "
+        "MLP_PIPELINES_PATH or <repo>/pipelines)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser
@@ -1189,6 +1223,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
     import uvicorn
 
+    from serving.online_features import platform_pipelines_dir
+
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -1199,6 +1235,7 @@ def main(argv: list[str] | None = None) -> None:
         max_body_bytes=args.max_body_bytes,
         grpc_port=args.grpc_port or None,
         grpc_host=args.host,
+        pipelines_dir=args.pipelines or platform_pipelines_dir(),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

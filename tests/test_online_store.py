@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform import datagen
-from mlplatform.config import load_pipeline
+from mlplatform.config import INGESTED_AT_COLUMN, load_pipeline
 from mlplatform.settings import get_settings
 from mlplatform.skew import SkewDetected, assert_no_skew, check_skew
 from mlplatform.stages.features import feature_store, materialize_features
@@ -36,6 +36,14 @@ def _ingest_and_materialize(cfg, tmp_path, seed: int = 1) -> pd.DataFrame:
     out = stage_dir(settings.storage, cfg.name, run, "features")
     materialize_features(cfg, result["data_uri"], result["data_version"], out, settings)
     return pd.read_parquet(to_path(result["data_uri"]))
+
+
+def _write_online(store, cfg, rows: pd.DataFrame) -> None:
+    """Write ``rows`` to the online store only; the view's source names the ingestion time as its
+    created timestamp, so Feast wants that column too."""
+    rows = rows.assign(**{INGESTED_AT_COLUMN: pd.Timestamp.now(tz="UTC")})
+    columns = ["customer_id", "event_time", INGESTED_AT_COLUMN, *cfg.features.all]
+    store.write_to_online_store(cfg.features.view, rows[columns])
 
 
 def _online(store, cfg, ids) -> pd.DataFrame:
@@ -74,9 +82,7 @@ def test_redis_online_store_serves_the_latest_values_and_skew_is_caught(
     offline_value = float(row.at[0, "monthly_charges"])
     row["monthly_charges"] = (row["monthly_charges"] + 11.5).astype("float32")
     row["event_time"] = row["event_time"] + timedelta(seconds=1)
-    store.write_to_online_store(
-        cfg.features.view, row[["customer_id", "event_time", *cfg.features.all]]
-    )
+    _write_online(store, cfg, row)
     report = check_skew(cfg, settings, sample=1000)
     assert [(m.entity, m.feature) for m in report.mismatches] == [(victim, "monthly_charges")]
     assert report.mismatches[0].online == pytest.approx(offline_value + 11.5, abs=1e-3)
@@ -104,9 +110,7 @@ def test_skew_cli_on_the_sqlite_store_passes_then_reports_a_diff(mlp_home, tmp_p
     latest = batch.sort_values("event_time").groupby("customer_id").tail(1).head(2).copy()
     latest["region"] = "atlantis"
     latest["event_time"] = latest["event_time"] + timedelta(seconds=1)
-    store.write_to_online_store(
-        cfg.features.view, latest[["customer_id", "event_time", *cfg.features.all]]
-    )
+    _write_online(store, cfg, latest)
     bad = _cli("skew", "demo", "--sample", "1000")
     assert bad.returncode == 1
     assert "feature" in bad.stdout and "atlantis" in bad.stdout  # the table: entity, feature, ...

@@ -17,16 +17,19 @@ kept the old copy), hence the removal, which holds for every offline store.
 Changed definitions: a feature dropped from the config is dropped from the stored batches
 (rewritten in place); a feature added or renamed, a changed type, label or entity key cannot be
 filled from stored batches, so the stage stops with one line naming the columns and the command
-that starts the history afresh (``mlplatform reset <pipeline> --features``).
+that starts the history afresh (``mlplatform reset <pipeline> --features``; :mod:`.offline_schema`).
 
 Contracts:
 
 * ``materialize_features(cfg, data_uri, data_version, out_dir, settings)`` lands the validated
-  batch in the offline store (idempotent per data version; a re-run lands it again as newest),
-  applies :mod:`feature_repo.definitions`, materializes the batch's time window into the online
-  store. Returns ``feature_service``, ``feature_view``, the window, ``entity_kind``,
-  ``ingested_at``, ``superseded_rows`` (older copies removed), ``stored_batches`` and
-  ``dropped_columns`` (columns removed from stored batches after a feature was dropped).
+  batch in the offline store (a re-run of a data version still stored whole changes nothing;
+  one partly superseded since lands again as newest), applies :mod:`feature_repo.definitions`
+  if they changed and materializes what the online store lacks (:mod:`.materialize`). Returns
+  ``feature_service``, ``feature_view``, ``applied``/``apply``/``definitions_sha256``,
+  ``materialization`` (one line), ``materialized`` (intervals), ``materialized_batches``,
+  ``materialized_from``/``_to``, ``materialized_rows``, ``entity_kind``, ``ingested_at``,
+  ``superseded_rows`` (older copies removed), ``stored_batches`` and ``dropped_columns``
+  (removed after a feature was dropped).
 * ``build_training_set(cfg, data_uri, out_dir, settings)`` takes the label rows of the history
   (newest copies): with ``retrain.window_days`` null the batch's own rows, else every stored row
   whose event time lies in ``[T - window_days, T]`` (``T``: the batch's latest event time); asks
@@ -51,6 +54,12 @@ import pandas as pd
 from mlplatform.config import INGESTED_AT_COLUMN, PipelineConfig
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
+from mlplatform.stages.offline_schema import (
+    check_stored_definitions,
+    drop_columns,
+    offline_columns,
+    reset_hint,
+)
 from mlplatform.storage import to_path, to_uri
 
 log = logging.getLogger(__name__)
@@ -75,7 +84,11 @@ def feature_store_for(pipeline: str, settings: Settings):
     if settings.feast_online_store == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-        online = RedisOnlineStoreConfig(connection_string=settings.feast_redis_connection)
+        # skip_dedup: write unconditionally, as SQLite does; Feast's default skips a row whose
+        # event time is not newer, so a superseding batch's corrections never reached Redis
+        online = RedisOnlineStoreConfig(
+            connection_string=settings.feast_redis_connection, skip_dedup=True
+        )
     else:
         from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
@@ -123,18 +136,6 @@ def _as_kind(keys: pd.Series, kind: EntityKind) -> pd.Series:
     if pd.api.types.is_float_dtype(keys):
         keys = keys.astype("int64")  # whole-number floats: "7", not "7.0"
     return keys.astype(str).astype(object)
-
-
-def offline_columns(cfg: PipelineConfig) -> list[str]:
-    """The columns of a stored batch, in order."""
-    return [
-        cfg.source.entity,
-        cfg.source.timestamp,
-        INGESTED_AT,
-        cfg.features.label,
-        *cfg.features.numeric,
-        *cfg.features.categorical,
-    ]
 
 
 def _text(column: pd.Series) -> pd.Series:
@@ -208,66 +209,6 @@ def _stored_entity_kind(schema, entity: str) -> EntityKind:
     return "int64" if pa.types.is_integer(typ) else "string"
 
 
-def _is_text(typ: Any) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ)
-
-
-def _schema_problems(cfg: PipelineConfig, files: list[Path]) -> tuple[dict, dict, set[str]]:
-    """``(missing, mistyped, extra)`` over the stored files: column -> files lacking it,
-    column -> (stored type, files), and stored columns the config no longer declares."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    wanted = offline_columns(cfg)
-    type_ok = {c: pa.types.is_floating for c in cfg.features.numeric}
-    type_ok |= {c: _is_text for c in cfg.features.categorical}
-    missing: dict[str, list[Path]] = {}
-    mistyped: dict[str, tuple[str, list[Path]]] = {}
-    extra: set[str] = set()
-    for path in files:
-        schema = pq.read_schema(path)
-        for c in wanted:
-            if c not in schema.names:
-                missing.setdefault(c, []).append(path)
-            elif c in type_ok and not type_ok[c](schema.field(c).type):
-                mistyped.setdefault(c, (str(schema.field(c).type), []))[1].append(path)
-        extra |= set(schema.names) - set(wanted)
-    return missing, mistyped, extra
-
-
-def _reset_hint(cfg: PipelineConfig) -> str:
-    return (
-        f"run `mlplatform reset {cfg.name} --features` to start its feature history afresh "
-        "from the next batch (or restore the previous definitions)"
-    )
-
-
-def check_stored_definitions(cfg: PipelineConfig, files: list[Path]) -> set[str]:
-    """Stored columns to drop (features no longer declared); raises :class:`StageError` (one
-    line) when stored batches cannot supply what the config declares."""
-    missing, mistyped, extra = _schema_problems(cfg, files)
-    where = f"features: the offline store of {cfg.name!r} ({files[0].parent})"
-    if INGESTED_AT in missing:
-        raise StageError(
-            f"{where} holds {len(missing[INGESTED_AT])} batch(es) written without ingestion times "
-            f"by an older mlplatform; {_reset_hint(cfg)}"
-        )
-    if missing or mistyped:
-        parts = [f"{c!r} is missing from {len(p)} stored batch(es)" for c, p in missing.items()]
-        parts += [
-            f"{c!r} is stored as {typ} in {len(p)} batch(es)" for c, (typ, p) in mistyped.items()
-        ]
-        if extra:
-            parts.append(f"stored but no longer declared: {', '.join(sorted(extra))}")
-        raise StageError(
-            f"{where} does not fit the changed feature definitions: {'; '.join(parts)}; "
-            f"{_reset_hint(cfg)}"
-        )
-    return extra
-
-
 def _history_kind(cfg: PipelineConfig, files: list[Path], batch: pd.Series) -> EntityKind:
     """The entity kind of the history (the batch's own for an empty store); integer ids join a
     string-keyed history as strings; string ids cannot join an integer-keyed one."""
@@ -281,21 +222,9 @@ def _history_kind(cfg: PipelineConfig, files: list[Path], batch: pd.Series) -> E
         sample = next((str(v) for v in batch if not str(v).lstrip("-").isdigit()), batch.iloc[0])
         raise StageError(
             f"features: entity {cfg.source.entity!r} of {cfg.name!r} holds integer ids so far, "
-            f"this batch has other ids (e.g. {sample!r}); {_reset_hint(cfg)}"
+            f"this batch has other ids (e.g. {sample!r}); {reset_hint(cfg)}"
         )
     return stored
-
-
-def _drop_columns(files: list[Path], columns: set[str]) -> None:
-    import pyarrow.parquet as pq
-
-    for path in files:
-        table = pq.read_table(path)
-        gone = [c for c in columns if c in table.column_names]
-        if gone:
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(table.drop_columns(gone), tmp)
-            os.replace(tmp, path)
 
 
 def supersede(cfg: PipelineConfig, directory: Path) -> int:
@@ -324,6 +253,21 @@ def supersede(cfg: PipelineConfig, directory: Path) -> int:
     return len(older)
 
 
+def _landed_already(frame: pd.DataFrame, target: Path, schema: Any) -> pd.Timestamp | None:
+    """The ingestion time of ``target`` when it holds exactly ``frame``'s rows and values (it is
+    then the newest copy of all of them: a later batch would have removed some); else None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not target.exists():
+        return None
+    stored = pq.read_table(target)
+    fresh = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    if stored.drop_columns([INGESTED_AT]).equals(fresh.drop_columns([INGESTED_AT])):
+        return pd.Timestamp(stored.column(INGESTED_AT)[0].as_py())
+    return None
+
+
 def land_batch(
     cfg: PipelineConfig, df: pd.DataFrame, data_version: str, directory: Path
 ) -> dict[str, Any]:
@@ -334,11 +278,13 @@ def land_batch(
     dropped = check_stored_definitions(cfg, others) if others else set()
     kind = _history_kind(cfg, others, df[cfg.source.entity])
     if dropped:
-        _drop_columns(others, dropped)
+        drop_columns(others, dropped)
         log.warning("dropped column(s) %s from %d stored batch(es)", sorted(dropped), len(others))
-    ingested_at = pd.Timestamp(datetime.now(UTC))
-    frame = offline_frame(cfg, df, kind, ingested_at)
-    write_atomic(frame, target, _arrow_schema(cfg, frame))
+    frame = offline_frame(cfg, df, kind, pd.Timestamp(datetime.now(UTC)))
+    ingested_at = _landed_already(frame, target, _arrow_schema(cfg, frame))
+    if ingested_at is None:
+        ingested_at = frame[INGESTED_AT].iloc[0]
+        write_atomic(frame, target, _arrow_schema(cfg, frame))
     superseded = supersede(cfg, directory)
     if superseded:
         log.info("removed %d older copies of rows that batch %s re-sent", superseded, data_version)
@@ -356,6 +302,7 @@ def materialize_features(
 ) -> dict[str, object]:
     """Run the features stage (see the module docstring)."""
     from feature_repo.definitions import build_definitions
+    from mlplatform.stages.materialize import apply_definitions, materialize_pending
 
     df = pd.read_parquet(to_path(data_uri))
     missing = [c for c in [*cfg.features.all, cfg.features.label] if c not in df.columns]
@@ -369,16 +316,16 @@ def materialize_features(
 
     store = feature_store(cfg, settings)
     entity, view, service = build_definitions(cfg, src_dir, landed["entity_kind"])
-    store.apply([entity, view, service])
-    ts = pd.to_datetime(df[cfg.source.timestamp], utc=True)
-    start, end = ts.min().to_pydatetime(), ts.max().to_pydatetime() + timedelta(seconds=1)
-    store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-    log.info("materialized %s from %s to %s", view.name, start, end)
+    root = feast_root(cfg.name, settings)
+    applied = apply_definitions(store, [entity, view, service], root, settings)
+    files = stored_batches(src_dir)
+    done = materialize_pending(store, cfg, files, root, applied, settings, data_version)
+    log.info("%s; %s", applied["apply"], done["materialization"])
     return {
         "feature_service": service.name,
         "feature_view": view.name,
-        "materialized_from": start.isoformat(),
-        "materialized_to": end.isoformat(),
+        **applied,
+        **done,
         **landed,
     }
 

@@ -1,0 +1,343 @@
+"""Entity keys in, features out: the predict pre-step for models whose pipeline config says
+``serving.features_from: online_store``.
+
+Which models: the server is given a directory of pipeline configs (``create_app(...,
+pipelines_dir=DIR)``; ``python -m serving.server --pipelines DIR``, by default the platform's
+pipelines directory, ``MLP_PIPELINES_PATH`` or ``<repo>/pipelines``). Each valid config maps its
+``serving.model_name`` to its pipeline; a model whose config asks for ``online_store`` gets this
+pre-step, every other model is served exactly as before. The directory is re-read when its files
+change (checked at most every ``rescan_seconds``), so a config edit needs no restart.
+
+Requests: for such a model, ``{"instances": [{"<entity>": key}, ...]}`` (every instance an object
+holding only the pipeline's entity column) or ``{"inputs": {"<entity>": [key, ...]}}`` is
+replaced, before the SavedModel runs, by the same request with the model signature's inputs
+fetched from the pipeline's feature view (Feast ``get_online_features``, from the online store the
+platform settings name: SQLite under ``MLP_HOME`` or Redis). Any other request (raw feature
+rows) passes unchanged. Integer entity keys must be JSON integers (or whole floats); string keys
+strings (integers are taken as their decimal text, as the offline store does).
+
+Missing values: an entity the online store holds no feature value for (not materialized, past
+the view's TTL, or every requested feature null) is refused with a 400 that names it, e.g. ``entity customer_id 424242, 999999 not in the online store
+of pipeline 'demo' (feature view customer_activity)``: a model answering its imputed defaults for
+an unknown customer would be a silent wrong answer. A feature that is null in a known entity's
+latest row is sent as null, which the platform's models impute (numeric: training mean plus a
+was-missing flag; categorical: out of vocabulary), as for a raw request with ``null``.
+
+Other errors: a model input that the feature view lacks is a FAILED_PRECONDITION (400) naming it;
+an online store that cannot be read (nothing materialized yet, Redis down) is UNAVAILABLE (503).
+Feast and the pipeline configs are imported on first use, never by the server's import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.inference import ApiError, get_signature
+
+log = logging.getLogger(__name__)
+
+#: entities named in a "not in the online store" error; the rest are counted
+SHOWN_MISSING = 10
+ONLINE_STORE = "online_store"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@dataclass(frozen=True)
+class EntityRequest:
+    """The entity keys of a request and the format they came in."""
+
+    keys: list[Any]
+    columnar: bool  # ``inputs`` (columns) rather than ``instances`` (rows)
+    signature_name: str | None
+
+
+class PipelineFeatures:
+    """The online features of one pipeline: entity ``entity``, feature view ``view``.
+
+    ``store_factory`` builds the Feast ``FeatureStore`` (on first use, again after a failure
+    or when the file ``registry`` changed); a missing ``registry`` means "nothing materialized
+    yet".
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        entity: str,
+        view: str,
+        store_factory: Callable[[], Any],
+        registry: Path | None = None,
+    ) -> None:
+        self.pipeline, self.entity, self.view = pipeline, entity, view
+        self._factory, self._registry = store_factory, registry
+        self._lock = threading.Lock()
+        self._store: Any = None
+        self._store_version: int | None = None
+        self._integer_keys: bool | None = None
+        self._view_features: set[str] = set()
+
+    # ------------------------------------------------------------------ request shape
+
+    def entity_request(self, payload: Any) -> EntityRequest | None:
+        """The request's entity keys, or None when it is not an entity-key request."""
+        if not isinstance(payload, dict):
+            return None
+        signature = payload.get("signature_name")
+        if signature is not None and not isinstance(signature, str):
+            return None
+        rows, columns = payload.get("instances"), payload.get("inputs")
+        if isinstance(rows, list) and rows and "inputs" not in payload:
+            if all(isinstance(r, dict) and set(r) == {self.entity} for r in rows):
+                return EntityRequest([r[self.entity] for r in rows], False, signature)
+        if (
+            isinstance(columns, dict)
+            and set(columns) == {self.entity}
+            and "instances" not in payload
+        ):
+            keys = columns[self.entity]
+            if isinstance(keys, list) and keys:
+                return EntityRequest(keys, True, signature)
+        return None
+
+    def expand(self, request: EntityRequest, names: list[str]) -> dict[str, Any]:
+        """The predict request body with the features ``names`` in place of the entity keys."""
+        columns = self.fetch(request.keys, names)
+        body: dict[str, Any] = {}
+        if request.signature_name is not None:
+            body["signature_name"] = request.signature_name
+        if request.columnar:
+            body["inputs"] = columns
+        else:
+            body["instances"] = [
+                {n: columns[n][i] for n in names} for i in range(len(request.keys))
+            ]
+        return body
+
+    # ------------------------------------------------------------------ lookup
+
+    def fetch(self, keys: list[Any], names: list[str]) -> dict[str, list[Any]]:
+        """Feature columns ``names`` for ``keys`` from the online store; see the module doc."""
+        store = self._ready_store()
+        unknown = sorted(set(names) - self._view_features)
+        if unknown:
+            raise ApiError.of(
+                "FAILED_PRECONDITION",
+                f"model input(s) {', '.join(unknown)} are not features of view {self.view} of "
+                f"pipeline {self.pipeline!r}; the served model and the feature config disagree",
+            )
+        typed = [self._typed_key(k, i) for i, k in enumerate(keys)]
+        refs = [f"{self.view}:{n}" for n in names]
+        try:
+            response = store.get_online_features(
+                features=refs, entity_rows=[{self.entity: k} for k in typed]
+            )
+            values = response.to_dict()
+            missing = self._missing(response.proto, typed)
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Feast and the stores raise many types
+            self._store = None  # build it again on the next request
+            raise ApiError.of(
+                "UNAVAILABLE",
+                f"online features of pipeline {self.pipeline!r} cannot be read: {_first_line(exc)}",
+            ) from exc
+        if missing:
+            shown = ", ".join(str(k) for k in missing[:SHOWN_MISSING])
+            more = (
+                f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
+            )
+            raise ApiError(
+                400,
+                f"entity {self.entity} {shown}{more} not in the online store of pipeline "
+                f"{self.pipeline!r} (feature view {self.view})",
+            )
+        return {n: list(values[n]) for n in names}
+
+    def _registry_version(self) -> int | None:
+        """The registry file's mtime (None without a registry path); raises UNAVAILABLE when
+        the file is missing."""
+        if self._registry is None:
+            return None
+        try:
+            return self._registry.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise ApiError.of(
+                "UNAVAILABLE",
+                f"no online features for pipeline {self.pipeline!r} yet: run its pipeline "
+                "(the features stage materializes them)",
+            ) from None
+
+    def _ready_store(self) -> Any:
+        """The Feast store, built again when the registry file changed (an apply, a reset, a
+        materialization), so that a changed view is seen without a restart."""
+        with self._lock:
+            version = self._registry_version()
+            if self._store is not None and version == self._store_version:
+                return self._store
+            try:
+                store = self._factory()
+                view = store.get_feature_view(self.view)
+                value_type = store.get_entity(self.entity).value_type
+            except Exception as exc:  # noqa: BLE001 - FeatureViewNotFoundException, IO errors ...
+                raise ApiError.of(
+                    "UNAVAILABLE",
+                    f"online features of pipeline {self.pipeline!r} cannot be read: "
+                    f"{_first_line(exc)}",
+                ) from exc
+            self._view_features = {f.name for f in view.features}
+            self._integer_keys = value_type.name == "INT64"
+            self._store, self._store_version = store, version
+            return store
+
+    def _typed_key(self, key: Any, index: int) -> Any:
+        if self._integer_keys:
+            if isinstance(key, float) and key.is_integer():
+                return int(key)
+            if isinstance(key, int) and not isinstance(key, bool):
+                return key
+            raise ApiError(
+                400, f"entity {self.entity} of instance {index} must be an integer, got {key!r}"
+            )
+        if isinstance(key, str):
+            return key
+        if isinstance(key, int) and not isinstance(key, bool):
+            return str(key)
+        raise ApiError(
+            400, f"entity {self.entity} of instance {index} must be a string, got {key!r}"
+        )
+
+    def _missing(self, proto: Any, keys: list[Any]) -> list[Any]:
+        """Keys the online store holds no feature value for: every feature NOT_FOUND or
+        OUTSIDE_MAX_AGE, or without a value (Feast's Redis store answers PRESENT with an empty
+        value for an unknown key); the entity column of the response is left out."""
+        from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+        absent = {FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE}
+        names = list(proto.metadata.feature_names.val)
+        features = [r for n, r in zip(names, proto.results, strict=True) if n != self.entity]
+
+        def empty(column: Any, i: int) -> bool:
+            return column.statuses[i] in absent or column.values[i].WhichOneof("val") is None
+
+        return [
+            key
+            for i, key in enumerate(keys)
+            if features and all(empty(column, i) for column in features)
+        ]
+
+
+class OnlineFeatureSources:
+    """Model name -> :class:`PipelineFeatures` for the models whose pipeline config in
+    ``pipelines_dir`` says ``serving.features_from: online_store`` (see the module doc)."""
+
+    def __init__(self, pipelines_dir: Path, rescan_seconds: float = 1.0) -> None:
+        self.pipelines_dir = Path(pipelines_dir)
+        self.rescan_seconds = rescan_seconds
+        self._lock = threading.Lock()
+        self._checked = float("-inf")
+        self._signature: tuple = ()
+        self._sources: dict[str, PipelineFeatures | ApiError] = {}
+
+    def apply(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
+        """The predict pre-step: for an entity-key request to a model served from the online
+        store, the request with its features fetched and ``{"entities": keys}`` for the request
+        log; any other request as it came, and None."""
+        source = self.for_model(servable.name)
+        wanted = source.entity_request(payload) if source is not None else None
+        if source is None or wanted is None:
+            return payload, None
+        _key, _fn, specs, _sigdef = get_signature(servable, wanted.signature_name)
+        return source.expand(wanted, sorted(specs)), {"entities": wanted.keys}
+
+    def for_model(self, model: str) -> PipelineFeatures | None:
+        """The model's online features, or None when it takes raw features (``request``).
+        Raises :class:`ApiError` when two pipeline configs claim the model."""
+        with self._lock:
+            if time.monotonic() - self._checked >= self.rescan_seconds:
+                self._rescan()
+            source = self._sources.get(model)
+        if isinstance(source, ApiError):
+            raise source
+        return source
+
+    def _files_signature(self) -> tuple:
+        try:
+            files = sorted(self.pipelines_dir.glob("*.yaml"))
+            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        except OSError:
+            return ()
+
+    def _rescan(self) -> None:
+        self._checked = time.monotonic()
+        signature = self._files_signature()
+        if signature == self._signature:
+            return
+        self._signature = signature
+        self._sources = _sources_from(self.pipelines_dir, self._sources)
+
+
+def _sources_from(
+    pipelines_dir: Path, previous: dict[str, PipelineFeatures | ApiError]
+) -> dict[str, PipelineFeatures | ApiError]:
+    """Model -> source for the valid configs of ``pipelines_dir`` that ask for online features;
+    an unchanged source is kept (with its open store)."""
+    from mlplatform.config import load_pipelines, pipeline_files
+
+    by_model: dict[str, list[Any]] = {}
+    for item in load_pipelines(pipeline_files(pipelines_dir)):
+        if item.config is not None:
+            by_model.setdefault(item.config.serving.model_name, []).append(item.config)
+        else:
+            log.warning("pipeline config ignored by the server: %s", item.error)
+    sources: dict[str, PipelineFeatures | ApiError] = {}
+    for model, configs in by_model.items():
+        if not any(c.serving.features_from == ONLINE_STORE for c in configs):
+            continue
+        if len(configs) > 1:
+            names = ", ".join(sorted(c.name for c in configs))
+            sources[model] = ApiError.of(
+                "FAILED_PRECONDITION",
+                f"model {model!r} is the serving.model_name of pipelines {names}; entity-key "
+                "requests need exactly one",
+            )
+            continue
+        cfg = configs[0]
+        old = previous.get(model)
+        same = isinstance(old, PipelineFeatures) and (old.pipeline, old.entity, old.view) == (
+            cfg.name,
+            cfg.source.entity,
+            cfg.features.view,
+        )
+        sources[model] = old if same else _pipeline_features(cfg)
+    return sources
+
+
+def _pipeline_features(cfg: Any) -> PipelineFeatures:
+    from mlplatform.settings import get_settings
+    from mlplatform.stages.features import feast_root, feature_store_for
+
+    settings = get_settings()
+    return PipelineFeatures(
+        cfg.name,
+        cfg.source.entity,
+        cfg.features.view,
+        lambda: feature_store_for(cfg.name, settings),
+        registry=feast_root(cfg.name, settings) / "registry.db",
+    )
+
+
+def platform_pipelines_dir() -> Path | None:
+    """The platform's pipelines directory (``MLP_PIPELINES_PATH`` or ``<repo>/pipelines``), if
+    it exists: the server's default ``--pipelines``."""
+    from mlplatform.settings import get_settings
+
+    path = get_settings().pipelines_dir
+    return path if path.is_dir() else None
