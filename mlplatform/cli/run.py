@@ -67,8 +67,11 @@ def _stage_line(summary: dict) -> str:
             )
         if summary["stage"] == "gate":
             detail = f"{out.get('metric')}: challenger={out.get('challenger')} champion={out.get('champion')}"
-        if summary["stage"] == "features" and out.get("superseded_rows"):
-            detail += f"  superseded_rows={out['superseded_rows']}"
+        if summary["stage"] == "features":
+            if out.get("superseded_rows"):
+                detail += f"  superseded_rows={out['superseded_rows']}"
+            if out.get("materialization"):  # e.g. "already materialized: v1 [..]"
+                detail += f"  ({out['materialization']})"
         if summary["stage"] == "training_set":
             detail += _training_set_detail(out)
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
