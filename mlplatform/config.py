@@ -289,6 +289,17 @@ class RetrainConfig(_Strict):
         return check_schedule(value)
 
 
+class AlertsConfig(_Strict):
+    webhook_url: str | None = Field(
+        default=None,
+        description="Slack-compatible incoming webhook; null: MLP_ALERT_WEBHOOK_URL, else none",
+    )
+    events: list[Literal["failure", "gate_refused", "drift", "retrain_decision"]] = Field(
+        default_factory=lambda: ["failure", "gate_refused", "drift", "retrain_decision"],
+        description="which events are sent (mlplatform.alerts.EVENTS)",
+    )
+
+
 class PipelineConfig(_Strict):
     """One model's pipeline: data source through serving and monitoring."""
 
@@ -307,6 +318,7 @@ class PipelineConfig(_Strict):
     serving: ServingConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _metric_fits_kind(self) -> PipelineConfig:

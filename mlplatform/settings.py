@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     run_stale_s: float = Field(
         default=600.0, gt=0, description="a run with no heartbeat for this long is taken for dead"
     )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Slack-compatible webhook for alerts when a pipeline sets none "
+        "(mlplatform.alerts); unset: no alert leaves the machine",
+    )
     ui_all_admins: bool = Field(
         default=False,
         description="embedded Airflow UI without a login, every visitor an admin (explicit "
