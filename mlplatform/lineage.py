@@ -2,12 +2,14 @@
 
 From any served version one walks back: model version -> tags ``data_version`` (DVC md5),
 ``data_commit`` (commit of the DVC data repo), ``validation`` (GX result + Data Docs),
-``feature_service``, ``training_set_uri``, ``git_commit`` (this platform checkout) and
-``pipeline_config_hash``.
+``feature_service``, ``training_set_uri``, ``git_commit`` (this platform checkout),
+``pipeline_config_hash`` and ``trainer_code_hash`` (:func:`trainer_code_hash`: a retrain is due
+when the code that trains changed, even where git is absent, as in a container image).
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -22,6 +24,7 @@ LINEAGE_KEYS = (
     "training_set_uri",
     "git_commit",
     "pipeline_config_hash",
+    "trainer_code_hash",
     "airflow_run_id",
 )
 
@@ -46,6 +49,25 @@ def git_commit(repo: Path) -> str:
         return "unknown"
 
 
+#: the code that determines what a training run produces, relative to the platform checkout
+TRAINER_CODE = ("training", "mlplatform/stages/train.py", "mlplatform/scoring.py")
+
+
+@cache
+def trainer_code_hash(repo: Path) -> str:
+    """sha256 (16 hex) over the trainer's Python sources (:data:`TRAINER_CODE`), by relative path
+    and content; stable across checkouts and machines, changed by any edit to that code."""
+    digest = hashlib.sha256()
+    for entry in TRAINER_CODE:
+        root = repo / entry
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file():
+                digest.update(path.relative_to(repo).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def lineage_tags(values: dict[str, object]) -> dict[str, str]:
     """Keep the known lineage keys, stringified (MLflow tags are strings)."""
     return {k: str(values[k]) for k in LINEAGE_KEYS if values.get(k) not in (None, "")}
@@ -67,6 +89,7 @@ def training_run_tags(
     values |= {
         "git_commit": git_commit(repo_root),
         "pipeline_config_hash": config_hash,
+        "trainer_code_hash": trainer_code_hash(repo_root),
         "airflow_run_id": airflow_run_id,
     }
     return lineage_tags(values)

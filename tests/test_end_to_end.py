@@ -79,6 +79,7 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
         "training_set_uri",
         "git_commit",
         "pipeline_config_hash",
+        "trainer_code_hash",
         "validation",
     ):
         assert v1.tags.get(tag), f"model version lacks lineage tag {tag}"
