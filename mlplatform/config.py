@@ -17,7 +17,7 @@ A pipeline file cannot hurt the others, nor the process that reads it:
   bounded expansion costs nothing; only their expansion is capped. Recursive aliases are refused.
 * Echoed input in errors (``(got ...)``) is cut to ``ECHO_CHARS`` characters and at most
   ``MAX_ERROR_LINES`` field errors are listed.
-* Schedules (``monitoring.schedule``, ``retrain.schedule``) are null, an Airflow preset or a cron
+* Schedules (``source.schedule``, ``monitoring.schedule``, ``retrain.schedule``) are null, an Airflow preset or a cron
   expression that croniter (Airflow's own cron parser, imported lazily) accepts and that fires.
 """
 
@@ -149,11 +149,27 @@ class SourceConfig(_Strict):
     format: Literal["csv", "parquet"] = "csv"
     timestamp: str = Field(description="event-time column")
     entity: str = Field(description="entity key column")
+    schedule: str | None = Field(
+        default="@daily",
+        description="when the ingest DAG (built only with a uri) reads the landing batch of its "
+        "data interval; null: none (trigger it by hand)",
+    )
 
     @field_validator("timestamp", "entity")
     @classmethod
     def _column_names(cls, value: str) -> str:
         return _usable_names(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _airflow_schedule(cls, value: str | None) -> str | None:
+        return check_schedule(value)
+
+    @property
+    def templated(self) -> bool:
+        """Whether ``uri`` is a landing source templated by the run's data interval (Jinja,
+        e.g. ``landing/{{ data_interval_start | ds }}/*.csv``)."""
+        return self.uri is not None and ("{{" in self.uri or "{%" in self.uri)
 
 
 class ValidationConfig(_Strict):
@@ -273,9 +289,15 @@ class MonitoringConfig(_Strict):
 
 
 class RetrainConfig(_Strict):
-    schedule: str | None = Field(default="@weekly", description="retraining; null: none")
-    on_new_data: bool = True
-    on_drift: bool = True
+    schedule: str | None = Field(
+        default="@weekly",
+        description="cron of the retrain check (the decide task retrains on new data, a changed "
+        "config or trainer code, or no champion); null: none",
+    )
+    on_new_data: bool = Field(
+        default=True, description="a new validated data version (the data asset) triggers a run"
+    )
+    on_drift: bool = Field(default=True, description="the monitor's drift asset triggers a run")
     window_days: float | None = Field(
         default=None,
         gt=0,

@@ -1,7 +1,8 @@
 """Airflow DAGs from pipeline files; what ``dags/mlplatform_pipelines.py`` exposes to Airflow.
 
-Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train`` and a manual rollback DAG
-``mlp_<name>_rollback``. Per file that is *not* valid: a placeholder DAG
+Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train``, a manual rollback DAG
+``mlp_<name>_rollback`` and, when the pipeline names a landing source (``source.uri``), an ingest
+DAG ``mlp_<name>_ingest``. Per file that is *not* valid: a placeholder DAG
 ``mlp_<file stem>_invalid``, so that the problem shows in the Airflow UI while every good
 pipeline keeps its DAGs.
 
@@ -47,14 +48,32 @@ INVALID_TAG = "invalid"
 
 TRAIN_DAG_DOC = """Training DAG of a pipeline config (``pipelines/<name>.yaml``)::
 
-    start_run -> ingest -> validate -> features -> training_set -> train -> register -> gate
-      -> infra_validate -> promote  (end_run: teardown, always)
+    start_run -> decide -> ingest -> validate -> features -> training_set -> train -> register
+      -> gate -> infra_validate -> promote  (end_run: teardown, always)
 
 ``start_run`` takes the pipeline's lease (runs of one pipeline never interleave: a second run
 waits for the first) and freezes the run's config; ``end_run`` gives the lease back.
 
-Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``).
+Scheduled on ``retrain.schedule`` (cron) and/or the pipeline's data asset (``retrain.on_new_data``)
+and drift asset (``retrain.on_drift``). ``decide`` retrains or skips the rest of the run with the
+reason (triggers, cooldown: ``mlplatform.decisions``); the reason is the run's note.
+
+Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``); a run without
+``data_uri`` ingests nothing new: it trains on the validated history up to the newest validated
+batch (``retrain.window_days``).
 """
+
+INGEST_DAG_DOC = """Ingest DAG of a pipeline with a landing source (``source.uri``, templated by the
+run's data interval, e.g. ``landing/{{ data_interval_start | ds }}/*.csv``)::
+
+    start_run -> ingest -> validate -> features -> publish  (end_run: teardown, always)
+
+Scheduled on ``source.schedule``. ``publish`` emits the pipeline's data asset for a data version
+no earlier run validated; an interval with no batch skips the run with the reason.
+"""
+
+#: Airflow schedules that cannot be combined with assets (they are not cron expressions)
+NOT_CRON = ("@once", "@continuous")
 
 
 def train_operator_class() -> type:
@@ -67,6 +86,38 @@ def train_operator_class() -> type:
     from operators import LocalHorovodTrainOperator
 
     return LocalHorovodTrainOperator
+
+
+def train_schedule(cfg: PipelineConfig) -> Any:
+    """The train DAG's schedule from the ``retrain`` section: the cron ``retrain.schedule``, the
+    data asset (``on_new_data``, only where an ingest DAG emits it: ``source.uri`` set) and the
+    drift asset (``on_drift``), any of them (Airflow's ``AssetOrTimeSchedule`` / ``|``); None
+    when none is set."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    from mlplatform.assets import data_asset, drift_asset
+
+    assets = []
+    if cfg.retrain.on_new_data and cfg.source.uri:
+        assets.append(data_asset(cfg.name))
+    if cfg.retrain.on_drift:
+        assets.append(drift_asset(cfg.name))
+    cron = cfg.retrain.schedule
+    if not assets:
+        return cron
+    condition = assets[0]
+    for asset in assets[1:]:
+        condition = condition | asset
+    if cron is None:
+        return condition
+    if cron in NOT_CRON:
+        raise ConfigError(
+            f"retrain.schedule {cron!r} cannot be combined with retrain.on_new_data/on_drift; "
+            "use a cron expression or preset, or set both to false"
+        )
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=condition
+    )
 
 
 def build_train_dag(cfg: PipelineConfig) -> DAG:
@@ -83,12 +134,13 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         TrainingSetOperator,
         ValidateOperator,
     )
+    from operators.decide import DecideOperator
     from operators.run_control import EndRunOperator, StartRunOperator
 
     with DAG(
         dag_id=f"mlp_{cfg.name}_train",
         description=cfg.description or f"train {cfg.name}",
-        schedule=cfg.retrain.schedule if cfg.source.uri else None,
+        schedule=train_schedule(cfg),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -97,13 +149,16 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         tags=["mlplatform", "train", cfg.name],
         params={
             "data_uri": Param(
-                cfg.source.uri or "", type="string", description="raw batch to ingest"
+                "",
+                type="string",
+                description="raw batch to ingest; empty: train on the validated history",
             )
         },
         default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
         doc_md=TRAIN_DAG_DOC,
     ) as dag:
         start = StartRunOperator()
+        decide = DecideOperator()
         ingest = IngestOperator()
         validate = ValidateOperator(data=ingest.output)
         features = FeaturesOperator(data=ingest.output)
@@ -118,10 +173,51 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             registered=registered.output, training_set=training_set.output
         )
         promote = PromoteOperator(validated=infra.output)
-        start >> ingest
+        start >> decide >> ingest
         promote >> EndRunOperator().as_teardown(setups=start)
         validate >> features >> training_set
         gate >> infra
+    return dag
+
+
+def build_ingest_dag(cfg: PipelineConfig) -> DAG:
+    """The ingest DAG of a pipeline with a landing source (``source.uri``): the batch of each data
+    interval, validated, stored in the offline store and announced (data asset). Same operators
+    and pipeline lease as the train DAG; its runs are scoped ``ingest`` (``run_scope``)."""
+    from airflow.sdk import DAG, CronDataIntervalTimetable
+
+    from operators import FeaturesOperator, IngestOperator, ValidateOperator
+    from operators.publish import PublishDataOperator
+    from operators.run_control import EndRunOperator, StartRunOperator
+
+    assert cfg.source.uri, "an ingest DAG needs source.uri"
+    cron = cfg.source.schedule
+    schedule = cron if cron is None or cron in NOT_CRON else CronDataIntervalTimetable(cron, "UTC")
+    with DAG(
+        dag_id=f"mlp_{cfg.name}_ingest",
+        description=f"ingest {cfg.name}'s landing batches: {cfg.source.uri}",
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=get_settings().run_timeout_hours),
+        tags=["mlplatform", "ingest", cfg.name],
+        default_args={
+            "pipeline": cfg.name,
+            "run_scope": "ingest",
+            "retries": 1,
+            "retry_delay": timedelta(seconds=30),
+        },
+        doc_md=INGEST_DAG_DOC,
+    ) as dag:
+        start = StartRunOperator()
+        ingest = IngestOperator(source_uri=cfg.source.uri, landing=True)
+        validate = ValidateOperator(data=ingest.output)
+        features = FeaturesOperator(data=ingest.output)
+        publish = PublishDataOperator(data=ingest.output)
+        start >> ingest
+        validate >> features >> publish
+        publish >> EndRunOperator().as_teardown(setups=start)
     return dag
 
 
@@ -151,6 +247,8 @@ def build_pipeline_dags(cfg: PipelineConfig) -> list[DAG]:
     """The DAGs of one valid pipeline, each checked as the DagBag checks it (``validate``:
     timetable, params; ``check_cycle``), so that a failure here, not in the DagBag, says why."""
     dags = [build_train_dag(cfg), build_rollback_dag(cfg)]
+    if cfg.source.uri:
+        dags.append(build_ingest_dag(cfg))
     for dag in dags:
         dag.validate()
         dag.check_cycle()

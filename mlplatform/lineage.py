@@ -3,16 +3,23 @@
 From any served version one walks back: model version -> tags ``data_version`` (DVC md5),
 ``data_commit`` (commit of the DVC data repo), ``validation`` (GX result + Data Docs),
 ``feature_service``, ``training_set_uri``, ``git_commit`` (this platform checkout),
-``pipeline_config_hash`` and ``trainer_code_hash`` (:func:`trainer_code_hash`: a retrain is due
-when the code that trains changed, even where git is absent, as in a container image).
+``pipeline_config_hash`` (the whole config), ``training_config_hash`` (:func:`training_config_hash`:
+only what determines the model, so that editing alerts, monitoring or serving settings does not
+retrain) and ``trainer_code_hash`` (:func:`trainer_code_hash`: a retrain is due when the code that
+trains changed, even where git is absent, as in a container image).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
 
 LINEAGE_KEYS = (
     "data_version",
@@ -24,6 +31,7 @@ LINEAGE_KEYS = (
     "training_set_uri",
     "git_commit",
     "pipeline_config_hash",
+    "training_config_hash",
     "trainer_code_hash",
     "airflow_run_id",
 )
@@ -68,6 +76,33 @@ def trainer_code_hash(repo: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+#: the config that determines what a training run produces: section -> fields (None: all). Where
+#: data comes from (``source.uri``/``query``/``schedule``: the data version says what was read),
+#: the gate, serving, monitoring, alerts and when to retrain are not in it.
+TRAINING_CONFIG: dict[str, tuple[str, ...] | None] = {
+    "source": ("format", "timestamp", "entity"),
+    "validation": None,
+    "features": None,
+    "model": None,
+    "training": ("workers", "processes_per_worker", "gpus_per_worker", "image"),
+    "retrain": ("window_days",),
+}
+
+
+def training_config_hash(cfg: PipelineConfig) -> str:
+    """sha256 (16 hex) of the parts of ``cfg`` that determine the model (:data:`TRAINING_CONFIG`);
+    the champion's tag of it, compared with the live config's, tells whether a retrain is due."""
+    dumped = cfg.model_dump(mode="json")
+    picked = {
+        section: dumped[section]
+        if fields is None
+        else {name: dumped[section][name] for name in fields}
+        for section, fields in TRAINING_CONFIG.items()
+    }
+    blob = json.dumps(picked, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def lineage_tags(values: dict[str, object]) -> dict[str, str]:
     """Keep the known lineage keys, stringified (MLflow tags are strings)."""
     return {k: str(values[k]) for k in LINEAGE_KEYS if values.get(k) not in (None, "")}
@@ -79,9 +114,10 @@ def training_run_tags(
     repo_root: Path,
     config_hash: str,
     airflow_run_id: str,
+    training_hash: str | None = None,
 ) -> dict[str, str]:
     """The lineage tags of a training run: upstream stages' XComs (ingest, validate, features),
-    the training set, this checkout's commit, the config hash and the Airflow run id."""
+    the training set, this checkout's commit, the config hashes and the Airflow run id."""
     values: dict[str, object] = {}
     for xcom in upstream:
         values.update(xcom or {})
@@ -89,6 +125,7 @@ def training_run_tags(
     values |= {
         "git_commit": git_commit(repo_root),
         "pipeline_config_hash": config_hash,
+        "training_config_hash": training_hash,
         "trainer_code_hash": trainer_code_hash(repo_root),
         "airflow_run_id": airflow_run_id,
     }

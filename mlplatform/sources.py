@@ -65,6 +65,11 @@ class SourceError(StageError):
     """A batch cannot be read; ``str()`` is one line ``ingest: <where>: <what>``."""
 
 
+class NoBatch(SourceError):
+    """The URI names nothing to read (no file, no object, no match): an empty landing interval
+    when the ingest DAG reads its landing source, an error where a user named the batch."""
+
+
 @dataclass
 class Chunk:
     """Rows of a batch as read: ``where`` names the file/object/query they came from."""
@@ -139,7 +144,7 @@ def _resolve_local(uri: str, cfg: PipelineConfig) -> ResolvedSource:
     if _GLOB_CHARS.search(text):
         matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
         if not matches:
-            raise SourceError(f"ingest: {uri}: no file matches")
+            raise NoBatch(f"ingest: {uri}: no file matches")
         paths = [Path(m).resolve() for m in matches]
     else:
         path = Path(text).resolve()
@@ -150,9 +155,9 @@ def _resolve_local(uri: str, cfg: PipelineConfig) -> ResolvedSource:
                 if p.is_file() and p.name.lower().endswith((".csv", *PARQUET_SUFFIXES))
             )
             if not paths:
-                raise SourceError(f"ingest: {path}: directory holds no .csv or .parquet file")
+                raise NoBatch(f"ingest: {path}: directory holds no .csv or .parquet file")
         elif not path.exists():
-            raise SourceError(f"ingest: {path}: no such file")
+            raise NoBatch(f"ingest: {path}: no such file")
         else:
             paths = [path]
     fmt = cfg.source.format
@@ -208,7 +213,7 @@ def _resolve_s3(uri: str, cfg: PipelineConfig, settings: Settings, staging: Path
         else:
             keys = _list_keys(client, bucket, key)
             if not keys:
-                raise SourceError(f"ingest: {uri}: no object matches")
+                raise NoBatch(f"ingest: {uri}: no object matches")
         staging.mkdir(parents=True, exist_ok=True)
         files = []
         for i, name in enumerate(keys):
@@ -241,7 +246,7 @@ def _head_object(client, bucket: str, key: str) -> None:
         if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
             raise SourceError(f"ingest: s3://{bucket}/{key}: no such bucket") from None
         raise
-    raise SourceError(f"ingest: s3://{bucket}/{key}: no such object")
+    raise NoBatch(f"ingest: s3://{bucket}/{key}: no such object")
 
 
 def _list_keys(client, bucket: str, key: str) -> list[str]:

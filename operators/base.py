@@ -9,7 +9,8 @@ judged dead must not write shared state) and refreshes its heartbeat while it wo
 Errors map to Airflow outcomes:
 
 * :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
-* :class:`~mlplatform.stages.GateRefused` -> skipped with the reason (a decision, not a crash);
+* :class:`~mlplatform.stages.GateRefused`, :class:`~mlplatform.stages.NothingToDo` -> skipped
+  with the reason (a decision, not a crash);
 * other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
 """
 
@@ -28,15 +29,27 @@ from mlplatform.settings import Settings, get_settings
 
 
 class PlatformOperator(BaseOperator):
-    """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
+    """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``.
+
+    ``run_scope`` (a DAG's ``default_args``) keeps the runs of a second DAG of the pipeline apart
+    from the train DAG's: Airflow names scheduled runs of every DAG ``scheduled__<date>``, so the
+    ingest DAG's runs are ``ingest__<run id>`` for the lease, the config snapshot and storage.
+    """
 
     stage: str = "stage"
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
+    def __init__(self, *, pipeline: str, run_scope: str = "", **kwargs: Any) -> None:
         kwargs.setdefault("task_id", self.stage)
         super().__init__(**kwargs)
         self.pipeline = pipeline
+        self.run_scope = run_scope
+
+    def platform_run_id(self, context: Any) -> str:
+        """The run's id for the platform (lease, snapshot, storage): Airflow's run id, prefixed
+        with ``run_scope`` when the DAG sets one."""
+        run_id = context["run_id"]
+        return f"{self.run_scope}__{run_id}" if self.run_scope else run_id
 
     def run_stage(
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
@@ -45,11 +58,12 @@ class PlatformOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
-        from mlplatform.stages import GateRefused, StageError, ValidationFailed
+        from mlplatform.stages import GateRefused, NothingToDo, StageError, ValidationFailed
         from mlplatform.storage import run_key, stage_dir, write_summary
 
         settings = get_settings()
-        run = run_key(context["run_id"])
+        run_id = self.platform_run_id(context)
+        run = run_key(run_id)
         cfg = runs.load_run_config(settings, self.pipeline, run)
         leased = (
             self.stage not in ("start_run", "end_run")
@@ -57,19 +71,15 @@ class PlatformOperator(BaseOperator):
         )
         if leased:
             try:
-                runs.heartbeat(settings, cfg.name, context["run_id"])
+                runs.heartbeat(settings, cfg.name, run_id)
             except runs.LeaseLost as exc:
                 raise AirflowFailException(str(exc)) from None
         out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
         started = time.monotonic()
         try:
-            with (
-                runs.heartbeating(settings, cfg.name, context["run_id"])
-                if leased
-                else nullcontext()
-            ):
+            with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
                 result = self.run_stage(cfg, out_dir, settings, context)
-        except GateRefused as exc:
+        except (GateRefused, NothingToDo) as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise AirflowSkipException(str(exc)) from None
         except ValidationFailed as exc:

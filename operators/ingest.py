@@ -7,22 +7,57 @@ from typing import Any
 from operators.base import PlatformOperator
 
 
+def describe_interval(context: Any) -> str:
+    """The run's data interval, for messages: ``2026-01-02T00:00:00+00:00/2026-01-03T00:00:00+00:00``."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        return "this run (no data interval)"
+    return f"{start.isoformat()}/{end.isoformat()}"
+
+
 class IngestOperator(PlatformOperator):
     """Ingest ``source_uri`` (templated; default the DAG param ``data_uri``): a path, glob,
     directory, ``s3://`` object or prefix, or ``sql+<SQLAlchemy URL>`` (:mod:`mlplatform.sources`).
 
+    * ``landing=True`` (the ingest DAG): ``source_uri`` is the pipeline's landing source rendered
+      for the run's data interval; an interval with no batch there skips the task with the reason
+      ("no batch under <uri> for <interval>"), and the rest of the run with it.
+    * ``landing=False`` (the train DAG): an empty ``source_uri`` (a run started by the schedule, by
+      an asset, or by hand without a batch) ingests nothing new and hands on the newest validated
+      batch (``reused: true``, :func:`mlplatform.stages.ingest.reuse_newest_validated`): the
+      ingest DAG is the one place that reads landing batches.
+
     XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``chunks``,
-    ``files``, ``source_uri`` (passwords hidden).
+    ``files``, ``source_uri`` (passwords hidden), ``new`` (no earlier run validated this data
+    version), and ``reused``/``ingested_at`` for a reused batch.
     """
 
     stage = "ingest"
     template_fields = ("source_uri",)
 
-    def __init__(self, *, source_uri: str = "{{ params.data_uri }}", **kwargs: Any) -> None:
+    def __init__(
+        self, *, source_uri: str = "{{ params.data_uri }}", landing: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.source_uri = source_uri
+        self.landing = landing
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.stages.ingest import ingest
+        from mlplatform.history import is_validated
+        from mlplatform.sources import NoBatch
+        from mlplatform.stages import NothingToDo
+        from mlplatform.stages.ingest import ingest, reuse_newest_validated
 
-        return ingest(cfg, self.source_uri or cfg.source.uri or "", out_dir, settings)
+        uri = (self.source_uri or "").strip()
+        if not uri and not self.landing:
+            result = reuse_newest_validated(cfg, out_dir, settings)
+            return {**result, "new": False}
+        try:
+            result = ingest(cfg, uri, out_dir, settings)
+        except NoBatch as exc:
+            if not self.landing:
+                raise
+            raise NothingToDo(
+                f"no batch under {uri} for {describe_interval(context)} ({exc})"
+            ) from None
+        return {**result, "new": not is_validated(cfg, settings, str(result["data_version"]))}

@@ -371,7 +371,7 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
         return settings, load_pipeline(find_pipeline(self.pipeline, settings.pipelines_dir))
 
     def _tags(self, context: Any, settings: Any, cfg: Any) -> dict[str, str]:
-        from mlplatform.lineage import training_run_tags
+        from mlplatform.lineage import training_config_hash, training_run_tags
 
         return training_run_tags(
             self.lineage,
@@ -379,6 +379,7 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
             settings.repo_root,
             cfg.config_hash(),
             context["run_id"],
+            training_config_hash(cfg),
         )
 
     def trainer_spec(

@@ -11,6 +11,28 @@ from typing import Any
 
 from operators.base import PlatformOperator
 
+#: Airflow's run types (``DagRunType``): the first part of every run id Airflow generates
+AIRFLOW_RUN_TYPES = frozenset(
+    (
+        "backfill",
+        "scheduled",
+        "manual",
+        "operator_triggered",
+        "asset_triggered",
+        "asset_materialization",
+    )
+)
+
+
+def split_run_id(platform_run_id: str) -> tuple[str, str]:
+    """``(run_scope, Airflow run id)`` of a platform run id (see
+    :meth:`PlatformOperator.platform_run_id`): ``ingest__scheduled__...`` -> ``("ingest",
+    "scheduled__...")``; a train DAG's id has no scope."""
+    head, sep, rest = platform_run_id.partition("__")
+    if sep and rest and head not in AIRFLOW_RUN_TYPES:
+        return head, rest
+    return "", platform_run_id
+
 
 class StartRunOperator(PlatformOperator):
     """Take the pipeline lease for this run and freeze its config snapshot.
@@ -33,11 +55,14 @@ class StartRunOperator(PlatformOperator):
         from mlplatform.stages import StageError
         from mlplatform.storage import run_key
 
-        run_id, dag_id = context["run_id"], context["dag"].dag_id
+        run_id, dag_id = self.platform_run_id(context), context["dag"].dag_id
         ti = context["ti"]
 
         def run_state(other: str) -> str | None:
-            return ti.get_dagrun_state(dag_id=dag_id, run_id=other)
+            scope, airflow_run_id = split_run_id(other)
+            if scope != self.run_scope:
+                return None  # another DAG's run (two DAGs may share a run id): ask nobody
+            return ti.get_dagrun_state(dag_id=dag_id, run_id=airflow_run_id)
 
         def on_wait(holder: runs.Lease) -> None:
             self.log.info(
@@ -89,5 +114,5 @@ class EndRunOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform import runs
 
-        released = runs.release(settings, cfg.name, context["run_id"])
+        released = runs.release(settings, cfg.name, self.platform_run_id(context))
         return {"lease": "released" if released else "not held"}

@@ -68,7 +68,7 @@ class LocalHorovodTrainOperator(PlatformOperator):
             stop_trainer(self._trainer)
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.lineage import training_run_tags
+        from mlplatform.lineage import training_config_hash, training_run_tags
         from mlplatform.stages.train import run_local, write_spec
 
         tags = training_run_tags(
@@ -77,6 +77,7 @@ class LocalHorovodTrainOperator(PlatformOperator):
             settings.repo_root,
             cfg.config_hash(),
             context["run_id"],
+            training_config_hash(cfg),
         )
         spec = write_spec(
             cfg,

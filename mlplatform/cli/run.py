@@ -26,6 +26,7 @@ from mlplatform.settings import Settings
 
 STAGES = [
     "start_run",
+    "decide",
     "ingest",
     "validate",
     "features",
@@ -40,6 +41,7 @@ STAGES = [
 KEY_OUTPUT = {
     "start_run": "config_hash",
     "end_run": "lease",
+    "decide": "summary",
     "ingest": "data_version",
     "validate": "data_docs",
     "features": "feature_service",
@@ -74,6 +76,10 @@ def _stage_line(summary: dict) -> str:
                 detail += f"  ({out['materialization']})"
         if summary["stage"] == "training_set":
             detail += _training_set_detail(out)
+        if summary["stage"] == "decide":
+            detail = str(out.get("summary", ""))
+        if summary["stage"] == "ingest" and out.get("reused"):
+            detail += "  (reused: nothing new to ingest; the newest validated batch)"
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
 
 
@@ -119,10 +125,12 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
         if item.error and item.path.resolve() == path.resolve():
             raise ConfigError(item.error)
-    data_uri = data or cfg.source.uri
-    if not data_uri:
-        raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
-    if "://" not in data_uri:  # a local path or glob: absolute, and something must be there
+    # a landing source templated by the data interval is the ingest DAG's to read: without
+    # --data such a run trains on the validated history (the newest validated batch)
+    data_uri = data or ("" if cfg.source.templated else cfg.source.uri) or ""
+    if (
+        data_uri and "://" not in data_uri
+    ):  # a local path or glob: absolute, and something must be there
         path = Path(data_uri).expanduser().absolute()
         pattern = any(c in str(path) for c in "*?[")
         if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
@@ -137,7 +145,8 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
            "--conf", json.dumps({"data_uri": data_uri})]  # fmt: skip
     if logical_date:
         cmd += ["--logical-date", logical_date]
-    say(f"running DAG mlp_{cfg.name}_train through Airflow on {data_uri}")
+    on = data_uri or "the validated history (newest validated batch)"
+    say(f"running DAG mlp_{cfg.name}_train through Airflow on {on}")
     say(f"  (Airflow log: {log_path})")
     holder = runs.current(settings, cfg.name)
     if holder is not None:

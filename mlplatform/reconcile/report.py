@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mlplatform import decisions
 from mlplatform.reconcile.findings import findings, short_digest
 from mlplatform.reconcile.inspect import inspect_model, model_names, wait_until_served
 from mlplatform.reconcile.records import CONTENT_SHA256, ModelSnapshot, ServerView
@@ -57,7 +58,8 @@ def describe(snap: ModelSnapshot, max_versions: int = 10) -> list[str]:
 
 
 def status_report(settings: Settings, model: str | None, server_url: str | None) -> list[str]:
-    """``mlplatform status`` lines: each model, then each disagreement as a ``! `` line.
+    """``mlplatform status`` lines: each model, then each disagreement as a ``! `` line, then
+    the latest retrain decisions of its pipeline(s).
 
     Hashes only the stable and champion versions. Raises LookupError for an unknown model.
     """
@@ -71,6 +73,7 @@ def status_report(settings: Settings, model: str | None, server_url: str | None)
         lines += describe(snap) + [f.line() for f in found]
         if any(f.repairable for f in found):
             lines.append(f"  (`mlplatform doctor {name} --repair` fixes what it can)")
+        lines += decisions.model_status_lines(settings, name)
     return lines
 
 

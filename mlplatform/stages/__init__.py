@@ -1,7 +1,8 @@
 """Each pipeline stage's logic as plain functions (no Airflow): spec in, URIs and metrics out.
 
 A stage raises :class:`StageError` (or a subclass) with one readable line when the user must act;
-:class:`PipelineOutcome` marks results that are a decision, not a crash (a refused gate).
+:class:`GateRefused` and :class:`NothingToDo` are decisions, not crashes: the task ends skipped
+with the reason.
 """
 
 
@@ -15,3 +16,8 @@ class ValidationFailed(StageError):
 
 class GateRefused(StageError):
     """The challenger did not pass the evaluation gate; nothing is promoted."""
+
+
+class NothingToDo(StageError):
+    """Nothing for this run to do (no batch landed in the interval, no retrain due): the task is
+    skipped with the reason, and so is the rest of the run."""

@@ -41,6 +41,7 @@ from mlplatform.config import (
     one_line,
     unusable_column_names,
 )
+from mlplatform.data_versions import DataVersion
 from mlplatform.settings import Settings
 from mlplatform.sources import Chunk
 from mlplatform.stages import StageError
@@ -173,9 +174,14 @@ def _version_batch_locked(
 
 
 def ingest(
-    cfg: PipelineConfig, source_uri: str, out_dir: Path, settings: Settings
+    cfg: PipelineConfig,
+    source_uri: str,
+    out_dir: Path,
+    settings: Settings,
+    restored: DataVersion | None = None,
 ) -> dict[str, object]:
-    """Run the ingest stage (see module docstring)."""
+    """Run the ingest stage (see module docstring). ``restored``: the batch at ``source_uri`` is
+    that data version, restored from DVC; it is read as any batch but not versioned again."""
     staging = out_dir / ".staging"
     try:
         source = sources.resolve(source_uri or "", cfg, settings, staging / "download")
@@ -197,7 +203,10 @@ def ingest(
             log.warning("dropped %d exact duplicate row(s) of %s", stats.duplicates, source.display)
         # DVC versions what was read: the file's own bytes, or (several files, a query) the batch
         raw, fmt = source.single_file or (out, "parquet")
-        md5, commit = version_batch(raw, cfg.name, fmt, settings, note=source.display)
+        if restored is None:
+            md5, commit = version_batch(raw, cfg.name, fmt, settings, note=source.display)
+        else:
+            md5, commit = restored.md5, restored.commit
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info(
@@ -213,4 +222,45 @@ def ingest(
         "chunks": stats.chunks,
         "files": len(source.files),
         "source_uri": source.display,
+    }
+
+
+def reuse_newest_validated(
+    cfg: PipelineConfig, out_dir: Path, settings: Settings
+) -> dict[str, object]:
+    """Hand on the newest validated batch again, for a run that ingests nothing new (one started
+    by the schedule or an asset, or by hand without a batch): the batch is restored from DVC
+    (:func:`mlplatform.data_versions.checkout_version`) and read as :func:`ingest` reads any, so
+    validate, features and the training set see the XCom they always see, plus ``reused: True``
+    and ``ingested_at`` (when the version first landed). The training set then covers the
+    validated history in ``retrain.window_days`` up to that batch. Raises ``StageError`` when
+    nothing was validated yet."""
+    from mlplatform.data_versions import checkout_version, find_version
+    from mlplatform.history import newest_validated
+
+    newest = newest_validated(cfg, settings)
+    if newest is None:
+        raise StageError(
+            f"ingest: no validated batch of {cfg.name!r} yet and this run names none; pass one "
+            f"(mlplatform run {cfg.name} --data URI) or let mlp_{cfg.name}_ingest read the "
+            "landing source"
+        )
+    found = find_version(settings, cfg.name, newest.data_version)
+    restore_dir = out_dir / ".restore"
+    try:
+        _, path = checkout_version(
+            settings, cfg.name, found.md5, restore_dir / f"batch.{found.format}"
+        )
+        result = ingest(cfg, str(path), out_dir, settings, restored=found)
+    finally:
+        shutil.rmtree(restore_dir, ignore_errors=True)
+    log.info(
+        "nothing new to ingest: handing on the newest validated data version %s (landed %s)",
+        found.md5, newest.ingested_at,
+    )  # fmt: skip
+    return {
+        **result,
+        "source_uri": f"validated data version {found.md5} (restored from DVC)",
+        "reused": True,
+        "ingested_at": newest.ingested_at,
     }

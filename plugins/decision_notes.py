@@ -1,0 +1,62 @@
+"""Airflow plugin: a train run's retrain decision becomes the run's note in the Airflow UI.
+
+The ``decide`` task (:mod:`operators.decide`) records each decision in the pipeline's decisions
+log (:mod:`mlplatform.decisions`). A task cannot set its own run's note in Airflow 3: the task
+SDK's execution API can read a run's note but not write it, and tasks have no database access.
+This listener runs where the run's state is decided (the scheduler, or ``dag.test``'s process),
+which holds the run's database row: when a ``mlp_<pipeline>_train`` run ends (success, which a
+skip decision is, or failure), it sets the run's note to the decision's summary line, unless
+someone wrote a note already. It never raises: a listener error must not disturb the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
+log = logging.getLogger(__name__)
+
+TRAIN_DAG = re.compile(r"^mlp_(?P<pipeline>[a-z][a-z0-9_]*)_train$")
+
+
+def decision_note(dag_id: str, run_id: str) -> str | None:
+    """The note for a run of ``dag_id``: its decision's summary line, or None."""
+    from mlplatform import decisions
+    from mlplatform.settings import get_settings
+
+    match = TRAIN_DAG.match(dag_id)
+    if match is None:
+        return None
+    decision = decisions.find(get_settings(), match["pipeline"], run_id)
+    return decision.summary() if decision else None
+
+
+def _set_note(dag_run: Any) -> None:
+    try:
+        if dag_run.note:
+            return
+        note = decision_note(dag_run.dag_id, dag_run.run_id)
+        if note:
+            dag_run.note = note
+    except Exception as exc:  # noqa: BLE001 - never disturb the scheduler
+        log.warning("could not set the decision note of %s: %s", dag_run.run_id, exc)
+
+
+@hookimpl
+def on_dag_run_success(dag_run: Any, msg: str) -> None:
+    _set_note(dag_run)
+
+
+@hookimpl
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    _set_note(dag_run)
+
+
+class DecisionNotesPlugin(AirflowPlugin):
+    name = "mlplatform_decision_notes"
+    listeners = [sys.modules[__name__]]
