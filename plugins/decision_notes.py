@@ -37,12 +37,31 @@ def decision_note(dag_id: str, run_id: str) -> str | None:
 
 
 def _set_note(dag_run: Any) -> None:
+    """Set the note on the run's row: through the session that holds ``dag_run`` (the
+    scheduler's, committed with the run's new state), else through a session of its own (the
+    object is detached where the state change was made by another session and committed)."""
+    from sqlalchemy import inspect
+
     try:
-        if dag_run.note:
-            return
         note = decision_note(dag_run.dag_id, dag_run.run_id)
-        if note:
-            dag_run.note = note
+        if not note:
+            return
+        if inspect(dag_run).session is not None:
+            if not dag_run.note:
+                dag_run.note = note
+            return
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            row = session.scalar(
+                select(DagRun).where(
+                    DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id
+                )
+            )
+            if row is not None and not row.note:
+                row.note = note
     except Exception as exc:  # noqa: BLE001 - never disturb the scheduler
         log.warning("could not set the decision note of %s: %s", dag_run.run_id, exc)
 
