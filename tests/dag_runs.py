@@ -62,7 +62,10 @@ def _fake_creation(run_type: str, consume: list[str]):
         )
         if consume:
             events = session.scalars(
-                select(AssetEvent).join(AssetModel).where(AssetModel.name.in_(consume))
+                select(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.name.in_(consume))
+                .order_by(AssetEvent.id)
             ).all()
             run.consumed_asset_events.extend(events)
             session.flush()

@@ -8,11 +8,15 @@ training): ``test_landing_ingest_and_scheduled_decisions``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -294,8 +298,9 @@ def test_a_landing_interval_without_files_is_no_batch(tmp_path, mlp_home):
 # ------------------------------------------------------------------------------ slow: real runs
 
 
-def _dag_run(home: Path, pipelines: Path, dag_id: str, *args: str) -> dict:
+def _dag_run(home: Path, pipelines: Path, dag_id: str, *args: str, webhook: str = "") -> dict:
     env = {**os.environ, "MLP_HOME": str(home), "MLP_PIPELINES_PATH": str(pipelines)}
+    env["MLP_ALERT_WEBHOOK_URL"] = webhook
     for key in [k for k in env if k.startswith("AIRFLOW")]:
         env.pop(key)
     out = subprocess.run(
@@ -312,6 +317,30 @@ def _batch(landing: Path, day: str, seed: int) -> None:
 
     end = datetime.fromisoformat(day).replace(hour=23, tzinfo=UTC)
     datagen.write(datagen.generate(600, seed=seed, end=end), landing / day / "batch.csv")
+
+
+@contextlib.contextmanager
+def _webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it (an alert webhook)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.slow
@@ -368,15 +397,20 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     c.set_registered_model_alias("demo", "champion", mv.version)
 
     # 6. the weekly check: nothing new -> skipped with the reason, note and decisions log
-    check = _dag_run(mlp_home, pipelines_dir, "mlp_demo_train", "--run-type", "scheduled", "--logical-date", "2026-03-08")  # fmt: skip
+    with _webhook() as (url, alerts):
+        check = _dag_run(mlp_home, pipelines_dir, "mlp_demo_train", "--run-type", "scheduled", "--logical-date", "2026-03-08", webhook=url)  # fmt: skip
     assert check["run_type"] == "scheduled" and check["state"] == "success"
     assert check["tasks"]["decide"] == "skipped" and check["tasks"]["ingest"] == "skipped"
     assert check["tasks"]["promote"] == "skipped" and check["tasks"]["end_run"] == "success"
     [logged] = decisions.read(settings, "demo")
     assert logged.run_id == check["run_id"] and logged.decision == "skip"
-    assert check["note"] == logged.summary() and logged.reason.startswith(
-        "nothing new: champion v1"
-    )
+    assert check["note"] == logged.summary()
+    assert logged.reason.startswith("nothing new: champion v1")
+    [alert] = alerts  # the retrain_decision alert, with the decision's facts
+    assert alert["mlplatform"]["event"] == "retrain_decision"
+    assert alert["mlplatform"]["summary"] == logged.summary()
+    assert alert["mlplatform"]["decision"] == "skip"
+    assert alert["mlplatform"]["champion_version"] == 1
 
     # 7. a new batch is announced; with a retrain 1 h ago the asset-triggered run is in cooldown
     _batch(landing, "2026-03-08", seed=2)
