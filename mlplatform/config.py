@@ -265,6 +265,24 @@ class MonitoringConfig(_Strict):
     drift_share: float = Field(default=0.3, gt=0, le=1)
     min_rows: int = Field(default=500, ge=1)
     cooldown_hours: int = Field(default=24, ge=0)
+    max_metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="the live gate.metric on labelled requests may be worse than the champion's "
+        "hold-out metric by this much; more publishes the drift asset (reason 'metric drop')",
+    )
+    labels_uri: str | None = Field(
+        default=None,
+        description="delayed ground truth each check imports (path, glob, s3://, sql+...): the "
+        "entity, time (source.timestamp) and label (features.label) columns; null: only labels "
+        "stored by `mlplatform labels`",
+    )
+    label_delay_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="a label joins the latest request of its entity made at most this long "
+        "before the label's time",
+    )
 
     @field_validator("schedule")
     @classmethod

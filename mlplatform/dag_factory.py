@@ -1,7 +1,8 @@
 """Airflow DAGs from pipeline files; what ``dags/mlplatform_pipelines.py`` exposes to Airflow.
 
-Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train`` and a manual rollback DAG
-``mlp_<name>_rollback``. Per file that is *not* valid: a placeholder DAG
+Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train``, a manual rollback DAG
+``mlp_<name>_rollback`` and, with a ``monitoring.schedule``, a monitor DAG ``mlp_<name>_monitor``
+(:mod:`mlplatform.monitor_dag`). Per file that is *not* valid: a placeholder DAG
 ``mlp_<file stem>_invalid``, so that the problem shows in the Airflow UI while every good
 pipeline keeps its DAGs.
 
@@ -150,7 +151,10 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
 def build_pipeline_dags(cfg: PipelineConfig) -> list[DAG]:
     """The DAGs of one valid pipeline, each checked as the DagBag checks it (``validate``:
     timetable, params; ``check_cycle``), so that a failure here, not in the DagBag, says why."""
-    dags = [build_train_dag(cfg), build_rollback_dag(cfg)]
+    from mlplatform.monitor_dag import build_monitor_dag
+
+    dags = [build_train_dag(cfg), build_rollback_dag(cfg), build_monitor_dag(cfg)]
+    dags = [dag for dag in dags if dag is not None]
     for dag in dags:
         dag.validate()
         dag.check_cycle()

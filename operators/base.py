@@ -9,7 +9,8 @@ judged dead must not write shared state) and refreshes its heartbeat while it wo
 Errors map to Airflow outcomes:
 
 * :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
-* :class:`~mlplatform.stages.GateRefused` -> skipped with the reason (a decision, not a crash);
+* :class:`~mlplatform.stages.StageSkipped` (e.g. ``GateRefused``) -> skipped with the reason (a
+  decision, not a crash);
 * other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
 """
 
@@ -31,6 +32,9 @@ class PlatformOperator(BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
+    #: prefix of the run's directory key: DAGs other than the training DAG (the monitor's) set
+    #: one, so that their runs never share a training run's directory, lease or frozen config
+    run_prefix: str = ""
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
@@ -45,11 +49,11 @@ class PlatformOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
-        from mlplatform.stages import GateRefused, StageError, ValidationFailed
+        from mlplatform.stages import StageError, StageSkipped, ValidationFailed
         from mlplatform.storage import run_key, stage_dir, write_summary
 
         settings = get_settings()
-        run = run_key(context["run_id"])
+        run = self.run_prefix + run_key(context["run_id"])
         cfg = runs.load_run_config(settings, self.pipeline, run)
         leased = (
             self.stage not in ("start_run", "end_run")
@@ -69,7 +73,7 @@ class PlatformOperator(BaseOperator):
                 else nullcontext()
             ):
                 result = self.run_stage(cfg, out_dir, settings, context)
-        except GateRefused as exc:
+        except StageSkipped as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise AirflowSkipException(str(exc)) from None
         except ValidationFailed as exc:

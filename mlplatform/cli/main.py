@@ -16,6 +16,7 @@ from mlplatform.cli.models import (
     cmd_serve,
     cmd_status,
 )
+from mlplatform.cli.monitoring import cmd_labels
 from mlplatform.cli.pipelines import (
     cmd_airflow,
     cmd_check,
@@ -99,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=100, help="entities to compare (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the entity sample (default 0)")
     p.set_defaults(func=cmd_skew)
+
+    p = sub.add_parser(
+        "labels",
+        help="store delayed ground truth (entity, time, label columns) that the monitor joins "
+        "to the request log",
+    )
+    p.add_argument("pipeline")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="CSV/Parquet file (or glob, s3://, sql+...) with the pipeline's entity, timestamp "
+        "and label columns",
+    )
+    p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser(
         "serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base"

@@ -13,5 +13,10 @@ class ValidationFailed(StageError):
     """Great Expectations rejected the batch; it is quarantined and training does not run."""
 
 
-class GateRefused(StageError):
+class StageSkipped(StageError):
+    """A decision not to act (a refused gate, too few rows to judge): the task is skipped with
+    the reason, never failed."""
+
+
+class GateRefused(StageSkipped):
     """The challenger did not pass the evaluation gate; nothing is promoted."""
