@@ -140,6 +140,9 @@ def test_drift_detected_on_shifted_data_not_on_same_distribution(cfg, tmp_path):
     assert read_state(get_settings(), "demo")["run"] == "run_2"
     (line,) = status_lines(get_settings(), "demo")
     assert "share" in line and "monthly_charges" in line and "drift.html" in line
+    from mlplatform.reconcile import status_report
+
+    assert line in status_report(get_settings(), "demo", None)  # `mlplatform status demo`
 
 
 def test_report_check_names_network_resources():
