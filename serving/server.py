@@ -74,9 +74,9 @@ instances/inputs as sent; for examples, one object per example with the context 
 in), ``outputs`` (the predictions/outputs/results returned), ``latency_ms`` and
 ``request_id`` (the response's ``X-Request-Id``; gRPC: the ``x-request-id`` metadata sent, else a
 new one, returned as trailing metadata when the request log is on); for an entity-key request ``inputs`` holds the
-features the model was given and ``entities`` the keys as sent. A raw-feature row may carry its
-pipeline's entity column (with ``pipelines_dir``; a column the model's signature does not
-take): it is removed before the model runs and logged as ``entities`` (one key per row, null
+features the model was given and ``entities`` the keys as sent. A raw-feature row of a REST predict may
+carry its pipeline's entity column (with ``pipelines_dir``; a column the model's signature does
+not take): it is removed before the model runs and logged as ``entities`` (one key per row, null
 for a row without it), so that delayed labels can be joined to the prediction
 (:mod:`mlplatform.monitoring.labels`). Rejected requests are not logged.
 

@@ -324,3 +324,63 @@ def test_monitor_dag_run_through_airflow_emits_the_drift_asset_once(cfg, tmp_pat
     second = _airflow_monitor_run(tmp_path, "second")
     assert second["tasks"] == {"drift_check": "success", "publish_drift": "skipped"}, second
     assert len(events()) == 1
+
+
+def test_publish_drift_sets_the_asset_extra_and_alerts_only_when_triggered(cfg, tmp_path):
+    """publish_drift with Airflow's own outlet-event accessors and a real webhook (a local HTTP
+    server): a triggered check fills the drift asset's extra and posts the drift alert; a calm
+    one is skipped with its reason, nothing posted."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from mlplatform.assets import drift_asset
+    from mlplatform.stages import StageSkipped
+    from operators.monitor import PublishDriftOperator
+
+    posted: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        hooked = cfg.model_copy(
+            update={"alerts": cfg.alerts.model_copy(update={"webhook_url": url})}
+        )
+        check = {
+            "triggered": True,
+            "reason": "drift: 2 of 6 features drifted (share 0.33 >= 0.3): a, b",
+            "drift_share": 0.33,
+            "drifted_features": ["a", "b"],
+            "report": "file:///x/drift/reports/drift.html",
+            "live_metric": None,
+            "model_name": "demo",
+            "champion_version": 3,
+        }
+        events = OutletEventAccessors()
+        op = PublishDriftOperator(check=check, pipeline="demo", outlets=[drift_asset("demo")])
+        out = op.run_stage(hooked, tmp_path, get_settings(), {"outlet_events": events})
+        extra = events[drift_asset("demo")].extra
+        assert extra["reason"] == check["reason"] and extra["drift_share"] == 0.33
+        assert extra["report"].endswith("drift.html") and out["published"] is True
+        (alert,) = posted
+        assert alert["mlplatform"]["event"] == "drift" and "share 0.33" in alert["text"]
+
+        calm = {"triggered": False, "reason": "no threshold crossed: drift share 0.10 < 0.3"}
+        quiet = OutletEventAccessors()
+        op = PublishDriftOperator(check=calm, pipeline="demo", task_id="publish_calm")
+        with pytest.raises(StageSkipped, match="drift share 0.10 < 0.3"):
+            op.run_stage(hooked, tmp_path, get_settings(), {"outlet_events": quiet})
+        assert len(quiet) == 0 and len(posted) == 1
+    finally:
+        server.shutdown()
