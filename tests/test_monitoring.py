@@ -137,6 +137,7 @@ def test_drift_detected_on_shifted_data_not_on_same_distribution(cfg, tmp_path):
     # a retry of run_2 reads the same window again (idempotent), and status shows the result
     again = _check(cfg, "run_2", t0 + timedelta(hours=2, minutes=5))
     assert again["rows_requests"] == 600 and again["triggered"] is True
+    assert again["mlflow_run_id"] == shifted["mlflow_run_id"]  # the retry logs to the same run
     assert read_state(get_settings(), "demo")["run"] == "run_2"
     (line,) = status_lines(get_settings(), "demo")
     assert "share" in line and "monthly_charges" in line and "drift.html" in line

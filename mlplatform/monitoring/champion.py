@@ -6,7 +6,7 @@ metric the hold-out metric its training run logged (``holdout_<gate.metric>``; t
 ``gate_<metric>`` on the version when the run has none).
 
 :func:`log_check`: one MLflow run per check in the pipeline's experiment (run name
-``monitor <run>``, tags ``mlplatform.kind=monitor``, ``model_name``, ``model_version``) with the
+``monitor <run>``; a retry of the same Airflow run logs to the same MLflow run; tags ``mlplatform.kind=monitor``, ``model_name``, ``model_version``) with the
 figures: ``drift_share``, ``drifted_features``, ``rows_current``, ``rows_reference``,
 ``drift_score.<feature>`` per feature, and, when labels were joined, ``live_<metric>``,
 ``label_rows`` and ``metric_drop``; the check's JSON summary is its artifact ``drift.json``.
@@ -67,6 +67,11 @@ def find_champion(cfg: PipelineConfig, settings: Settings) -> Champion | None:
     )
 
 
+def _quoted(text: str) -> str:
+    """``text`` inside a single-quoted MLflow filter string."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -91,8 +96,17 @@ def log_check(
     }
     if result.get("reason"):
         tags["reason"] = str(result["reason"])[:5000]
-    mlflow_run = c.create_run(experiment_id, run_name=f"monitor {run}", tags=tags)
-    run_id = mlflow_run.info.run_id
+    earlier = c.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'monitor' and tags.airflow_run_id = '{_quoted(run)}'",
+        max_results=1,
+    )
+    if earlier:  # a retried check logs to the run of its first try
+        run_id = earlier[0].info.run_id
+        for key, value in tags.items():
+            c.set_tag(run_id, key, value)
+    else:
+        run_id = c.create_run(experiment_id, run_name=f"monitor {run}", tags=tags).info.run_id
     metrics: dict[str, float] = {}
     for key in ("drift_share", "rows_current", "rows_reference", "label_rows", "metric_drop"):
         if _finite(result.get(key)):
