@@ -31,6 +31,9 @@ class PlatformOperator(BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
+    #: empty the stage directory before the stage runs (False: the stage replaces its outputs
+    #: atomically itself, so a failed try leaves an earlier try's outputs intact)
+    fresh_stage_dir: bool = True
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
@@ -60,7 +63,7 @@ class PlatformOperator(BaseOperator):
                 runs.heartbeat(settings, cfg.name, context["run_id"])
             except runs.LeaseLost as exc:
                 raise AirflowFailException(str(exc)) from None
-        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, fresh=self.fresh_stage_dir)
         started = time.monotonic()
         try:
             with (

@@ -72,7 +72,7 @@ UTC), ``model``, ``version``, ``protocol`` (``"rest"`` or ``"grpc"``), ``method`
 instances/inputs as sent; for examples, one object per example with the context merged
 in), ``outputs`` (the predictions/outputs/results returned) and ``latency_ms``; for an
 entity-key request ``inputs`` holds the features the model was given and ``entities`` the keys
-as sent. Rejected requests are not logged.
+as sent. Rejected requests are not logged. :mod:`serving.request_log` writes the lines.
 
 TensorFlow is imported lazily, on the first model load.
 """
@@ -104,6 +104,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import inference, layout
 from serving.inference import DEFAULT_SIGNATURE, ApiError
+from serving.request_log import RequestLogger
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -635,29 +636,6 @@ def _status_entry(version: int, state: str, code: str, message: str) -> dict[str
         "state": state,
         "status": {"error_code": code, "error_message": message},
     }
-
-
-# --------------------------------------------------------------------------- request logging
-
-
-class RequestLogger:
-    """Appends one JSON line per predict request to ``<log_dir>/<model>/<UTC date>.jsonl``."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
-        self._lock = threading.Lock()
-
-    def log(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` (must contain ``time`` ISO string and ``model``); never raises."""
-        try:
-            line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-            path = self.log_dir / str(record["model"]) / f"{str(record['time'])[:10]}.jsonl"
-            with self._lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-        except Exception:  # logging must not fail a prediction
-            log.exception("could not write request log for model %s", record.get("model"))
 
 
 # --------------------------------------------------------------------------- tensor conversion
