@@ -37,8 +37,6 @@ def score_dag_id(pipeline: str) -> str:
 
 def build_score_dag(cfg: PipelineConfig) -> DAG:
     """The scoring DAG of one pipeline (see the module doc)."""
-    from datetime import timedelta
-
     from airflow.sdk import DAG, Param
 
     from mlplatform.dag_factory import START_DATE, dag_default_args
@@ -60,7 +58,8 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
                 "empty: every entity's latest offline features",
             )
         },
-        default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
+        # no retry: bad input or a missing champion stay so; re-trigger (or wait for the schedule)
+        default_args=dag_default_args(cfg, retries=0),
         doc_md=SCORE_DAG_DOC,
     ) as dag:
         ScoreOperator(input_uri="{{ params.input_uri }}")
