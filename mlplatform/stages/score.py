@@ -211,10 +211,23 @@ def latest_offline_chunks(
 # ----------------------------------------------------------------------------- output
 
 
-def _json_rows(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts, a missing value as None (what a client sends as null)."""
-    part = frame[columns].astype(object)
-    return part.where(part.notna(), None).to_dict("records")
+def _json_columns(frame: pd.DataFrame, columns: list[str]) -> list[list[Any]]:
+    """Each column as a list of JSON-ready values, a missing value as None (what a client sends
+    as null); column-wise, which is ~5x faster than ``DataFrame.to_dict("records")``."""
+    out = []
+    for c in columns:
+        column = frame[c]
+        if pd.api.types.is_integer_dtype(column) and not column.hasnans:
+            listed = column.tolist()  # exact, also past 2**53
+        elif pd.api.types.is_float_dtype(column):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            listed = values.tolist()
+            if np.isnan(values).any():
+                listed = [None if v != v else v for v in listed]
+        else:
+            listed = column.astype(object).where(column.notna(), None).tolist()
+        out.append(listed)
+    return out
 
 
 def _json_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:
@@ -235,17 +248,24 @@ def _log_records(
 ) -> Iterator[dict[str, Any]]:
     """The request-log records of one scored chunk (``LOG_ROWS_PER_LINE`` rows each)."""
     n = len(frame)
+    names = cfg.features.all
+    entity, *columns = _json_columns(frame, [cfg.source.entity, *names])
     for start in range(0, n, LOG_ROWS_PER_LINE):
         stop = min(n, start + LOG_ROWS_PER_LINE)
-        part = frame.iloc[start:stop]
+        rows = zip(*(c[start:stop] for c in columns), strict=True)
         yield {
             **common,
             "format": "instances",
-            "inputs": _json_rows(part, cfg.features.all),
+            "inputs": [dict(zip(names, row, strict=True)) for row in rows],
             "outputs": _json_outputs({k: v[start:stop] for k, v in outputs.items()}),
-            "entities": part[cfg.source.entity].tolist(),
+            "entities": _json_keys(entity[start:stop]),
             "latency_ms": round(model_ms * (stop - start) / n, 3),
         }
+
+
+def _json_keys(keys: list[Any]) -> list[Any]:
+    """Entity keys as sent: whole-number floats (integer ids read with a gap) as integers."""
+    return [int(k) if isinstance(k, float) and k.is_integer() else k for k in keys]
 
 
 def _prediction_table(
