@@ -46,6 +46,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -300,6 +301,11 @@ def _prediction_table(
     )
 
 
+def shown_uri(uri: str) -> str:
+    """``uri`` as messages and results show it: a password in it replaced by ``***``."""
+    return re.sub(r"(://[^/:@\s]+):[^@/\s]+@", r"\1:***@", uri)
+
+
 def _check_columns(cfg: PipelineConfig, frame: pd.DataFrame, where: str) -> None:
     missing = [c for c in [cfg.source.entity, *cfg.features.all] if c not in frame.columns]
     if missing:
@@ -326,14 +332,14 @@ def score(
 
     chunk_rows = chunk_rows or cfg.scoring.chunk_rows
     uri = (input_uri or "").strip() or None
-    where = uri or OFFLINE_INPUT
+    where = shown_uri(uri) if uri else OFFLINE_INPUT
     out_dir.mkdir(parents=True, exist_ok=True)
     final, tmp = out_dir / PREDICTIONS, out_dir / f".{PREDICTIONS}.tmp"
     spool = out_dir / ".requests.jsonl.tmp"
     staging = out_dir / ".staging"
     scored_at = pd.Timestamp(datetime.now(UTC))
     started = time.perf_counter()
-    rows = chunks = max_chunk = log_lines = 0
+    rows = chunks = max_chunk = 0
     model_s = 0.0
     writer: pq.ParquetWriter | None = None
     try:
@@ -378,7 +384,6 @@ def score(
                     writer.write_table(table)
                     for record in _log_records(cfg, frame, outputs, common, model_ms):
                         spool_fh.write(encode(record))
-                        log_lines += 1
                     rows += len(frame)
                     chunks += 1
                     max_chunk = max(max_chunk, len(frame))
