@@ -16,8 +16,10 @@ input format (CSV, Parquet) runs, in one process, side by side:
   memory as one DataFrame (:func:`mlplatform.scoring.feature_tensors` + the signature), and the
   same in chunks of ``--chunk-rows``.
 
-Each is run twice; the faster run counts. Prints a markdown table and writes it to ``--out``.
-About 2 minutes on 2 cores with the default sizes.
+Each is run twice; the faster run counts. Then, for the largest CSV, the stage runs in a fresh
+process per chunk size (``--chunk-rows`` and the whole table as one chunk) and reports the
+process's peak RSS (VmHWM): what chunking buys in memory. Prints markdown tables and writes them
+to ``--out``. About 3 minutes on 2 cores with the default sizes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,35 @@ def _best(fn, repeat: int = 2) -> tuple[float, object]:
         if elapsed < best:
             best, result = elapsed, out
     return best, result
+
+
+RSS_PROBE = r"""
+import os, sys, time
+from pathlib import Path
+from mlplatform.config import load_pipeline
+from mlplatform.settings import get_settings
+from mlplatform.stages.score import score
+import tensorflow  # imported before the baseline, like the stage's libraries
+base = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+cfg = load_pipeline(sys.argv[1])
+r = score(cfg, Path(sys.argv[3]), get_settings(), sys.argv[2], chunk_rows=int(sys.argv[4]))
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+print(base // 1024, peak // 1024, r["chunks"], r["scoring_seconds"])
+"""
+
+
+def peak_rss(home: Path, table: Path, chunk_rows: int) -> tuple[int, int, int, float]:
+    """(RSS MiB after imports, peak RSS MiB, chunks, scoring s) of the stage in a fresh process."""
+    import subprocess
+
+    out = home / f"rss-{chunk_rows}"
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(REPO / "pipelines" / "demo.yaml"), str(table),
+         str(out), str(chunk_rows)],
+        capture_output=True, text=True, check=True, cwd=REPO, env={**os.environ},
+    )  # fmt: skip
+    base, peak, chunks, seconds = done.stdout.split()[-4:]
+    return int(base), int(peak), int(chunks), float(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(rows_out[-1], flush=True)
 
+    largest = home / f"in-{max(sizes)}.csv"
+    rss = []
+    for chunk in (args.chunk_rows, max(sizes)):
+        base, peak, chunks, seconds = peak_rss(home, largest, chunk)
+        rss.append((chunk, chunks, base, peak, seconds))
+        print(rss[-1], flush=True)
+
     load = os.getloadavg()[0]
     lines = [
         "# Batch scoring: the score stage vs the in-process model call",
@@ -136,6 +174,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['whole_rps']:,.0f} | {r['chunked_rps']:,.0f} "
             f"| {r['stage_rps'] / r['whole_rps']:.2f}× | {r['log_lines']:,} |"
         )
+    lines += [
+        "",
+        f"Peak RSS of the stage in a fresh process, {max(sizes):,}-row CSV "
+        f"({largest.stat().st_size / 2**20:.0f} MiB): VmHWM after importing TensorFlow, and at "
+        "the end.",
+        "",
+        "| chunk_rows | chunks | RSS after imports MiB | peak RSS MiB | stage s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for chunk, chunks, base, peak, seconds in rss:
+        lines.append(f"| {chunk:,} | {chunks} | {base:,} | {peak:,} | {seconds:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)

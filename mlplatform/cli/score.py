@@ -34,6 +34,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     """Run ``mlp_<name>_score`` through Airflow; returns the score stage's summary outputs.
     Raises OutcomeError with the stage's one line when the run failed."""
     from mlplatform.score_dag import score_dag_id
+    from mlplatform.stages.score import shown_uri
     from mlplatform.storage import run_key
 
     path = find_pipeline(name, settings.pipelines_dir)
@@ -49,7 +50,8 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     log_path, result_path = logs / f"{dag_id}-{stamp}.log", logs / f"{dag_id}-{stamp}.json"
     cmd = [sys.executable, "-m", "mlplatform.airflow_runner", dag_id, str(result_path),
            "--conf", json.dumps({"input_uri": data_uri})]  # fmt: skip
-    what = data_uri or cfg.scoring.input_uri or "every entity's latest offline features"
+    what = data_uri or cfg.scoring.input_uri
+    what = shown_uri(what) if what else "every entity's latest offline features"
     say(f"scoring {what} with the champion of {cfg.serving.model_name} (DAG {dag_id})")
     say(f"  (Airflow log: {log_path})")
     env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
