@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlplatform import processes
 from mlplatform.cli.common import OutcomeError, UsageError, say
 from mlplatform.config import (
     ConfigError,
@@ -277,11 +278,7 @@ def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
             answer = json.loads(out.stdout.strip().splitlines()[-1])
             return {"port": port, "available_version": version, **answer}
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            processes.stop(server)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
