@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)
+    shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
