@@ -53,6 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from mlplatform import processes  # noqa: E402
+
 MODEL = "demo"
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "usage_minutes"]
 CATEGORICAL = {
@@ -405,12 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            processes.stop(server)
         if server_log is not None:
             server_log.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -17,7 +17,7 @@ A pipeline file cannot hurt the others, nor the process that reads it:
   bounded expansion costs nothing; only their expansion is capped. Recursive aliases are refused.
 * Echoed input in errors (``(got ...)``) is cut to ``ECHO_CHARS`` characters and at most
   ``MAX_ERROR_LINES`` field errors are listed.
-* Schedules (``monitoring.schedule``, ``retrain.schedule``) are null, an Airflow preset or a cron
+* Schedules (``monitoring.schedule``, ``retrain.schedule``, ``scoring.schedule``) are null, an Airflow preset or a cron
   expression that croniter (Airflow's own cron parser, imported lazily) accepts and that fires.
 """
 
@@ -307,6 +307,26 @@ class RetrainConfig(_Strict):
         return check_schedule(value)
 
 
+class ScoringConfig(_Strict):
+    schedule: str | None = Field(
+        default=None,
+        description="batch scoring DAG mlp_<name>_score; null: manual runs only (the opt-in)",
+    )
+    input_uri: str | None = Field(
+        default=None,
+        description="table to score (path, glob, s3://, sql+...; see mlplatform.sources); "
+        "null: every entity's latest row of the offline feature store; overridable per run",
+    )
+    chunk_rows: int = Field(
+        default=50_000, ge=1, description="rows scored (and held in memory) at a time"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _airflow_schedule(cls, value: str | None) -> str | None:
+        return check_schedule(value)
+
+
 class AlertsConfig(_Strict):
     webhook_url: str | None = Field(
         default=None,
@@ -336,6 +356,7 @@ class PipelineConfig(_Strict):
     serving: ServingConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
 """Airflow DAGs from pipeline files; what ``dags/mlplatform_pipelines.py`` exposes to Airflow.
 
 Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train``, a manual rollback DAG
-``mlp_<name>_rollback`` and, with a ``monitoring.schedule``, a monitor DAG ``mlp_<name>_monitor``
-(:mod:`mlplatform.monitor_dag`). Per file that is *not* valid: a placeholder DAG
+``mlp_<name>_rollback``, a batch scoring DAG ``mlp_<name>_score`` (:mod:`mlplatform.score_dag`)
+and, with a ``monitoring.schedule``, a monitor DAG ``mlp_<name>_monitor``
+(:mod:`mlplatform.monitor_dag`). Every DAG's ``default_args`` come from :func:`dag_default_args`
+(failure alerts included). Per file that is *not* valid: a placeholder DAG
 ``mlp_<file stem>_invalid``, so that the problem shows in the Airflow UI while every good
 pipeline keeps its DAGs.
 
@@ -58,6 +60,19 @@ Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``
 """
 
 
+def dag_default_args(cfg: PipelineConfig, **overrides: Any) -> dict[str, Any]:
+    """The ``default_args`` of every platform DAG of pipeline ``cfg``: ``pipeline`` (every platform
+    operator takes it) and ``on_failure_callback``, a :class:`~operators.notifiers.FailureAlertNotifier`
+    (a task that fails for good sends a ``failure`` alert), plus ``overrides`` (``retries`` ...)."""
+    from operators.notifiers import FailureAlertNotifier
+
+    return {
+        "pipeline": cfg.name,
+        "on_failure_callback": [FailureAlertNotifier(cfg.name)],
+        **overrides,
+    }
+
+
 def train_operator_class() -> type:
     """The train operator of ``MLP_TRAINING_BACKEND`` (``local`` | ``kubernetes``)."""
     if get_settings().training_backend == "kubernetes":
@@ -101,7 +116,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
                 cfg.source.uri or "", type="string", description="raw batch to ingest"
             )
         },
-        default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
+        default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
         doc_md=TRAIN_DAG_DOC,
     ) as dag:
         start = StartRunOperator()
@@ -142,7 +157,7 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         params={
             "to_version": Param("", type="string", description="version to serve; empty = previous")
         },
-        default_args={"pipeline": cfg.name, "retries": 0},
+        default_args=dag_default_args(cfg, retries=0),
     ) as dag:
         RollbackOperator(to_version="{{ params.to_version }}")
     return dag
@@ -152,9 +167,10 @@ def build_pipeline_dags(cfg: PipelineConfig) -> list[DAG]:
     """The DAGs of one valid pipeline, each checked as the DagBag checks it (``validate``:
     timetable, params; ``check_cycle``), so that a failure here, not in the DagBag, says why."""
     from mlplatform.monitor_dag import build_monitor_dag
+    from mlplatform.score_dag import build_score_dag
 
-    dags = [build_train_dag(cfg), build_rollback_dag(cfg), build_monitor_dag(cfg)]
-    dags = [dag for dag in dags if dag is not None]
+    dags = [build_train_dag(cfg), build_rollback_dag(cfg), build_score_dag(cfg)]
+    dags += [dag for dag in [build_monitor_dag(cfg)] if dag is not None]
     for dag in dags:
         dag.validate()
         dag.check_cycle()

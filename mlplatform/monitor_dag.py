@@ -44,7 +44,7 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG | None:
     from airflow.sdk import DAG
 
     from mlplatform.assets import drift_asset
-    from mlplatform.dag_factory import START_DATE
+    from mlplatform.dag_factory import START_DATE, dag_default_args
     from operators.monitor import DriftCheckOperator, PublishDriftOperator
 
     with DAG(
@@ -55,7 +55,7 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG | None:
         catchup=False,
         max_active_runs=1,
         tags=["mlplatform", "monitor", cfg.name],
-        default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
+        default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
         doc_md=MONITOR_DAG_DOC,
     ) as dag:
         check = DriftCheckOperator()

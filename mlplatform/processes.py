@@ -4,6 +4,7 @@ the same way: SIGTERM to all, then SIGKILL to whatever is still alive after a gr
 from __future__ import annotations
 
 import contextlib
+import subprocess
 
 import psutil
 
@@ -27,3 +28,17 @@ def terminate(processes: list[psutil.Process], grace_s: float = 10.0) -> int:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     return len(processes)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> int | None:
+    """Stop a child started with Popen: SIGTERM, wait ``grace_s``, then SIGKILL; returns its
+    exit code (None only if it could not be reaped)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_s)
+    return proc.returncode

@@ -35,6 +35,9 @@ class PlatformOperator(BaseOperator):
     #: prefix of the run's directory key: DAGs other than the training DAG (the monitor's) set
     #: one, so that their runs never share a training run's directory, lease or frozen config
     run_prefix: str = ""
+    #: empty the stage directory before the stage runs (False: the stage replaces its outputs
+    #: atomically itself, so a failed try leaves an earlier try's outputs intact)
+    fresh_stage_dir: bool = True
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
@@ -64,7 +67,7 @@ class PlatformOperator(BaseOperator):
                 runs.heartbeat(settings, cfg.name, context["run_id"])
             except runs.LeaseLost as exc:
                 raise AirflowFailException(str(exc)) from None
-        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, fresh=self.fresh_stage_dir)
         started = time.monotonic()
         try:
             with (

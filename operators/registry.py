@@ -35,7 +35,8 @@ class RegisterOperator(PlatformOperator):
 class GateOperator(PlatformOperator):
     """Compare challenger (``registered``) with champion on the hold-out (``training_set``).
 
-    A refusal skips this task and everything downstream, with the reason in the task log.
+    A refusal skips this task and everything downstream, with the reason in the task log, and
+    is sent as alert ``gate_refused`` (figures, run, log link).
     """
 
     stage = "gate"
@@ -49,9 +50,14 @@ class GateOperator(PlatformOperator):
 
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import gate
+        from operators.notifiers import run_facts
 
         return gate(
-            cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], settings
+            cfg,
+            int(self.registered["model_version"]),
+            self.training_set["holdout_uri"],
+            settings,
+            alert_fields=run_facts(context),
         )
 
 

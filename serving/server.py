@@ -72,13 +72,14 @@ UTC), ``model``, ``version``, ``protocol`` (``"rest"`` or ``"grpc"``), ``method`
 ``"inputs"`` — gRPC predicts are columnar — or ``"examples"``), ``inputs`` (the request's
 instances/inputs as sent; for examples, one object per example with the context merged
 in), ``outputs`` (the predictions/outputs/results returned), ``latency_ms`` and
-``request_id`` (the response's ``X-Request-Id``; gRPC: the ``x-request-id`` metadata sent, else a
-new one, returned as trailing metadata when the request log is on); for an entity-key request ``inputs`` holds the
-features the model was given and ``entities`` the keys as sent. A raw-feature row of a REST predict may
-carry its pipeline's entity column (with ``pipelines_dir``; a column the model's signature does
-not take): it is removed before the model runs and logged as ``entities`` (one key per row, null
-for a row without it), so that delayed labels can be joined to the prediction
-(:mod:`mlplatform.monitoring.labels`). Rejected requests are not logged.
+``request_id`` (the response's ``X-Request-Id``; gRPC: the ``x-request-id`` metadata sent, else
+a new one, returned as trailing metadata when the request log is on); for an entity-key request
+``inputs`` holds the features the model was given and ``entities`` the keys as sent. A
+raw-feature row of a REST predict may carry its pipeline's entity column (with
+``pipelines_dir``; a column the model's signature does not take): it is removed before the model
+runs and logged as ``entities`` (one key per row, null for a row without it), so that delayed
+labels can be joined to the prediction (:mod:`mlplatform.monitoring.labels`). Rejected requests
+are not logged. :mod:`serving.request_log` writes the lines.
 
 TensorFlow is imported lazily, on the first model load.
 """
@@ -111,6 +112,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import inference, layout
 from serving.inference import DEFAULT_SIGNATURE, ApiError
+from serving.request_log import RequestLogger
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -646,29 +648,6 @@ def _status_entry(version: int, state: str, code: str, message: str) -> dict[str
         "state": state,
         "status": {"error_code": code, "error_message": message},
     }
-
-
-# --------------------------------------------------------------------------- request logging
-
-
-class RequestLogger:
-    """Appends one JSON line per predict request to ``<log_dir>/<model>/<UTC date>.jsonl``."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
-        self._lock = threading.Lock()
-
-    def log(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` (must contain ``time`` ISO string and ``model``); never raises."""
-        try:
-            line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-            path = self.log_dir / str(record["model"]) / f"{str(record['time'])[:10]}.jsonl"
-            with self._lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-        except Exception:  # logging must not fail a prediction
-            log.exception("could not write request log for model %s", record.get("model"))
 
 
 # --------------------------------------------------------------------------- tensor conversion

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from mlplatform import processes
+
 INSTALL_HINT = "run scripts/install_services.sh (make env does)"
 
 
@@ -45,13 +47,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen | None, what: str, timeout_
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    processes.stop(proc, grace_s=15)
 
 
 def require_binary(name: str, *candidates: str) -> str:

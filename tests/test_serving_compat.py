@@ -21,6 +21,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from mlplatform import processes  # noqa: E402
 from serving import layout  # noqa: E402
 from serving.client import GrpcPredictionClient, PredictionClient, ServingError  # noqa: E402
 from tests.services import free_port  # noqa: E402
@@ -973,12 +974,7 @@ def test_one_process_serves_rest_and_grpc(model_base: Path, tmp_path: Path) -> N
                 assert client.wait_until_available("hp", timeout_s=30) == 1
                 assert client.predict("hp", [2.0], label="canary").predictions == [4.0]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            processes.stop(proc, grace_s=30)
     assert proc.returncode is not None, log_path.read_text()
 
 

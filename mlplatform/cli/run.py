@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlplatform import processes
 from mlplatform.cli.common import OutcomeError, UsageError, say
 from mlplatform.config import (
     ConfigError,
@@ -88,6 +89,18 @@ def _training_set_detail(out: dict) -> str:
     return text
 
 
+def absolute_data_uri(data_uri: str) -> str:
+    """A local path or glob made absolute (the runner runs elsewhere); UsageError when nothing is
+    there. URIs (``s3://``, ``sql+...``, ``file://``) are returned as they are."""
+    if "://" in data_uri:
+        return data_uri
+    path = Path(data_uri).expanduser().absolute()
+    pattern = any(c in str(path) for c in "*?[")
+    if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
+        raise UsageError(f"--data {data_uri}: no such file")
+    return str(path.resolve()) if path.exists() else str(path)
+
+
 def _stop_runner(proc: subprocess.Popen, stop_file: Path, timeout_s: float = 90.0) -> None:
     """Ask the runner to stop its run (it terminates the trainer and marks the run failed)."""
     stop_file.touch()
@@ -122,12 +135,7 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     data_uri = data or cfg.source.uri
     if not data_uri:
         raise UsageError(f"pipeline {cfg.name!r} has no source.uri: pass --data FILE")
-    if "://" not in data_uri:  # a local path or glob: absolute, and something must be there
-        path = Path(data_uri).expanduser().absolute()
-        pattern = any(c in str(path) for c in "*?[")
-        if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
-            raise UsageError(f"--data {data_uri}: no such file")
-        data_uri = str(path.resolve()) if path.exists() else str(path)
+    data_uri = absolute_data_uri(data_uri)
     logs = settings.home_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -270,11 +278,7 @@ def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
             answer = json.loads(out.stdout.strip().splitlines()[-1])
             return {"port": port, "available_version": version, **answer}
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            processes.stop(server)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

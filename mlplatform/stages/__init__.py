@@ -19,4 +19,12 @@ class StageSkipped(StageError):
 
 
 class GateRefused(StageSkipped):
-    """The challenger did not pass the evaluation gate; nothing is promoted."""
+    """The challenger did not pass the evaluation gate; nothing is promoted.
+
+    ``figures`` holds what the decision was made on (metric, challenger and champion versions and
+    values, threshold), for the ``gate_refused`` alert.
+    """
+
+    def __init__(self, message: str, figures: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.figures: dict[str, object] = dict(figures or {})
