@@ -64,7 +64,7 @@ def log_requests(
 ) -> None:
     """Write ``rows`` to the request log as the server does: instances of raw features, the
     entity key under ``entities``, one request per ``per_request`` rows, 1 s apart."""
-    from serving.server import RequestLogger
+    from serving.request_log import RequestLogger
 
     logger = RequestLogger(get_settings().request_log_dir)
     scores = np.full(len(rows), 0.5) if scores is None else scores
