@@ -385,3 +385,35 @@ def test_publish_drift_sets_the_asset_extra_and_alerts_only_when_triggered(cfg, 
         assert len(quiet) == 0 and len(posted) == 1
     finally:
         server.shutdown()
+
+
+def test_labels_uri_is_imported_once_per_content(cfg, tmp_path):
+    """``monitoring.labels_uri`` (any source URI; a Parquet glob here) is imported by each
+    check: new content becomes a delivery received at the check's time, unchanged content none."""
+    from mlplatform.monitoring.labels import LABEL, LABEL_TIME, import_source, received_in
+    from mlplatform.monitoring.state import Window
+
+    drop = tmp_path / "outcomes"
+    drop.mkdir()
+    when = datetime(2026, 6, 1, tzinfo=UTC)
+    pd.DataFrame({"customer_id": [1, 2], "event_time": [when, when], "churned": [0, 1]}).to_parquet(
+        drop / "day1.parquet"
+    )
+    uri = str(drop / "*.parquet")
+    wired = cfg.model_copy(
+        update={"monitoring": cfg.monitoring.model_copy(update={"labels_uri": uri})}
+    )
+    settings = get_settings()
+    t1, t2 = when + timedelta(days=1), when + timedelta(days=2)
+    assert import_source(wired, settings, t1)["stored"] is True
+    assert import_source(wired, settings, t2)["stored"] is False  # same rows: stored once
+    first = received_in(wired, settings, Window(None, t1))
+    assert first[LABEL].tolist() == [0, 1] and str(first[LABEL_TIME].iloc[0]) == str(when)
+    assert received_in(wired, settings, Window(t1, t2)).empty
+    from mlplatform.stages import StageError
+
+    pd.DataFrame({"customer_id": [3], "event_time": [pd.NaT], "churned": [1]}).to_parquet(
+        drop / "day2.parquet"
+    )
+    with pytest.raises(StageError, match="labels: .*must not be empty .*1 times"):
+        import_source(wired, settings, t2)
