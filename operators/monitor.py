@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.storage import MONITOR_RUN_PREFIX
 from operators.base import PlatformOperator
 from operators.links import DriftReportLink
-
-MONITOR_RUN_PREFIX = "monitor__"
 
 
 class DriftCheckOperator(PlatformOperator):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.storage import SCORE_RUN_PREFIX
 from operators.base import PlatformOperator
 
 
@@ -13,10 +14,13 @@ class ScoreOperator(PlatformOperator):
 
     XCom: ``predictions_uri``, ``rows``, ``chunks``, ``model_version``, ``data_version``,
     ``request_log_lines`` ... (:func:`mlplatform.stages.score.score`). The stage directory is
-    not emptied first: a failed try leaves an earlier try's ``predictions.parquet`` as it was.
+    not emptied first (``<storage>/<pipeline>/score__<run>/score/``): a failed try leaves an earlier try's ``predictions.parquet`` as it was.
     """
 
     stage = "score"
+    # a score run never shares a train run's directory, lease or frozen config, even where
+    # both DAGs run at the same logical date (same run id): <storage>/<pipeline>/score__<run>/
+    run_prefix = SCORE_RUN_PREFIX
     fresh_stage_dir = False
     template_fields = ("input_uri",)
     ui_color = "#eef7e8"

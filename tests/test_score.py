@@ -202,7 +202,7 @@ def test_score_dag_is_manual_by_default_with_an_input_param_and_failure_alerts(m
     assert task.input_uri == "{{ params.input_uri }}" and task.retries == 0
     assert any(isinstance(c, FailureAlertNotifier) for c in task.on_failure_callback)
     ids = {d.dag_id for d in build_pipeline_dags(cfg)}
-    assert ids == {"mlp_demo_train", "mlp_demo_rollback", "mlp_demo_score"}
+    assert ids == {"mlp_demo_train", "mlp_demo_rollback", "mlp_demo_score", "mlp_demo_monitor"}
     for built in build_pipeline_dags(cfg):
         for t in built.tasks:
             assert any(isinstance(c, FailureAlertNotifier) for c in t.on_failure_callback), (
@@ -230,6 +230,6 @@ def test_cli_scores_through_airflow(mlp_home, tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "rows=3000 chunks=1" in out.stdout and f"with demo v{version}" in out.stdout
-    (path,) = (mlp_home / "storage" / "demo").glob("manual__*/score/predictions.parquet")
+    (path,) = (mlp_home / "storage" / "demo").glob("score__manual__*/score/predictions.parquet")
     assert len(pd.read_parquet(path)) == 3000
     assert "3 line(s) appended" in out.stdout

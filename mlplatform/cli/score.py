@@ -35,7 +35,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     Raises OutcomeError with the stage's one line when the run failed."""
     from mlplatform.score_dag import score_dag_id
     from mlplatform.stages.score import shown_uri
-    from mlplatform.storage import run_key
+    from mlplatform.storage import SCORE_RUN_PREFIX, run_key
 
     path = find_pipeline(name, settings.pipelines_dir)
     cfg = load_pipeline(path)
@@ -75,7 +75,8 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     result = json.loads(result_path.read_text())
     if "error" in result:
         raise UsageError(result["error"])
-    summary_path = Path(settings.storage) / cfg.name / run_key(result["run_id"]) / "score"
+    run_dir = SCORE_RUN_PREFIX + run_key(result["run_id"])
+    summary_path = Path(settings.storage) / cfg.name / run_dir / "score"
     summary_path = summary_path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if result.get("tasks", {}).get("score") != "success" or summary is None:
