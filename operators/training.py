@@ -94,3 +94,19 @@ class LocalHorovodTrainOperator(PlatformOperator):
             value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
         )
         return train_xcom(result, tags)
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import train_parts
+
+        return train_parts(cfg, self.training_set, settings)
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import train_check
+
+        return train_check(result, settings)
+
+    def on_cache_hit(self, cfg, settings, result, context):
+        context["ti"].xcom_push(
+            key=MlflowRunLink.xcom_key,
+            value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
+        )
