@@ -12,16 +12,10 @@ Errors map to Airflow outcomes:
 * :class:`~mlplatform.stages.GateRefused` -> skipped with the reason (a decision, not a crash);
 * other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
 
-Step caching (:mod:`mlplatform.cache`): a subclass that declares :meth:`cache_parts` is cacheable.
-Before running, the task computes its key; when an entry with that key exists and its outputs
-are still usable (:func:`~mlplatform.cache.missing_outputs`, :meth:`cache_check`, an unchanged
-:meth:`cache_state`), the stage does not run: its XCom is the recorded result plus
-``cached_from`` (the Airflow run that produced it) and ``cache_key``, :meth:`on_cache_hit` redoes
-its cheap side effects (an alias, a marker, a link), and the log line and ``summary.json`` say
-"cached from run R". Otherwise it runs and, on success, records its result under the key (its
-XCom carries ``cache_key``, so downstream stages can put it in theirs). ``cache: false`` in the
-config turns both off; the DAG param ``cache=false`` (``mlplatform run --no-cache``) turns off
-the lookup only.
+Step caching (:mod:`operators.caching`): a subclass that declares ``cache_parts`` (and, where
+needed, ``cache_check``, ``cache_state``, ``on_cache_hit``) reuses an earlier output whose key is
+unchanged; its XCom then carries ``cached_from`` and ``cache_key``, and ``summary.json`` and the
+log say "cached from run R".
 """
 
 from __future__ import annotations
@@ -36,9 +30,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings, get_settings
+from operators.caching import CacheableStage, cache_key, remember, reuse
 
 
-class PlatformOperator(BaseOperator):
+class PlatformOperator(CacheableStage, BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
@@ -53,56 +48,6 @@ class PlatformOperator(BaseOperator):
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
     ) -> dict[str, Any]:
         raise NotImplementedError
-
-    # -- step caching (see the module doc); the defaults make a stage not cacheable ---------------
-
-    def cache_parts(
-        self, cfg: PipelineConfig, settings: Settings, context: Any
-    ) -> dict[str, Any] | None:
-        """What determines this stage's output for this run (JSON-able), or None when the
-        stage cannot be cached for this run (say, an upstream stage without a key)."""
-        return None
-
-    def cache_check(
-        self, cfg: PipelineConfig, settings: Settings, result: dict[str, Any]
-    ) -> str | None:
-        """Why a recorded ``result`` can no longer be used (beyond its files), or None."""
-        return None
-
-    def cache_state(
-        self, cfg: PipelineConfig, settings: Settings, result: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """A fingerprint of the shared state this stage's output lives in, recorded after a
-        success; an entry is reused only while the fingerprint is the same."""
-        return None
-
-    def on_cache_hit(
-        self, cfg: PipelineConfig, settings: Settings, result: dict[str, Any], context: Any
-    ) -> None:
-        """Redo the cheap side effects of the stage for a reused ``result`` (links, aliases)."""
-
-    def _cache_lookup(
-        self, cfg: PipelineConfig, settings: Settings, key: str
-    ) -> tuple[Any, str | None]:
-        """``(entry, None)`` for a usable entry, ``(None, why not)`` otherwise."""
-        from mlplatform import cache
-
-        entry = cache.lookup(settings, cfg.name, self.stage, key)
-        if entry is None:
-            return None, "no earlier output with this key"
-        why = cache.missing_outputs(settings, entry.result)
-        if why is None:
-            try:
-                why = self.cache_check(cfg, settings, entry.result)
-            except Exception as exc:  # noqa: BLE001 - a check that cannot run is a miss
-                why = f"its outputs could not be checked ({type(exc).__name__}: {exc})"
-        if why is None and entry.state is not None:
-            if self.cache_state(cfg, settings, entry.result) != entry.state:
-                why = "the state its output lives in changed since"
-        if why is not None:
-            cache.forget(settings, cfg.name, self.stage, key)
-            return None, f"the output of run {entry.run_id} cannot be reused: {why}"
-        return entry, None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
@@ -123,38 +68,11 @@ class PlatformOperator(BaseOperator):
                 raise AirflowFailException(str(exc)) from None
         out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
         started = time.monotonic()
-        key = None
-        if cfg.cache:
-            from mlplatform import cache
-
-            try:
-                parts = self.cache_parts(cfg, settings, context)
-            except Exception as exc:  # noqa: BLE001 - no key is no caching, never a failure
-                self.log.warning("%s: not cached, its key cannot be computed: %s", self.stage, exc)
-                parts = None
-            if parts is not None:
-                key = cache.stage_key(cfg.name, self.stage, parts)
-            if key is not None and not caching_param(context):
-                self.log.info("%s: cache lookup off for this run (param cache=false)", self.stage)
-            elif key is not None:
-                entry, why = self._cache_lookup(cfg, settings, key)
-                if entry is not None:
-                    result = {
-                        **entry.result,
-                        cache.CACHED_FROM: entry.run_id,
-                        cache.CACHE_KEY: key,
-                    }
-                    self.on_cache_hit(cfg, settings, result, context)
-                    write_summary(out_dir, self.stage, time.monotonic() - started, result)
-                    self.log.info(
-                        "%s cached from run %s (key %s): %s",
-                        self.stage,
-                        entry.run_id,
-                        key[:12],
-                        result,
-                    )
-                    return result
-                self.log.info("%s: cache miss (key %s): %s", self.stage, key[:12], why)
+        key = cache_key(self, cfg, settings, context)
+        cached = reuse(self, cfg, settings, context, key)
+        if cached is not None:
+            write_summary(out_dir, self.stage, time.monotonic() - started, cached)
+            return cached
         try:
             with (
                 runs.heartbeating(settings, cfg.name, context["run_id"])
@@ -171,27 +89,7 @@ class PlatformOperator(BaseOperator):
         except StageError as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
             raise AirflowException(str(exc)) from None
-        if key is not None:
-            from mlplatform import cache
-
-            try:
-                state = self.cache_state(cfg, settings, result)
-                cache.record(settings, cfg.name, self.stage, key, context["run_id"], result, state)
-            except Exception as exc:  # noqa: BLE001 - the stage succeeded; only reuse is lost
-                self.log.warning(
-                    "%s: its output was not recorded in the cache: %s", self.stage, exc
-                )
-            else:
-                result = {**result, cache.CACHE_KEY: key}
+        result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
         return result
-
-
-def caching_param(context: Any) -> bool:
-    """The run's ``cache`` param (``mlplatform run --no-cache`` sets it false); True if absent."""
-    params = context.get("params") or {}
-    value = params.get("cache", True)
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "off")
-    return bool(value)

@@ -345,6 +345,48 @@ def test_ingest_stage_hit_and_miss(demo, tmp_path):
     assert "cached_from" not in third and third["data_version"] != first["data_version"]
 
 
+def test_kubernetes_train_reuses_a_recorded_training_without_a_pod(demo):
+    """The Kubernetes backend shares the train stage's cache: a recorded training whose MLflow
+    run and logged model exist is the XCom, and no pod or MPIJob is built; once the MLflow run
+    is deleted it is a miss."""
+    from mlflow import MlflowClient
+
+    from operators.caching import cache_key, reuse
+    from operators.kubernetes_training import HorovodKubernetesTrainOperator
+
+    settings = get_settings()
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.create_experiment("demo")
+    run = client.create_run(experiment)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    model = client.create_logged_model(experiment, source_run_id=run.info.run_id)
+    trained = {
+        "mlflow_run_id": run.info.run_id,
+        "model_uri": f"models:/{model.model_id}",
+        "metrics": {"auc": 0.8},
+        "world_size": 8,
+        "samples_per_sec": 1.0,
+        "tags": {},
+    }
+
+    class NoCluster(HorovodKubernetesTrainOperator):
+        def build_trainer_pod(self, *args, **kwargs):
+            raise AssertionError("a cached training must not build a pod")
+
+        def execute_mpijob(self, *args, **kwargs):
+            raise AssertionError("a cached training must not submit an MPIJob")
+
+    op = NoCluster(pipeline="demo", training_set={"train_uri": "x", "cache_key": "ts-key"})
+    cfg = load_pipeline(demo)
+    key = cache_key(op, cfg, settings, context(RUN_1))
+    cache.record(settings, "demo", "train", key, RUN_1, trained)
+    result = op.execute(context(RUN_2))
+    assert result["cached_from"] == RUN_1 and result["mlflow_run_id"] == run.info.run_id
+    assert summary(RUN_2, "train")["cached_from"] == RUN_1
+    client.delete_run(run.info.run_id)
+    assert reuse(op, cfg, settings, context(RUN_3), key) is None
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
