@@ -300,6 +300,46 @@ def test_train_key_trainer_code_model_section_and_upstream(demo, tmp_path, monke
     assert cache_keys.register_parts(cfg, {}, get_settings()) is None
 
 
+def test_gate_key_follows_the_champion_and_promote_reuse_follows_the_labels(demo, tmp_path):
+    """The gate's key holds the champion version (none when the champion is the challenger
+    itself, as gate() judges it); a promotion is reused only while its label and alias stay."""
+    from mlflow import MlflowClient
+
+    from serving import layout
+
+    settings, cfg = get_settings(), load_pipeline(demo)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client.create_registered_model("demo")
+    run = client.create_run(client.create_experiment("demo")).info.run_id
+    for _ in range(2):
+        client.create_model_version("demo", source=(tmp_path / "m").as_uri(), run_id=run)
+    registered, training_set = {"model_version": 1, "cache_key": "r1"}, {"cache_key": "t1"}
+    no_champion = cache_keys.gate_parts(cfg, registered, training_set, settings)
+    client.set_registered_model_alias("demo", "champion", "1")
+    assert cache_keys.gate_parts(cfg, registered, training_set, settings) == no_champion
+    client.set_registered_model_alias("demo", "champion", "2")
+    assert cache_keys.gate_parts(cfg, registered, training_set, settings) != no_champion
+    assert cache_keys.gate_parts(cfg, {"model_version": 1}, training_set, settings) is None
+
+    for version in (1, 2):
+        saved = tmp_path / f"saved{version}"
+        saved.mkdir()
+        (saved / "saved_model.pb").write_bytes(b"model %d" % version)
+        layout.publish_version(settings.models_dir, "demo", version, saved)
+    layout.set_label(settings.models_dir, "demo", "stable", 2)
+    promoted = {"version": 2, "model_name": "demo"}
+    assert cache_keys.promote_check(cfg, promoted, settings) is None
+    layout.set_label(settings.models_dir, "demo", "stable", 1)  # e.g. a rollback since
+    assert "label stable of demo is now on version 1" in cache_keys.promote_check(
+        cfg, promoted, settings
+    )
+    layout.set_label(settings.models_dir, "demo", "stable", 2)
+    client.set_registered_model_alias("demo", "champion", "1")
+    assert "alias champion of demo is now on version 1" in cache_keys.promote_check(
+        cfg, promoted, settings
+    )
+
+
 def test_source_fingerprint(demo, tmp_path):
     from mlplatform import sources
 
