@@ -17,13 +17,15 @@ features           data version, ``features`` and ``source`` sections, the featu
                    the apply record and the materialization ledger (:func:`feast_state`)
 training_set       data version, ``features``/``source`` sections, ``retrain.window_days``,
                    the feature definitions code and :func:`feast_state` as it is now
-train              training_set key, ``model``, ``training``, ``features`` sections,
+train              the training set's bytes (train and hold-out sha256, whichever run
+                   wrote them: a rebuilt but identical training set trains nothing),
+                   ``model``, ``training``, ``features`` sections,
                    :func:`~mlplatform.lineage.trainer_code_hash`, TensorFlow/Horovod versions
 register           train key, ``serving.model_name``
-gate               register and training_set keys, ``gate``/``features`` sections, model
+gate               register key, the hold-out's sha256, ``gate``/``features`` sections, model
                    kind, the champion version (none when the champion *is* the challenger)
-infra_validate     register and training_set keys, ``serving``/``features`` sections, the
-                   serving runtime's code
+infra_validate     register key, the hold-out's sha256, ``serving``/``features`` sections,
+                   the serving runtime's code
 promote            infra_validate key, model name, ``serving.canary``; reused only while the
                    label and alias still point at the promoted version
 =================  ==================================================================
@@ -39,6 +41,7 @@ from typing import Any
 from mlplatform.cache import CACHE_KEY, code_hash, directory_state, file_digest, library_versions
 from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings
+from mlplatform.storage import to_path
 
 #: each stage's code (relative to the platform checkout), part of its key
 STAGE_CODE: dict[str, tuple[str, ...]] = {
@@ -179,14 +182,23 @@ def training_set_parts(
 # ------------------------------------------------------------------------------ model stages
 
 
+def training_data(training_set: Any, *parts: str) -> dict[str, str | None] | None:
+    """sha256 of the training set's files (``train_uri``, ``holdout_uri``) by XCom key: what a
+    model is trained and judged on, whichever run wrote the files. None when the XCom has no
+    such URIs."""
+    if not isinstance(training_set, dict) or not all(training_set.get(p) for p in parts):
+        return None
+    return {p: file_digest(to_path(str(training_set[p]))) for p in parts}
+
+
 def train_parts(cfg: PipelineConfig, training_set: Any, settings: Settings) -> dict | None:
     from mlplatform.lineage import trainer_code_hash
 
-    upstream = upstream_key(training_set)
-    if upstream is None:
+    data = training_data(training_set, "train_uri", "holdout_uri")
+    if data is None:
         return None
     return {
-        "training_set": upstream,
+        "training_data": data,
         "model": _section(cfg.model),
         "training": _section(cfg.training),
         "features": _section(cfg.features),
@@ -252,15 +264,15 @@ def gate_parts(
 ) -> dict | None:
     from mlplatform.stages.registry import CHAMPION, alias_version
 
-    reg, ts = upstream_key(registered), upstream_key(training_set)
-    if reg is None or ts is None:
+    reg, holdout = upstream_key(registered), training_data(training_set, "holdout_uri")
+    if reg is None or holdout is None:
         return None
     champion = alias_version(settings, cfg.serving.model_name, CHAMPION)
     if champion == int(registered["model_version"]):
         champion = None  # the gate compares nothing with itself: the floor alone (as gate() does)
     return {
         "registered": reg,
-        "training_set": ts,
+        "holdout": holdout,
         "gate": _section(cfg.gate),
         "features": _section(cfg.features),
         "model_kind": cfg.model.kind,
@@ -273,12 +285,12 @@ def gate_parts(
 def infra_validate_parts(
     cfg: PipelineConfig, registered: Any, training_set: Any, settings: Settings
 ) -> dict | None:
-    reg, ts = upstream_key(registered), upstream_key(training_set)
-    if reg is None or ts is None:
+    reg, holdout = upstream_key(registered), training_data(training_set, "holdout_uri")
+    if reg is None or holdout is None:
         return None
     return {
         "registered": reg,
-        "training_set": ts,
+        "holdout": holdout,
         "serving": _section(cfg.serving),
         "features": _section(cfg.features),
         "code": _code(settings, "infra_validate"),

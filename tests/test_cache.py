@@ -281,12 +281,28 @@ def test_training_set_key_follows_the_offline_store(demo):
     )
 
 
+def training_set_files(directory: Path, train: bytes = b"train rows") -> dict[str, str]:
+    """A training set's XCom whose train/hold-out files hold ``train`` and fixed bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.parquet").write_bytes(train)
+    (directory / "holdout.parquet").write_bytes(b"holdout rows")
+    return {
+        "train_uri": to_uri(directory / "train.parquet"),
+        "holdout_uri": to_uri(directory / "holdout.parquet"),
+        "cache_key": "ts-key",
+    }
+
+
 def test_train_key_trainer_code_model_section_and_upstream(demo, tmp_path, monkeypatch):
     cfg = load_pipeline(demo)
-    training_set = {"training_set_uri": "file:///t.parquet", "cache_key": "k1"}
+    training_set = training_set_files(tmp_path / "run1")
     monkeypatch.setenv("MLP_REPO_ROOT", str(_repo_copy(tmp_path, "a")))
     base = cache_keys.train_parts(cfg, training_set, get_settings())
-    assert cache_keys.train_parts(cfg, {**training_set, "cache_key": "k2"}, get_settings()) != base
+    # the same bytes written by another run: the same training; other rows: another one
+    rebuilt = training_set_files(tmp_path / "run2")
+    assert cache_keys.train_parts(cfg, rebuilt, get_settings()) == base
+    other = training_set_files(tmp_path / "run3", b"other rows")
+    assert cache_keys.train_parts(cfg, other, get_settings()) != base
     assert cache_keys.train_parts(cfg, {"training_set_uri": "x"}, get_settings()) is None
     more_epochs = cfg.model_copy(update={"model": cfg.model.model_copy(update={"epochs": 9})})
     assert cache_keys.train_parts(more_epochs, training_set, get_settings()) != base
@@ -313,7 +329,8 @@ def test_gate_key_follows_the_champion_and_promote_reuse_follows_the_labels(demo
     run = client.create_run(client.create_experiment("demo")).info.run_id
     for _ in range(2):
         client.create_model_version("demo", source=(tmp_path / "m").as_uri(), run_id=run)
-    registered, training_set = {"model_version": 1, "cache_key": "r1"}, {"cache_key": "t1"}
+    registered = {"model_version": 1, "cache_key": "r1"}
+    training_set = training_set_files(tmp_path / "ts")
     no_champion = cache_keys.gate_parts(cfg, registered, training_set, settings)
     client.set_registered_model_alias("demo", "champion", "1")
     assert cache_keys.gate_parts(cfg, registered, training_set, settings) == no_champion
@@ -385,7 +402,7 @@ def test_ingest_stage_hit_and_miss(demo, tmp_path):
     assert "cached_from" not in third and third["data_version"] != first["data_version"]
 
 
-def test_kubernetes_train_reuses_a_recorded_training_without_a_pod(demo):
+def test_kubernetes_train_reuses_a_recorded_training_without_a_pod(demo, tmp_path):
     """The Kubernetes backend shares the train stage's cache: a recorded training whose MLflow
     run and logged model exist is the XCom, and no pod or MPIJob is built; once the MLflow run
     is deleted it is a miss."""
@@ -416,7 +433,7 @@ def test_kubernetes_train_reuses_a_recorded_training_without_a_pod(demo):
         def execute_mpijob(self, *args, **kwargs):
             raise AssertionError("a cached training must not submit an MPIJob")
 
-    op = NoCluster(pipeline="demo", training_set={"train_uri": "x", "cache_key": "ts-key"})
+    op = NoCluster(pipeline="demo", training_set=training_set_files(tmp_path / "ts"))
     cfg = load_pipeline(demo)
     key = cache_key(op, cfg, settings, context(RUN_1))
     cache.record(settings, "demo", "train", key, RUN_1, trained)
