@@ -22,8 +22,8 @@ every miss. Runs of one pipeline never interleave (the run lease), so the index 
 
 Turning it off: ``cache: false`` in a pipeline config (no lookups, nothing recorded), or
 ``mlplatform run NAME --no-cache`` (DAG param ``cache``: every stage runs afresh and records its
-fresh output for later runs). The hook into the operators is
-:class:`operators.base.PlatformOperator` (``cache_parts`` and friends).
+fresh output for later runs). What each stage's key holds is :mod:`mlplatform.cache_keys`; the
+hook into the operators is :mod:`operators.caching`.
 """
 
 from __future__ import annotations
