@@ -358,6 +358,12 @@ class PipelineConfig(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    cache: bool = Field(
+        default=True,
+        description="step caching: a stage whose key (data version, config sections, definitions, "
+        "code) is unchanged reuses its earlier output (mlplatform.cache); false: every run "
+        "runs every stage and records nothing",
+    )
 
     @model_validator(mode="after")
     def _metric_fits_kind(self) -> PipelineConfig:
@@ -387,8 +393,9 @@ class PipelineConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        """Stable hash of the validated config (a lineage tag on every model version)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Stable hash of the validated config (a lineage tag on every model version); ``cache``
+        is left out: it changes how a run gets its outputs, not what they are."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"cache"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -56,7 +56,9 @@ TRAIN_DAG_DOC = """Training DAG of a pipeline config (``pipelines/<name>.yaml``)
 ``start_run`` takes the pipeline's lease (runs of one pipeline never interleave: a second run
 waits for the first) and freezes the run's config; ``end_run`` gives the lease back.
 
-Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``).
+Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``). A stage
+whose inputs are unchanged reuses its earlier output ("cached from run R", :mod:`mlplatform.cache`);
+param ``cache`` false (``mlplatform run --no-cache``) runs every stage afresh.
 """
 
 
@@ -114,7 +116,13 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         params={
             "data_uri": Param(
                 cfg.source.uri or "", type="string", description="raw batch to ingest"
-            )
+            ),
+            "cache": Param(
+                True,
+                type="boolean",
+                description="reuse a stage's earlier output when its cache key is unchanged "
+                "(false: run every stage afresh; config `cache: false` turns caching off)",
+            ),
         },
         default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
         doc_md=TRAIN_DAG_DOC,

@@ -12,6 +12,11 @@ Errors map to Airflow outcomes:
 * :class:`~mlplatform.stages.StageSkipped` (e.g. ``GateRefused``) -> skipped with the reason (a
   decision, not a crash);
 * other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
+
+Step caching (:mod:`operators.caching`): a subclass that declares ``cache_parts`` (and, where
+needed, ``cache_check``, ``cache_state``, ``on_cache_hit``) reuses an earlier output whose key is
+unchanged; its XCom then carries ``cached_from`` and ``cache_key``, and ``summary.json`` and the
+log say "cached from run R".
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings, get_settings
+from operators.caching import CacheableStage, cache_key, remember, reuse
 
 
-class PlatformOperator(BaseOperator):
+class PlatformOperator(CacheableStage, BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``."""
 
     stage: str = "stage"
@@ -69,6 +75,11 @@ class PlatformOperator(BaseOperator):
                 raise AirflowFailException(str(exc)) from None
         out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, fresh=self.fresh_stage_dir)
         started = time.monotonic()
+        key = cache_key(self, cfg, settings, context)
+        cached = reuse(self, cfg, settings, context, key)
+        if cached is not None:
+            write_summary(out_dir, self.stage, time.monotonic() - started, cached)
+            return cached
         try:
             with (
                 runs.heartbeating(settings, cfg.name, context["run_id"])
@@ -85,6 +96,7 @@ class PlatformOperator(BaseOperator):
         except StageError as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
             raise AirflowException(str(exc)) from None
+        result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
         return result

@@ -13,6 +13,9 @@ class IngestOperator(PlatformOperator):
 
     XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``chunks``,
     ``files``, ``source_uri`` (passwords hidden).
+
+    Cached (:mod:`mlplatform.cache_keys`) for file and S3 sources by the files' names, sizes and
+    hashes (S3: ETags); a SQL source always runs.
     """
 
     stage = "ingest"
@@ -25,4 +28,17 @@ class IngestOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.ingest import ingest
 
-        return ingest(cfg, self.source_uri or cfg.source.uri or "", out_dir, settings)
+        return ingest(cfg, self._uri(cfg), out_dir, settings)
+
+    def _uri(self, cfg) -> str:
+        return self.source_uri or cfg.source.uri or ""
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import ingest_parts
+
+        return ingest_parts(cfg, self._uri(cfg), settings)
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import ingest_check
+
+        return ingest_check(result, settings)

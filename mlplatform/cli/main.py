@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sql+<SQLAlchemy URL>?query=...; default source.uri",
     )
     p.add_argument("--logical-date", help="ISO-8601 logical date of the run (default now)")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every stage afresh, even where an earlier output with the same cache key "
+        "exists (the fresh outputs are recorded for later runs)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

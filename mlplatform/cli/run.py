@@ -75,6 +75,8 @@ def _stage_line(summary: dict) -> str:
                 detail += f"  ({out['materialization']})"
         if summary["stage"] == "training_set":
             detail += _training_set_detail(out)
+        if out.get("cached_from"):
+            detail += f"  (cached from run {out['cached_from']})"
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
 
 
@@ -115,14 +117,21 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
+def run_pipeline(
+    settings: Settings,
+    name: str,
+    data: str | None,
+    logical_date: str | None,
+    use_cache: bool = True,
+) -> dict:
     """Run the pipeline's training DAG through Airflow in a child process, printing progress.
 
     The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``:
     the child watches for it) stops the run, its trainer included, and marks it failed. A run of
     the same pipeline that is already in progress is waited for (runs of one pipeline never
     interleave). A pipeline file the DAG factory refuses (a duplicated name included) fails here,
-    first.
+    first. ``use_cache=False`` (``--no-cache``) sets the run's param ``cache`` false: every stage
+    runs afresh.
     """
     from mlplatform import runs
     from mlplatform.storage import run_key
@@ -142,7 +151,7 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     log_path, result_path = logs / f"{cfg.name}-{stamp}.log", logs / f"{cfg.name}-{stamp}.json"
     started_path = Path(f"{result_path}.started")
     cmd = [sys.executable, "-m", "mlplatform.airflow_runner", f"mlp_{cfg.name}_train", str(result_path),
-           "--conf", json.dumps({"data_uri": data_uri})]  # fmt: skip
+           "--conf", json.dumps({"data_uri": data_uri, "cache": use_cache})]  # fmt: skip
     if logical_date:
         cmd += ["--logical-date", logical_date]
     say(f"running DAG mlp_{cfg.name}_train through Airflow on {data_uri}")
@@ -212,6 +221,12 @@ def _run_outcome(settings: Settings, result: dict) -> None:
     summaries = {s["stage"]: s for s in runs}
     states = result["tasks"]
     say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
+    cached = [s["stage"] for s in runs if s["outputs"].get("cached_from")]
+    if cached:
+        say(
+            f"cache: {len(cached)} stage(s) reused earlier outputs ({', '.join(cached)}); "
+            "--no-cache runs them afresh"
+        )
     failed = [
         t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries
     ]
@@ -238,7 +253,9 @@ def _run_outcome(settings: Settings, result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
+    result = run_pipeline(
+        settings, args.pipeline, args.data, args.logical_date, use_cache=not args.no_cache
+    )
     _run_outcome(settings, result)
     return 0
 
