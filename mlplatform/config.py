@@ -17,7 +17,8 @@ A pipeline file cannot hurt the others, nor the process that reads it:
   bounded expansion costs nothing; only their expansion is capped. Recursive aliases are refused.
 * Echoed input in errors (``(got ...)``) is cut to ``ECHO_CHARS`` characters and at most
   ``MAX_ERROR_LINES`` field errors are listed.
-* Schedules (``source.schedule``, ``monitoring.schedule``, ``retrain.schedule``) are null, an Airflow preset or a cron
+* Schedules (``source.schedule``, ``monitoring.schedule``, ``retrain.schedule``,
+  ``scoring.schedule``) are null, an Airflow preset or a cron
   expression that croniter (Airflow's own cron parser, imported lazily) accepts and that fires.
 """
 
@@ -281,6 +282,24 @@ class MonitoringConfig(_Strict):
     drift_share: float = Field(default=0.3, gt=0, le=1)
     min_rows: int = Field(default=500, ge=1)
     cooldown_hours: int = Field(default=24, ge=0)
+    max_metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="the live gate.metric on labelled requests may be worse than the champion's "
+        "hold-out metric by this much; more publishes the drift asset (reason 'metric drop')",
+    )
+    labels_uri: str | None = Field(
+        default=None,
+        description="delayed ground truth each check imports (path, glob, s3://, sql+...): the "
+        "entity, time (source.timestamp) and label (features.label) columns; null: only labels "
+        "stored by `mlplatform labels`",
+    )
+    label_delay_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="a label joins the latest request of its entity made at most this long "
+        "before the label's time",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -303,6 +322,26 @@ class RetrainConfig(_Strict):
         gt=0,
         description="training history: null = the newest batch alone; N = every validated row "
         "whose event time lies within N days before the newest batch's latest event time",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _airflow_schedule(cls, value: str | None) -> str | None:
+        return check_schedule(value)
+
+
+class ScoringConfig(_Strict):
+    schedule: str | None = Field(
+        default=None,
+        description="batch scoring DAG mlp_<name>_score; null: manual runs only (the opt-in)",
+    )
+    input_uri: str | None = Field(
+        default=None,
+        description="table to score (path, glob, s3://, sql+...; see mlplatform.sources); "
+        "null: every entity's latest row of the offline feature store; overridable per run",
+    )
+    chunk_rows: int = Field(
+        default=50_000, ge=1, description="rows scored (and held in memory) at a time"
     )
 
     @field_validator("schedule")
@@ -340,7 +379,14 @@ class PipelineConfig(_Strict):
     serving: ServingConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    cache: bool = Field(
+        default=True,
+        description="step caching: a stage whose key (data version, config sections, definitions, "
+        "code) is unchanged reuses its earlier output (mlplatform.cache); false: every run "
+        "runs every stage and records nothing",
+    )
 
     @model_validator(mode="after")
     def _metric_fits_kind(self) -> PipelineConfig:
@@ -370,8 +416,9 @@ class PipelineConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        """Stable hash of the validated config (a lineage tag on every model version)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Stable hash of the validated config (a lineage tag on every model version); ``cache``
+        is left out: it changes how a run gets its outputs, not what they are."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"cache"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -1,8 +1,11 @@
 """Airflow DAGs from pipeline files; what ``dags/mlplatform_pipelines.py`` exposes to Airflow.
 
 Per valid ``pipelines/*.yaml``: a training DAG ``mlp_<name>_train``, a manual rollback DAG
-``mlp_<name>_rollback`` and, when the pipeline names a landing source (``source.uri``), an ingest
-DAG ``mlp_<name>_ingest``. Per file that is *not* valid: a placeholder DAG
+``mlp_<name>_rollback``, a batch scoring DAG ``mlp_<name>_score`` (:mod:`mlplatform.score_dag`),
+with a ``monitoring.schedule`` a monitor DAG ``mlp_<name>_monitor`` (:mod:`mlplatform.monitor_dag`)
+and, when the pipeline names a landing source (``source.uri``), an ingest DAG ``mlp_<name>_ingest``.
+Every DAG's ``default_args`` come from :func:`dag_default_args` (failure alerts included). Per file
+that is *not* valid: a placeholder DAG
 ``mlp_<file stem>_invalid``, so that the problem shows in the Airflow UI while every good
 pipeline keeps its DAGs.
 
@@ -61,6 +64,9 @@ reason (triggers, cooldown: ``mlplatform.decisions``); the reason is the run's n
 Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``); a run without
 ``data_uri`` ingests nothing new: it trains on the validated history up to the newest validated
 batch (``retrain.window_days``).
+A stage whose inputs are unchanged reuses its earlier output ("cached from run R",
+:mod:`mlplatform.cache`); param ``cache`` false (``mlplatform run --no-cache``) runs every stage
+afresh.
 """
 
 INGEST_DAG_DOC = """Ingest DAG of a pipeline with a landing source (``source.uri``, templated by the
@@ -74,6 +80,19 @@ no earlier run validated; an interval with no batch skips the run with the reaso
 
 #: Airflow schedules that cannot be combined with assets (they are not cron expressions)
 NOT_CRON = ("@once", "@continuous")
+
+
+def dag_default_args(cfg: PipelineConfig, **overrides: Any) -> dict[str, Any]:
+    """The ``default_args`` of every platform DAG of pipeline ``cfg``: ``pipeline`` (every platform
+    operator takes it) and ``on_failure_callback``, a :class:`~operators.notifiers.FailureAlertNotifier`
+    (a task that fails for good sends a ``failure`` alert), plus ``overrides`` (``retries`` ...)."""
+    from operators.notifiers import FailureAlertNotifier
+
+    return {
+        "pipeline": cfg.name,
+        "on_failure_callback": [FailureAlertNotifier(cfg.name)],
+        **overrides,
+    }
 
 
 def train_operator_class() -> type:
@@ -152,9 +171,15 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
                 "",
                 type="string",
                 description="raw batch to ingest; empty: train on the validated history",
-            )
+            ),
+            "cache": Param(
+                True,
+                type="boolean",
+                description="reuse a stage's earlier output when its cache key is unchanged "
+                "(false: run every stage afresh; config `cache: false` turns caching off)",
+            ),
         },
-        default_args={"pipeline": cfg.name, "retries": 1, "retry_delay": timedelta(seconds=30)},
+        default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
         doc_md=TRAIN_DAG_DOC,
     ) as dag:
         start = StartRunOperator()
@@ -202,12 +227,9 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=get_settings().run_timeout_hours),
         tags=["mlplatform", "ingest", cfg.name],
-        default_args={
-            "pipeline": cfg.name,
-            "run_scope": "ingest",
-            "retries": 1,
-            "retry_delay": timedelta(seconds=30),
-        },
+        default_args=dag_default_args(
+            cfg, run_scope="ingest", retries=1, retry_delay=timedelta(seconds=30)
+        ),
         doc_md=INGEST_DAG_DOC,
     ) as dag:
         start = StartRunOperator()
@@ -237,7 +259,7 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         params={
             "to_version": Param("", type="string", description="version to serve; empty = previous")
         },
-        default_args={"pipeline": cfg.name, "retries": 0},
+        default_args=dag_default_args(cfg, retries=0),
     ) as dag:
         RollbackOperator(to_version="{{ params.to_version }}")
     return dag
@@ -246,7 +268,11 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
 def build_pipeline_dags(cfg: PipelineConfig) -> list[DAG]:
     """The DAGs of one valid pipeline, each checked as the DagBag checks it (``validate``:
     timetable, params; ``check_cycle``), so that a failure here, not in the DagBag, says why."""
-    dags = [build_train_dag(cfg), build_rollback_dag(cfg)]
+    from mlplatform.monitor_dag import build_monitor_dag
+    from mlplatform.score_dag import build_score_dag
+
+    dags = [build_train_dag(cfg), build_rollback_dag(cfg), build_score_dag(cfg)]
+    dags += [dag for dag in [build_monitor_dag(cfg)] if dag is not None]
     if cfg.source.uri:
         dags.append(build_ingest_dag(cfg))
     for dag in dags:

@@ -36,8 +36,9 @@ def feature_columns(cfg: PipelineConfig, df: pd.DataFrame) -> dict[str, np.ndarr
         for c in cfg.features.numeric
     }
     for c in cfg.features.categorical:
-        text = df[c].astype(object).map(lambda v: MISSING_CATEGORY if pd.isna(v) else str(v))
-        columns[c] = text.to_numpy(dtype=object).astype(str)
+        text = df[c].astype(str).to_numpy(dtype=object)  # str(v) of each value, vectorized
+        text[df[c].isna().to_numpy()] = MISSING_CATEGORY
+        columns[c] = text.astype(str)
     return columns
 
 

@@ -35,6 +35,7 @@ import codecs
 import csv
 import fnmatch
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -168,6 +169,50 @@ def _resolve_local(uri: str, cfg: PipelineConfig) -> ResolvedSource:
     )
 
 
+def fingerprint(uri: str, cfg: PipelineConfig, settings: Settings) -> list[list[object]] | None:
+    """What identifies the batch ``uri`` names without reading it into the platform (the ingest
+    stage's cache key, :mod:`mlplatform.cache`): ``[name, size, sha256]`` per local file (its
+    bytes hashed: a copy of the same file is the same batch), ``[s3://bucket/key, size, ETag]``
+    per S3 object (listed, not downloaded); None for a SQL source, whose rows can change behind
+    the same query. Raises :class:`SourceError` where :func:`resolve` would."""
+    uri = uri.strip()
+    if not uri or is_sql(uri):
+        return None
+    if uri.startswith("s3://"):
+        return _s3_listing(uri, settings)
+    rows: list[list[object]] = []
+    for _where, path, _fmt in resolve(uri, cfg, settings, Path("/nonexistent")).files:
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        rows.append([str(path), path.stat().st_size, digest])
+    return rows
+
+
+def _s3_listing(uri: str, settings: Settings) -> list[list[object]]:
+    """``[s3://bucket/key, size, ETag]`` of the objects an S3 source URI names."""
+    parsed = urlparse(uri)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket:
+        raise SourceError(f"ingest: {uri}: no bucket in the URI (s3://bucket/key)")
+    client = s3_client(settings)
+    try:
+        if key and not key.endswith("/") and not _GLOB_CHARS.search(key):
+            _head_object(client, bucket, key)
+            head = client.head_object(Bucket=bucket, Key=key)
+            return [[f"s3://{bucket}/{key}", head["ContentLength"], head.get("ETag")]]
+        rows = [
+            [f"s3://{bucket}/{obj['Key']}", obj["Size"], obj.get("ETag")]
+            for obj in _list_objects(client, bucket, key)
+        ]
+    except SourceError:
+        raise
+    except Exception as exc:  # botocore's many error types: the user needs one line
+        raise _s3_problem(exc, uri, settings.s3_endpoint_url) from None
+    if not rows:
+        raise SourceError(f"ingest: {uri}: no object matches")
+    return rows
+
+
 # --------------------------------------------------------------------------- S3
 
 
@@ -251,9 +296,14 @@ def _head_object(client, bucket: str, key: str) -> None:
 
 def _list_keys(client, bucket: str, key: str) -> list[str]:
     """Keys under a prefix (``key`` ends with ``/`` or is empty) or matching a glob on the key."""
+    return [obj["Key"] for obj in _list_objects(client, bucket, key)]
+
+
+def _list_objects(client, bucket: str, key: str) -> list[dict]:
+    """The listed objects (``Key``, ``Size``, ``ETag``, ...) of :func:`_list_keys`, by key."""
     match = _GLOB_CHARS.search(key)
     prefix = key[: match.start()] if match else key
-    keys = []
+    objects = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             name = obj["Key"]
@@ -262,8 +312,8 @@ def _list_keys(client, bucket: str, key: str) -> list[str]:
                 continue
             if match and not fnmatch.fnmatchcase(name, key):
                 continue
-            keys.append(name)
-    return sorted(keys)
+            objects.append(obj)
+    return sorted(objects, key=lambda obj: obj["Key"])
 
 
 # --------------------------------------------------------------------------- SQL

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+#: run directories of the DAGs that are not a pipeline's training run: a monitor or score run
+#: never shares a train run's directory, lease or frozen config, even at the same run id
+MONITOR_RUN_PREFIX = "monitor__"
+SCORE_RUN_PREFIX = "score__"
+
 
 def run_key(run_id: str) -> str:
     """Filesystem-safe form of an Airflow run id (``manual__2026-01-01T00:00:00+00:00``)."""

@@ -15,6 +15,7 @@ from operators.registry import (
     RegisterOperator,
     RollbackOperator,
 )
+from operators.score import ScoreOperator
 from operators.training import LocalHorovodTrainOperator
 from operators.validate import ValidateOperator
 
@@ -29,6 +30,7 @@ __all__ = [
     "PromoteOperator",
     "RegisterOperator",
     "RollbackOperator",
+    "ScoreOperator",
     "TrainingSetOperator",
     "ValidateOperator",
 ]

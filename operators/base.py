@@ -9,9 +9,14 @@ judged dead must not write shared state) and refreshes its heartbeat while it wo
 Errors map to Airflow outcomes:
 
 * :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
-* :class:`~mlplatform.stages.GateRefused`, :class:`~mlplatform.stages.NothingToDo` -> skipped
+* :class:`~mlplatform.stages.StageSkipped` (e.g. ``GateRefused``, ``NothingToDo``) -> skipped
   with the reason (a decision, not a crash);
 * other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
+
+Step caching (:mod:`operators.caching`): a subclass that declares ``cache_parts`` (and, where
+needed, ``cache_check``, ``cache_state``, ``on_cache_hit``) reuses an earlier output whose key is
+unchanged; its XCom then carries ``cached_from`` and ``cache_key``, and ``summary.json`` and the
+log say "cached from run R".
 """
 
 from __future__ import annotations
@@ -26,17 +31,25 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings, get_settings
+from operators.caching import CacheableStage, cache_key, remember, reuse
 
 
-class PlatformOperator(BaseOperator):
+class PlatformOperator(CacheableStage, BaseOperator):
     """Runs one pipeline stage for ``pipeline`` and writes ``<storage>/<pipeline>/<run>/<stage>/``.
 
-    ``run_scope`` (a DAG's ``default_args``) keeps the runs of a second DAG of the pipeline apart
-    from the train DAG's: Airflow names scheduled runs of every DAG ``scheduled__<date>``, so the
-    ingest DAG's runs are ``ingest__<run id>`` for the lease, the config snapshot and storage.
+    ``run_scope`` (a DAG's ``default_args``) keeps the runs of a second DAG of the pipeline that
+    takes the pipeline lease apart from the train DAG's: Airflow names scheduled runs of every DAG
+    ``scheduled__<date>``, so the ingest DAG's runs are ``ingest__<run id>`` for the lease, the
+    config snapshot and storage (``run_prefix`` scopes storage alone, for DAGs without a lease).
     """
 
     stage: str = "stage"
+    #: prefix of the run's directory key: DAGs other than the training DAG (the monitor's) set
+    #: one, so that their runs never share a training run's directory, lease or frozen config
+    run_prefix: str = ""
+    #: empty the stage directory before the stage runs (False: the stage replaces its outputs
+    #: atomically itself, so a failed try leaves an earlier try's outputs intact)
+    fresh_stage_dir: bool = True
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, run_scope: str = "", **kwargs: Any) -> None:
@@ -58,12 +71,12 @@ class PlatformOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
-        from mlplatform.stages import GateRefused, NothingToDo, StageError, ValidationFailed
+        from mlplatform.stages import StageError, StageSkipped, ValidationFailed
         from mlplatform.storage import run_key, stage_dir, write_summary
 
         settings = get_settings()
         run_id = self.platform_run_id(context)
-        run = run_key(run_id)
+        run = self.run_prefix + run_key(run_id)
         cfg = runs.load_run_config(settings, self.pipeline, run)
         leased = (
             self.stage not in ("start_run", "end_run")
@@ -74,12 +87,17 @@ class PlatformOperator(BaseOperator):
                 runs.heartbeat(settings, cfg.name, run_id)
             except runs.LeaseLost as exc:
                 raise AirflowFailException(str(exc)) from None
-        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage)
+        out_dir = stage_dir(settings.storage, cfg.name, run, self.stage, fresh=self.fresh_stage_dir)
         started = time.monotonic()
+        key = cache_key(self, cfg, settings, context)
+        cached = reuse(self, cfg, settings, context, key)
+        if cached is not None:
+            write_summary(out_dir, self.stage, time.monotonic() - started, cached)
+            return cached
         try:
             with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
                 result = self.run_stage(cfg, out_dir, settings, context)
-        except (GateRefused, NothingToDo) as exc:
+        except StageSkipped as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise AirflowSkipException(str(exc)) from None
         except ValidationFailed as exc:
@@ -88,6 +106,7 @@ class PlatformOperator(BaseOperator):
         except StageError as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
             raise AirflowException(str(exc)) from None
+        result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
         return result

@@ -35,6 +35,16 @@ class FeaturesOperator(PlatformOperator):
             cfg, self.data["data_uri"], self.data["data_version"], out_dir, settings
         )
 
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import features_parts
+
+        return features_parts(cfg, self.data, settings)
+
+    def cache_state(self, cfg, settings, result):
+        from mlplatform.cache_keys import feast_state
+
+        return feast_state(cfg, settings)
+
 
 class TrainingSetOperator(PlatformOperator):
     """Point-in-time join of the history's labels (the batch's, or ``retrain.window_days`` of
@@ -58,3 +68,8 @@ class TrainingSetOperator(PlatformOperator):
         from mlplatform.stages.features import build_training_set
 
         return build_training_set(cfg, self.data["data_uri"], out_dir, settings)
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import training_set_parts
+
+        return training_set_parts(cfg, self.data, settings)

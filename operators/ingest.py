@@ -30,6 +30,10 @@ class IngestOperator(PlatformOperator):
     XCom: ``data_uri``, ``data_version`` (DVC md5), ``data_commit``, ``rows``, ``chunks``,
     ``files``, ``source_uri`` (passwords hidden), ``new`` (no earlier run validated this data
     version), and ``reused``/``ingested_at`` for a reused batch.
+
+    Cached (:mod:`mlplatform.cache_keys`) for file and S3 sources by the files' names, sizes and
+    hashes (S3: ETags); a SQL source, a reused batch and an empty landing interval always run. A
+    cached output's ``new`` is judged again (validated since?).
     """
 
     stage = "ingest"
@@ -48,7 +52,7 @@ class IngestOperator(PlatformOperator):
         from mlplatform.stages import NothingToDo
         from mlplatform.stages.ingest import ingest, reuse_newest_validated
 
-        uri = (self.source_uri or "").strip()
+        uri = self._uri()
         if not uri and not self.landing:
             result = reuse_newest_validated(cfg, out_dir, settings)
             return {**result, "new": False}
@@ -61,3 +65,27 @@ class IngestOperator(PlatformOperator):
                 f"no batch under {uri} for {describe_interval(context)} ({exc})"
             ) from None
         return {**result, "new": not is_validated(cfg, settings, str(result["data_version"]))}
+
+    def _uri(self) -> str:
+        return (self.source_uri or "").strip()
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import ingest_parts
+        from mlplatform.sources import NoBatch
+
+        if not self._uri():
+            return None  # the newest validated batch, restored: not cached
+        try:
+            return ingest_parts(cfg, self._uri(), settings)
+        except NoBatch:
+            return None  # nothing there: the stage says so
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import ingest_check
+
+        return ingest_check(result, settings)
+
+    def on_cache_hit(self, cfg, settings, result, context):
+        from mlplatform.history import is_validated
+
+        result["new"] = not is_validated(cfg, settings, str(result["data_version"]))

@@ -33,8 +33,9 @@ from kubernetes.client.exceptions import ApiException
 
 from mlplatform import k8s as k8s_objects
 from mlplatform.k8s import KubernetesSettings
+from operators.caching import cache_key, remember, reuse
 from operators.links import MlflowRunLink
-from operators.training import train_xcom
+from operators.training import TrainCaching, train_xcom
 
 _log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class MPIJobRunner:
         return self.result
 
 
-class HorovodKubernetesTrainOperator(KubernetesPodOperator):
+class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
     """Train on Kubernetes: one pod with ``N`` GPUs, or a Kubeflow MPIJob when ``workers > 1``.
 
     ``pipeline`` names the pipeline config, ``training_set`` is the training-set task's XCom
@@ -310,6 +311,9 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
 
     The MPIJob path runs on the worker (synchronously) for the whole training; its name is
     :func:`mlplatform.k8s.mpijob_name` (same on every try), which is how it re-attaches.
+
+    Step caching as for the local backend (:class:`~operators.training.TrainCaching`): a training
+    set, model and trainer code already trained on reuse that training, and no pod is started.
     """
 
     stage = "train"
@@ -404,6 +408,9 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
     def _finish(self, context: Any, raw: dict[str, Any] | None) -> dict[str, Any]:
         settings, cfg = self._load()
         result = train_xcom(raw, self._tags(context, settings, cfg))
+        result = remember(
+            self, cfg, settings, context, cache_key(self, cfg, settings, context), result
+        )
         run_id = result["mlflow_run_id"]
         if run_id:
             context["ti"].xcom_push(
@@ -465,6 +472,10 @@ class HorovodKubernetesTrainOperator(KubernetesPodOperator):
         """Run the single pod (deferring) or the MPIJob. A credential that would become a
         literal of the manifest fails the task without retries, before anything is submitted."""
         settings, cfg = self._load()
+        cached = reuse(self, cfg, settings, context, cache_key(self, cfg, settings, context))
+        if cached is not None:
+            self._write_summary(settings, cfg, context, cached)
+            return cached
         k8s = KubernetesSettings()
         try:
             if cfg.training.workers > 1:

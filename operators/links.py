@@ -1,4 +1,5 @@
-"""Extra links shown on task instances in the Airflow UI: GX Data Docs, MLflow run and model.
+"""Extra links shown on task instances in the Airflow UI: GX Data Docs, drift report, MLflow run
+and model.
 
 Each operator pushes the URL under the link's XCom key while it runs; the link reads it back.
 Registered for the UI by ``plugins/mlplatform_plugin.py``.
@@ -35,6 +36,16 @@ class DataDocsLink(_XComLink):
 
         relative = to_path(str(index_file)).relative_to(to_path(settings.storage))
         return f"{REPORTS_PREFIX}/reports/{relative.as_posix()}"
+
+
+class DriftReportLink(_XComLink):
+    name = "Drift report"
+    xcom_key = "drift_report_url"
+
+    @staticmethod
+    def url(settings: Any, report_file: Any) -> str:
+        """The Airflow-served URL of an Evidently report (``.../drift/reports/drift.html``)."""
+        return DataDocsLink.url(settings, report_file)
 
 
 class MlflowRunLink(_XComLink):

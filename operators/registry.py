@@ -31,11 +31,32 @@ class RegisterOperator(PlatformOperator):
         )
         return result
 
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import register_parts
+
+        return register_parts(cfg, self.trained, settings)
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import register_check
+
+        return register_check(result, settings)
+
+    def on_cache_hit(self, cfg, settings, result, context):
+        """The reused version becomes the challenger again, as a registration makes it."""
+        from mlplatform.stages.registry import CHALLENGER, client
+
+        name, version = result["model_name"], result["model_version"]
+        client(settings).set_registered_model_alias(name, CHALLENGER, str(version))
+        context["ti"].xcom_push(
+            key=MlflowModelLink.xcom_key, value=MlflowModelLink.url(settings, name, version)
+        )
+
 
 class GateOperator(PlatformOperator):
     """Compare challenger (``registered``) with champion on the hold-out (``training_set``).
 
-    A refusal skips this task and everything downstream, with the reason in the task log.
+    A refusal skips this task and everything downstream, with the reason in the task log, and
+    is sent as alert ``gate_refused`` (figures, run, log link).
     """
 
     stage = "gate"
@@ -49,10 +70,20 @@ class GateOperator(PlatformOperator):
 
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import gate
+        from operators.notifiers import run_facts
 
         return gate(
-            cfg, int(self.registered["model_version"]), self.training_set["holdout_uri"], settings
+            cfg,
+            int(self.registered["model_version"]),
+            self.training_set["holdout_uri"],
+            settings,
+            alert_fields=run_facts(context),
         )
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import gate_parts
+
+        return gate_parts(cfg, self.registered, self.training_set, settings)
 
 
 class InfraValidateOperator(PlatformOperator):
@@ -83,6 +114,11 @@ class InfraValidateOperator(PlatformOperator):
             settings,
         )
 
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import infra_validate_parts
+
+        return infra_validate_parts(cfg, self.registered, self.training_set, settings)
+
 
 class PromoteOperator(PlatformOperator):
     """Publish the validated candidate (``validated``: infra_validate's XCom) to the model base.
@@ -103,6 +139,16 @@ class PromoteOperator(PlatformOperator):
 
         v = self.validated
         return promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import promote_parts
+
+        return promote_parts(cfg, self.validated, settings)
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import promote_check
+
+        return promote_check(cfg, result, settings)
 
 
 class RollbackOperator(PlatformOperator):

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from operators.base import PlatformOperator
+from operators.caching import CacheableStage
 from operators.links import MlflowRunLink
 
 
@@ -35,7 +36,31 @@ def train_xcom(raw: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, An
     }
 
 
-class LocalHorovodTrainOperator(PlatformOperator):
+class TrainCaching(CacheableStage):
+    """The train stage's cache hooks, shared by both backends: the key is the training set's
+    key, the model/training/features sections and the trainer's code (:mod:`mlplatform.cache_keys`);
+    a recorded training is reused while its MLflow run and logged model exist."""
+
+    training_set: Any
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import train_parts
+
+        return train_parts(cfg, self.training_set, settings)
+
+    def cache_check(self, cfg, settings, result):
+        from mlplatform.cache_keys import train_check
+
+        return train_check(result, settings)
+
+    def on_cache_hit(self, cfg, settings, result, context):
+        context["ti"].xcom_push(
+            key=MlflowRunLink.xcom_key,
+            value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
+        )
+
+
+class LocalHorovodTrainOperator(TrainCaching, PlatformOperator):
     """Train on the training set (``training_set``: its XCom); ``lineage`` is a list of upstream
     XComs (ingest, validate, features) whose lineage keys become MLflow tags.
 

@@ -36,3 +36,16 @@ class ValidateOperator(PlatformOperator):
             )
         finally:  # the Data Docs exist for failed batches too: link them either way
             context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=link)
+
+    def cache_parts(self, cfg, settings, context):
+        from mlplatform.cache_keys import validate_parts
+
+        return validate_parts(cfg, self.data, settings)
+
+    def on_cache_hit(self, cfg, settings, result, context):
+        from mlplatform.stages.validate import mark_validated
+        from mlplatform.storage import to_path
+
+        mark_validated(cfg, settings, self.data["data_version"], self.data["data_uri"])
+        link = DataDocsLink.url(settings, to_path(result["data_docs"]))
+        context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=link)

@@ -1,10 +1,10 @@
 """Airflow plugin of the platform: extra links on tasks, and the reports they point to.
 
-* Extra links on task instances: "GX Data Docs" (validate), "MLflow run" (train), "MLflow model
-  version" (register).
+* Extra links on task instances: "GX Data Docs" (validate), "Drift report" (the monitor's
+  drift_check), "MLflow run" (train), "MLflow model version" (register).
 * A small FastAPI app mounted in the Airflow API server at ``/mlplatform``: ``/mlplatform/reports/
-  <path>`` serves the HTML reports that stages write under the platform storage (GX Data Docs now,
-  Evidently reports later) — browsers refuse ``file://`` links from an http page, so the Data Docs
+  <path>`` serves the HTML reports that stages write under the platform storage (GX Data Docs,
+  Evidently drift reports) — browsers refuse ``file://`` links from an http page, so the Data Docs
   link points here. Only files inside a ``data_docs``/``reports`` folder are served.
 
 Access is Airflow's own, as for the rest of its API: every route depends on Airflow's
@@ -29,7 +29,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 
-from operators.links import REPORTS_PREFIX, DataDocsLink, MlflowModelLink, MlflowRunLink
+from operators.links import (
+    REPORTS_PREFIX,
+    DataDocsLink,
+    DriftReportLink,
+    MlflowModelLink,
+    MlflowRunLink,
+)
 
 REPORT_FOLDERS = {"data_docs", "reports"}
 
@@ -115,7 +121,7 @@ def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
 
 class MlPlatformPlugin(AirflowPlugin):
     name = "mlplatform"
-    operator_extra_links = [DataDocsLink(), MlflowRunLink(), MlflowModelLink()]
+    operator_extra_links = [DataDocsLink(), DriftReportLink(), MlflowRunLink(), MlflowModelLink()]
     fastapi_apps = [
         {"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}
     ]

@@ -69,6 +69,7 @@ from serving.server import (
     ModelRegistry,
     RequestLogger,
     Servable,
+    request_id_of,
     to_json_value,
 )
 from serving.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
@@ -238,11 +239,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs: Any,
         outputs: Any,
         start: float,
+        context: grpc.ServicerContext | None = None,
     ) -> None:
+        sent = dict(context.invocation_metadata() or ()) if context is not None else {}
+        request_id = request_id_of(sent.get("x-request-id"))
+        if context is not None:
+            context.set_trailing_metadata((("x-request-id", request_id),))
         if self.request_logger is None:
             return
         self.request_logger.log(
             {
+                "request_id": request_id,
                 "time": datetime.now(UTC).isoformat(),
                 "model": servable.name,
                 "version": servable.version,
@@ -276,6 +283,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 {k: to_json_value(v.numpy()) for k, v in tensors.items()},
                 next(iter(logged_out.values())) if len(logged_out) == 1 else logged_out,
                 start,
+                context,
             )
         return response
 
@@ -299,6 +307,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             [inference.example_to_row(e) for e in examples] if self.request_logger else None,
             results,
             start,
+            context,
         )
         return response
 
@@ -320,6 +329,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             [inference.example_to_row(e) for e in examples] if self.request_logger else None,
             values,
             start,
+            context,
         )
         return response
 

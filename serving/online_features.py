@@ -5,7 +5,8 @@ Which models: the server is given a directory of pipeline configs (``create_app(
 pipelines_dir=DIR)``; ``python -m serving.server --pipelines DIR``, by default the platform's
 pipelines directory, ``MLP_PIPELINES_PATH`` or ``<repo>/pipelines``). Each valid config maps its
 ``serving.model_name`` to its pipeline; a model whose config asks for ``online_store`` gets this
-pre-step, every other model is served exactly as before. The directory is re-read when its files
+pre-step, every other model is served exactly as before (except that a raw-feature row may carry
+the pipeline's entity column, see :func:`strip_entity`). The directory is re-read when its files
 change (checked at most every ``rescan_seconds``), so a config edit needs no restart.
 
 Requests: for such a model, ``{"instances": [{"<entity>": key}, ...]}`` (every instance an object
@@ -245,17 +246,37 @@ class OnlineFeatureSources:
         self._checked = float("-inf")
         self._signature: tuple = ()
         self._sources: dict[str, PipelineFeatures | ApiError] = {}
+        self._entities: dict[str, str] = {}
 
     def apply(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
         """The predict pre-step: for an entity-key request to a model served from the online
         store, the request with its features fetched and ``{"entities": keys}`` for the request
-        log; any other request as it came, and None."""
+        log; for a raw-feature request whose rows carry the pipeline's entity column (which the
+        model does not take), the request without it and ``{"entities": keys}``; any other
+        request as it came, and None."""
         source = self.for_model(servable.name)
         wanted = source.entity_request(payload) if source is not None else None
         if source is None or wanted is None:
-            return payload, None
+            return self._strip_entity(servable, payload)
         _key, _fn, specs, _sigdef = get_signature(servable, wanted.signature_name)
         return source.expand(wanted, sorted(specs)), {"entities": wanted.keys}
+
+    def _strip_entity(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
+        """Raw rows that carry the entity column: the column moves to the request log."""
+        with self._lock:
+            entity = self._entities.get(servable.name)
+        if entity is None or not isinstance(payload, dict):
+            return payload, None
+        signature = payload.get("signature_name")
+        try:
+            _key, _fn, specs, _sigdef = get_signature(
+                servable, signature if isinstance(signature, str) else None
+            )
+        except ApiError:
+            return payload, None  # predict answers the error
+        if entity in specs:  # the model takes the column itself
+            return payload, None
+        return strip_entity(payload, entity)
 
     def for_model(self, model: str) -> PipelineFeatures | None:
         """The model's online features, or None when it takes raw features (``request``).
@@ -282,6 +303,39 @@ class OnlineFeatureSources:
             return
         self._signature = signature
         self._sources = _sources_from(self.pipelines_dir, self._sources)
+        self._entities = _entities_from(self.pipelines_dir)
+
+
+def strip_entity(payload: dict[str, Any], entity: str) -> tuple[Any, dict[str, Any] | None]:
+    """``payload`` without the column ``entity`` (rows of ``instances`` or a column of
+    ``inputs``) and ``{"entities": keys}`` (None for a row without it); unchanged and None when
+    no row carries it."""
+    rows, columns = payload.get("instances"), payload.get("inputs")
+    if isinstance(rows, list) and any(isinstance(r, dict) and entity in r for r in rows):
+        keys = [r.get(entity) if isinstance(r, dict) else None for r in rows]
+        stripped = [
+            {k: v for k, v in r.items() if k != entity} if isinstance(r, dict) else r for r in rows
+        ]
+        return {**payload, "instances": stripped}, {"entities": keys}
+    if isinstance(columns, dict) and entity in columns and len(columns) > 1:
+        keys = columns[entity]
+        rest = {k: v for k, v in columns.items() if k != entity}
+        return {**payload, "inputs": rest}, {"entities": keys if isinstance(keys, list) else [keys]}
+    return payload, None
+
+
+def _entities_from(pipelines_dir: Path) -> dict[str, str]:
+    """Model -> entity column, for the models exactly one valid config of ``pipelines_dir``
+    serves (whatever its ``features_from``)."""
+    from mlplatform.config import load_pipelines, pipeline_files
+
+    by_model: dict[str, list[str]] = {}
+    for item in load_pipelines(pipeline_files(pipelines_dir)):
+        if item.config is not None:
+            by_model.setdefault(item.config.serving.model_name, []).append(
+                item.config.source.entity
+            )
+    return {model: entities[0] for model, entities in by_model.items() if len(entities) == 1}
 
 
 def _sources_from(

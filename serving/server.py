@@ -35,8 +35,9 @@ REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
   version label, a body larger than ``max_body_bytes``) and for a version that exists
   but failed to load (FAILED_PRECONDITION); 404 for unknown models, versions or URLs.
   Bad input never produces a 500.
-* Responses to predict/classify/regress carry ``X-Model-Version: <version>`` (real TF
-  Serving does not).
+* Responses to predict/classify/regress carry ``X-Model-Version: <version>`` and
+  ``X-Request-Id`` (real TF Serving sends neither): the id the request sent in its own
+  ``X-Request-Id`` header (1 to 128 letters, digits and ``._:-``), else a new uuid4.
 
 Versions: the default (unversioned) route serves exactly what ``models.config`` says
 (:func:`serving.layout.configured_version`: the ``stable`` label; for an entry without
@@ -70,9 +71,15 @@ UTC), ``model``, ``version``, ``protocol`` (``"rest"`` or ``"grpc"``), ``method`
 (``"predict"``, ``"classify"`` or ``"regress"``), ``format`` (``"instances"``,
 ``"inputs"`` — gRPC predicts are columnar — or ``"examples"``), ``inputs`` (the request's
 instances/inputs as sent; for examples, one object per example with the context merged
-in), ``outputs`` (the predictions/outputs/results returned) and ``latency_ms``; for an
-entity-key request ``inputs`` holds the features the model was given and ``entities`` the keys
-as sent. Rejected requests are not logged.
+in), ``outputs`` (the predictions/outputs/results returned), ``latency_ms`` and
+``request_id`` (the response's ``X-Request-Id``; gRPC: the ``x-request-id`` metadata sent, else
+a new one, returned as trailing metadata when the request log is on); for an entity-key request
+``inputs`` holds the features the model was given and ``entities`` the keys as sent. A
+raw-feature row of a REST predict may carry its pipeline's entity column (with
+``pipelines_dir``; a column the model's signature does not take): it is removed before the model
+runs and logged as ``entities`` (one key per row, null for a row without it), so that delayed
+labels can be joined to the prediction (:mod:`mlplatform.monitoring.labels`). Rejected requests
+are not logged. :mod:`serving.request_log` writes the lines.
 
 TensorFlow is imported lazily, on the first model load.
 """
@@ -89,6 +96,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -104,10 +112,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import inference, layout
 from serving.inference import DEFAULT_SIGNATURE, ApiError
+from serving.request_log import RequestLogger
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_SIGNATURE",
+    "REQUEST_ID_HEADER",
     "STATUS_ROUTE",
     "VERSION_HEADER",
     "ApiError",
@@ -119,6 +129,7 @@ __all__ = [
     "load_servable",
     "main",
     "predict",
+    "request_id_of",
     "to_json_value",
 ]
 
@@ -126,6 +137,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 VERSION_HEADER = "X-Model-Version"
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 STATUS_ROUTE = "/v1/mlplatform/status"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -637,29 +650,6 @@ def _status_entry(version: int, state: str, code: str, message: str) -> dict[str
     }
 
 
-# --------------------------------------------------------------------------- request logging
-
-
-class RequestLogger:
-    """Appends one JSON line per predict request to ``<log_dir>/<model>/<UTC date>.jsonl``."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
-        self._lock = threading.Lock()
-
-    def log(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` (must contain ``time`` ISO string and ``model``); never raises."""
-        try:
-            line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-            path = self.log_dir / str(record["model"]) / f"{str(record['time'])[:10]}.jsonl"
-            with self._lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-        except Exception:  # logging must not fail a prediction
-            log.exception("could not write request log for model %s", record.get("model"))
-
-
 # --------------------------------------------------------------------------- tensor conversion
 
 
@@ -921,6 +911,14 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def request_id_of(sent: str | None) -> str:
+    """The request id a client sent (``X-Request-Id``: 1 to 128 letters, digits and ``._:-``),
+    else a new uuid4 (hex)."""
+    if sent and _REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
 def create_app(
     model_base: Path,
     log_dir: Path | None = None,
@@ -1100,6 +1098,7 @@ def create_app(
         request: Request, name: str, version: str | None, label: str | None, method: str
     ) -> Response:
         start = time.perf_counter()
+        request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
         servable = await run_in_threadpool(registry.resolve, name, _parse_version(version), label)
         payload = await _read_json(request, app.state.max_body_bytes)
 
@@ -1108,6 +1107,7 @@ def create_app(
                 body, extra = (payload, None) if online is None else online.apply(servable, payload)
                 fmt, request_inputs, response = predict(servable, body)
                 outputs = next(iter(response.values()))
+                extra = {"request_id": request_id, **(extra or {})}
                 _log(servable, method, fmt, request_inputs, outputs, start, extra)
                 return response
             signature_name, examples, rows = inference.examples_from_json(payload, method)
@@ -1115,11 +1115,12 @@ def create_app(
                 _key, results = inference.classify(servable, signature_name, examples)
             else:
                 _key, results = inference.regress(servable, signature_name, examples)
-            _log(servable, method, "examples", rows, results, start)
+            _log(servable, method, "examples", rows, results, start, {"request_id": request_id})
             return {"results": results}
 
         response = await run_in_threadpool(run)
-        return _NanJSONResponse(response, headers={VERSION_HEADER: str(servable.version)})
+        headers = {VERSION_HEADER: str(servable.version), REQUEST_ID_HEADER: request_id}
+        return _NanJSONResponse(response, headers=headers)
 
     def _add_inference_routes(method: str) -> None:
         async def unversioned(request: Request, name: str) -> Response:

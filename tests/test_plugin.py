@@ -23,6 +23,7 @@ def test_links_and_report_app_are_registered(plugin):
     p = plugin.MlPlatformPlugin
     assert {link.name for link in p.operator_extra_links} == {
         "GX Data Docs",
+        "Drift report",
         "MLflow run",
         "MLflow model version",
     }
@@ -69,3 +70,22 @@ def test_report_server_serves_data_docs_only(plugin, mlp_home, signed_in):
     )
     assert client.get("/reports/demo/run1/validate/data_docs/missing.html").status_code == 404
     assert set(signed_in) == {"demo"}  # authorized against the resolved path's pipeline
+
+
+def test_report_server_serves_the_drift_report(plugin, mlp_home, signed_in):
+    """The monitor's Evidently report opens through its "Drift report" link; the check's other
+    files beside it (drift.json, summary.json) are not reports."""
+    from mlplatform.settings import get_settings
+    from operators.links import DriftReportLink
+
+    stage = mlp_home / "storage" / "demo" / "monitor__scheduled_1" / "drift"
+    (stage / "reports").mkdir(parents=True)
+    (stage / "reports" / "drift.html").write_text("<html>Data Drift</html>")
+    (stage / "drift.json").write_text("{}")
+    url = DriftReportLink.url(get_settings(), stage / "reports" / "drift.html")
+    assert url == "/mlplatform/reports/demo/monitor__scheduled_1/drift/reports/drift.html"
+    client = TestClient(plugin.reports_app)
+    ok = client.get(url.removeprefix("/mlplatform"))
+    assert ok.status_code == 200 and "Data Drift" in ok.text
+    assert client.get("/reports/demo/monitor__scheduled_1/drift/drift.json").status_code == 404
+    assert set(signed_in) == {"demo"}

@@ -393,6 +393,52 @@ def test_request_log(app_client: Any, tmp_path: Path) -> None:
     assert {(r["protocol"], r["method"]) for r in lines} == {("rest", "predict")}
 
 
+def test_request_log_carries_request_id_and_entities(
+    model_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every logged request has a request id (the client's ``X-Request-Id``, else a new one,
+    returned in the response header); a raw row may carry its pipeline's entity column, which
+    is removed before the model and logged as ``entities``. Without either, nothing changes."""
+    from fastapi.testclient import TestClient
+
+    from serving.server import create_app
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("MLP_HOME", str(tmp_path / "home"))
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    demo = (REPO / "pipelines" / "demo.yaml").read_text()
+    (pipelines / "scorer.yaml").write_text(
+        demo.replace("name: demo", "name: scorer").replace("model_name: demo", "model_name: scorer")
+    )
+    app = create_app(model_base, tmp_path / "logs", poll_seconds=0.1, pipelines_dir=pipelines)
+    with TestClient(app) as client:
+        plain = client.post(f"/v1/models/{MODEL}:predict", json={"instances": ROWS})
+        sent = client.post(
+            f"/v1/models/{MODEL}:predict",
+            json={"instances": [{**ROWS[0], "customer_id": 7}, {**ROWS[1], "customer_id": 8}]},
+            headers={"X-Request-Id": "req-42"},
+        )
+        columns = client.post(
+            f"/v1/models/{MODEL}:predict",
+            json={"inputs": {"x": [1.0], "c": ["a"], "customer_id": ["c-9"]}},
+            headers={"X-Request-Id": "not allowed!"},  # not an id: a new one is made
+        )
+    assert plain.status_code == sent.status_code == columns.status_code == 200, sent.text
+    assert sent.json() == plain.json()  # the entity column never reached the model
+    assert sent.headers["X-Request-Id"] == "req-42"
+    assert len(plain.headers["X-Request-Id"]) == 32
+    assert columns.headers["X-Request-Id"] not in ("not allowed!", plain.headers["X-Request-Id"])
+    (log_file,) = (tmp_path / "logs" / MODEL).glob("*.jsonl")
+    first, second, third = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert first["request_id"] == plain.headers["X-Request-Id"] and "entities" not in first
+    assert first["inputs"] == ROWS
+    assert second["request_id"] == "req-42" and second["entities"] == [7, 8]
+    assert second["inputs"] == ROWS
+    assert third["entities"] == ["c-9"] and third["inputs"] == {"x": [1.0], "c": ["a"]}
+    assert third["request_id"] == columns.headers["X-Request-Id"]
+
+
 def test_classify_and_regress_routes(app_client: Any, tmp_path: Path) -> None:
     """A predict signature with output ``score`` classifies as classes "0"/"1"; its single
     float output also regresses; several outputs without ``prediction`` do not regress."""

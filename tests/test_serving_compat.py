@@ -924,6 +924,8 @@ def test_grpc_requests_are_logged(server: Any, grpc_client: GrpcPredictionClient
     )
     assert classify["method"] == "classify" and classify["format"] == "examples"
     assert classify["outputs"][0][1][0] == "1"
+    ids = {grpc_record["request_id"], classify["request_id"], rest_record["request_id"]}
+    assert len(ids) == 3 and all(len(i) == 32 for i in ids)  # a new uuid4 each (none was sent)
 
 
 def test_grpc_client_does_not_load_tensorflow_until_constructed() -> None:

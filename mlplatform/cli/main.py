@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from mlplatform.cli.alerts import cmd_alerts_test
 from mlplatform.cli.common import OutcomeError, UsageError
 from mlplatform.cli.models import (
     cmd_doctor,
@@ -16,6 +17,7 @@ from mlplatform.cli.models import (
     cmd_serve,
     cmd_status,
 )
+from mlplatform.cli.monitoring import cmd_labels
 from mlplatform.cli.pipelines import (
     cmd_airflow,
     cmd_check,
@@ -25,6 +27,7 @@ from mlplatform.cli.pipelines import (
     cmd_skew,
 )
 from mlplatform.cli.run import cmd_demo, cmd_run
+from mlplatform.cli.score import cmd_score
 from mlplatform.config import (
     ConfigError,
 )
@@ -67,7 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
         "sql+<SQLAlchemy URL>?query=...; default source.uri",
     )
     p.add_argument("--logical-date", help="ISO-8601 logical date of the run (default now)")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every stage afresh, even where an earlier output with the same cache key "
+        "exists (the fresh outputs are recorded for later runs)",
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "score",
+        help="one run of a pipeline's batch scoring DAG through Airflow: the champion's "
+        "predictions for a table or the latest offline features, as Parquet",
+    )
+    p.add_argument("pipeline", help="pipeline name (pipelines/NAME.yaml) or path to a YAML")
+    p.add_argument(
+        "--data",
+        help="table to score: path, glob, directory, file://, s3://..., sql+<SQLAlchemy URL>?"
+        "query=...; default scoring.input_uri, else every entity's latest offline features",
+    )
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("alerts", help="a pipeline's alert webhook: send a test alert")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True, metavar="ALERTS_COMMAND")
+    q = alerts_sub.add_parser(
+        "test", help="send one test alert to the pipeline's webhook and say where it went"
+    )
+    q.add_argument("pipeline")
+    q.set_defaults(func=cmd_alerts_test)
 
     p = sub.add_parser("check", help="validate a pipeline config and its expectation suite")
     p.add_argument("pipeline")
@@ -99,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=100, help="entities to compare (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the entity sample (default 0)")
     p.set_defaults(func=cmd_skew)
+
+    p = sub.add_parser(
+        "labels",
+        help="store delayed ground truth (entity, time, label columns) that the monitor joins "
+        "to the request log",
+    )
+    p.add_argument("pipeline")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="CSV/Parquet file (or glob, s3://, sql+...) with the pipeline's entity, timestamp "
+        "and label columns",
+    )
+    p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser(
         "serve", help="run the local TF-Serving-compatible server (REST + gRPC) on the model base"

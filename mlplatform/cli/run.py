@@ -81,6 +81,8 @@ def _stage_line(summary: dict) -> str:
             detail = str(out.get("summary", ""))
         if summary["stage"] == "ingest" and out.get("reused"):
             detail += "  (reused: nothing new to ingest; the newest validated batch)"
+        if out.get("cached_from"):
+            detail += f"  (cached from run {out['cached_from']})"
     return f"  {summary['stage']:<15}{state:<9}{summary['seconds']:>7.1f}s  {detail}"
 
 
@@ -93,6 +95,18 @@ def _training_set_detail(out: dict) -> str:
     if imputed:
         text += " imputed: " + " ".join(f"{k}={v}" for k, v in imputed.items())
     return text
+
+
+def absolute_data_uri(data_uri: str) -> str:
+    """A local path or glob made absolute (the runner runs elsewhere); UsageError when nothing is
+    there. URIs (``s3://``, ``sql+...``, ``file://``) are returned as they are."""
+    if "://" in data_uri:
+        return data_uri
+    path = Path(data_uri).expanduser().absolute()
+    pattern = any(c in str(path) for c in "*?[")
+    if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
+        raise UsageError(f"--data {data_uri}: no such file")
+    return str(path.resolve()) if path.exists() else str(path)
 
 
 def _stop_runner(proc: subprocess.Popen, stop_file: Path, timeout_s: float = 90.0) -> None:
@@ -109,14 +123,21 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: str | None) -> dict:
+def run_pipeline(
+    settings: Settings,
+    name: str,
+    data: str | None,
+    logical_date: str | None,
+    use_cache: bool = True,
+) -> dict:
     """Run the pipeline's training DAG through Airflow in a child process, printing progress.
 
     The child is the run's driver: interrupting this command (Ctrl-C, SIGTERM, even ``kill -9``:
     the child watches for it) stops the run, its trainer included, and marks it failed. A run of
     the same pipeline that is already in progress is waited for (runs of one pipeline never
     interleave). A pipeline file the DAG factory refuses (a duplicated name included) fails here,
-    first.
+    first. ``use_cache=False`` (``--no-cache``) sets the run's param ``cache`` false: every stage
+    runs afresh.
     """
     from mlplatform import runs
     from mlplatform.storage import run_key
@@ -129,21 +150,15 @@ def run_pipeline(settings: Settings, name: str, data: str | None, logical_date: 
     # a landing source templated by the data interval is the ingest DAG's to read: without
     # --data such a run trains on the validated history (the newest validated batch)
     data_uri = data or ("" if cfg.source.templated else cfg.source.uri) or ""
-    if (
-        data_uri and "://" not in data_uri
-    ):  # a local path or glob: absolute, and something must be there
-        path = Path(data_uri).expanduser().absolute()
-        pattern = any(c in str(path) for c in "*?[")
-        if not (glob.glob(str(path), recursive=True) if pattern else path.exists()):
-            raise UsageError(f"--data {data_uri}: no such file")
-        data_uri = str(path.resolve()) if path.exists() else str(path)
+    if data_uri:
+        data_uri = absolute_data_uri(data_uri)
     logs = settings.home_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     log_path, result_path = logs / f"{cfg.name}-{stamp}.log", logs / f"{cfg.name}-{stamp}.json"
     started_path = Path(f"{result_path}.started")
     cmd = [sys.executable, "-m", "mlplatform.airflow_runner", f"mlp_{cfg.name}_train", str(result_path),
-           "--conf", json.dumps({"data_uri": data_uri})]  # fmt: skip
+           "--conf", json.dumps({"data_uri": data_uri, "cache": use_cache})]  # fmt: skip
     if logical_date:
         cmd += ["--logical-date", logical_date]
     on = data_uri or "the validated history (newest validated batch)"
@@ -214,6 +229,12 @@ def _run_outcome(settings: Settings, result: dict) -> None:
     summaries = {s["stage"]: s for s in runs}
     states = result["tasks"]
     say(f"run {result['run_id']}: {result['state']} in {result['elapsed']:.0f}s")
+    cached = [s["stage"] for s in runs if s["outputs"].get("cached_from")]
+    if cached:
+        say(
+            f"cache: {len(cached)} stage(s) reused earlier outputs ({', '.join(cached)}); "
+            "--no-cache runs them afresh"
+        )
     failed = [
         t for t in STAGES if states.get(t) in ("failed", "upstream_failed") and t in summaries
     ]
@@ -240,7 +261,9 @@ def _run_outcome(settings: Settings, result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    result = run_pipeline(settings, args.pipeline, args.data, args.logical_date)
+    result = run_pipeline(
+        settings, args.pipeline, args.data, args.logical_date, use_cache=not args.no_cache
+    )
     _run_outcome(settings, result)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlplatform import decisions
+from mlplatform.monitoring.state import status_lines as drift_status_lines
 from mlplatform.reconcile.findings import findings, short_digest
 from mlplatform.reconcile.inspect import inspect_model, model_names, wait_until_served
 from mlplatform.reconcile.records import CONTENT_SHA256, ModelSnapshot, ServerView
@@ -70,7 +71,7 @@ def status_report(settings: Settings, model: str | None, server_url: str | None)
     for name in names:
         snap = inspect_model(settings, name, hash_all=False, server_url=server_url)
         found = findings(snap)
-        lines += describe(snap) + [f.line() for f in found]
+        lines += describe(snap) + drift_status_lines(settings, name) + [f.line() for f in found]
         if any(f.repairable for f in found):
             lines.append(f"  (`mlplatform doctor {name} --repair` fixes what it can)")
         lines += decisions.model_status_lines(settings, name)

@@ -14,10 +14,23 @@ class ValidationFailed(StageError):
     """Great Expectations rejected the batch; it is quarantined and training does not run."""
 
 
-class GateRefused(StageError):
-    """The challenger did not pass the evaluation gate; nothing is promoted."""
+class StageSkipped(StageError):
+    """A decision not to act (a refused gate, too few rows to judge): the task is skipped with
+    the reason, never failed."""
 
 
-class NothingToDo(StageError):
+class GateRefused(StageSkipped):
+    """The challenger did not pass the evaluation gate; nothing is promoted.
+
+    ``figures`` holds what the decision was made on (metric, challenger and champion versions and
+    values, threshold), for the ``gate_refused`` alert.
+    """
+
+    def __init__(self, message: str, figures: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.figures: dict[str, object] = dict(figures or {})
+
+
+class NothingToDo(StageSkipped):
     """Nothing for this run to do (no batch landed in the interval, no retrain due): the task is
     skipped with the reason, and so is the rest of the run."""

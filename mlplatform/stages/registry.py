@@ -8,6 +8,7 @@ Contracts:
 * ``gate(cfg, version, holdout_uri, settings)`` scores challenger and champion on the same hold-out
   with the config's metric; raises :class:`GateRefused` (one line: metric, values, threshold) when
   the challenger is below the floor or regresses more than allowed. No champion: only the floor.
+  A refusal is also sent as alert ``gate_refused`` with its figures (:mod:`mlplatform.alerts`).
   A challenger metric that is NaN or infinite (the model answered NaN, AUC on one class) is
   refused with the reason, never promoted and never a crash; a champion whose metric is not a
   number cannot be compared with, so the challenger is judged by the floor alone (noted in the
@@ -134,6 +135,26 @@ def _why_not_finite(metric: str, y: np.ndarray, pred: np.ndarray, value: float) 
 
 
 def gate(
+    cfg: PipelineConfig,
+    version: int,
+    holdout_uri: str,
+    settings: Settings,
+    alert_fields: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Judge challenger ``version`` against the champion (see the module doc). A refusal is sent
+    as alert ``gate_refused`` (:mod:`mlplatform.alerts`) with the figures it was made on and
+    ``alert_fields`` (the Airflow run, the log link), then raised."""
+    from mlplatform import alerts
+
+    try:
+        return _judge(cfg, version, holdout_uri, settings)
+    except GateRefused as exc:
+        figures = {k: v for k, v in exc.figures.items() if k != "slices"}
+        alerts.send(cfg, "gate_refused", str(exc), **{**figures, **(alert_fields or {})})
+        raise
+
+
+def _judge(
     cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings
 ) -> dict[str, object]:
     name, g = cfg.serving.model_name, cfg.gate
@@ -147,7 +168,9 @@ def gate(
         client(settings).set_model_version_tag(
             name, str(version), f"gate_{g.metric}", f"{challenger_value:.4f}"
         )
-        _refuse_not_finite(name, version, g.metric, challenger_value, challenger_slices, why, where)
+        _refuse_not_finite(
+            name, version, g.metric, challenger_value, challenger_slices, why, where, champion
+        )
         champion_value, champion_slices, champion_note = None, {}, None
         if champion is not None and champion != version:
             champion_value, champion_slices, why = _score(
@@ -173,7 +196,8 @@ def gate(
     if g.min is not None and sign * (challenger_value - g.min) < 0:
         bound = "floor" if g.higher_is_better else "ceiling"
         raise GateRefused(
-            f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.min} {where}"
+            f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.min} {where}",
+            {**result, bound: g.min},
         )
     if (
         champion_value is not None
@@ -181,14 +205,16 @@ def gate(
     ):
         raise GateRefused(
             f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} vs champion v{champion} "
-            f"{champion_value:.4f} regresses more than the allowed {g.max_regression} {where}"
+            f"{champion_value:.4f} regresses more than the allowed {g.max_regression} {where}",
+            {**result, "max_regression": g.max_regression},
         )
     for key, value in challenger_slices.items():
         before = champion_slices.get(key)
         if before is not None and sign * (value - before) < -g.max_regression:
             raise GateRefused(
                 f"gate refused {name} v{version}: slice {key}: {g.metric}={value:.4f} vs champion v{champion} "
-                f"{before:.4f} regresses more than the allowed {g.max_regression} {where}"
+                f"{before:.4f} regresses more than the allowed {g.max_regression} {where}",
+                {**result, "slice": key, "max_regression": g.max_regression},
             )
     log.info("gate passed: %s", result)
     return {**result, "decision": "promote"}
@@ -202,20 +228,29 @@ def _refuse_not_finite(
     slices: dict[str, float],
     why: str,
     where: str,
+    champion: int | None = None,
 ) -> None:
     """GateRefused when the challenger's metric, overall or on a slice, is NaN or infinite: a
     model is never promoted on a metric that is not a number."""
+    figures = {
+        "metric": metric,
+        "challenger_version": version,
+        "challenger": value,
+        "champion_version": champion,
+    }
     if why:
         raise GateRefused(
             f"gate refused {name} v{version}: {metric}={value} {where}: {why}; a model is never "
             "promoted on a metric that is not a number (hint: check the training log and the "
-            "hold-out for values the model cannot handle)"
+            "hold-out for values the model cannot handle)",
+            figures,
         )
     for key, slice_value in slices.items():
         if not math.isfinite(slice_value):
             raise GateRefused(
                 f"gate refused {name} v{version}: slice {key}: {metric}={slice_value} {where}; "
-                "a model is never promoted on a metric that is not a number"
+                "a model is never promoted on a metric that is not a number",
+                {**figures, "slice": key, "challenger": slice_value},
             )
 
 

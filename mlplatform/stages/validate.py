@@ -183,6 +183,14 @@ def describe_failures(result, df: pd.DataFrame | None = None) -> list[str]:
     ]
 
 
+def mark_validated(
+    cfg: PipelineConfig, settings: Settings, data_version: str, data_uri: str
+) -> None:
+    """Record ``data_version`` as the pipeline's last validated batch (``last_validated.json``)."""
+    marker = to_path(settings.storage) / cfg.name / "last_validated.json"
+    marker.write_text(json.dumps({"data_version": data_version, "data_uri": data_uri}))
+
+
 def validate(
     cfg: PipelineConfig, data_uri: str, data_version: str, out_dir: Path, settings: Settings
 ) -> dict[str, object]:
@@ -197,8 +205,7 @@ def validate(
     docs_uri = to_uri(docs_dir / "index.html")
     stats = next(iter(result.run_results.values())).statistics
     if result.success:
-        marker = to_path(settings.storage) / cfg.name / "last_validated.json"
-        marker.write_text(json.dumps({"data_version": data_version, "data_uri": data_uri}))
+        mark_validated(cfg, settings, data_version, data_uri)
         log.info(
             "validation passed: %s expectations on %d rows; Data Docs %s",
             stats["evaluated_expectations"],
