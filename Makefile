@@ -10,7 +10,7 @@ export MLP_HOME ?= $(CURDIR)/.mlplatform
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-fast lint serve ui clean
+.PHONY: help env demo demo-drift test test-fast lint serve ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ env: $(VENV)/.horovod ## create the locked environment (uv), build/install Horov
 
 demo: env ## run the demo pipeline through Airflow end to end and query the served model
 	$(VENV)/bin/mlplatform demo
+
+demo-drift: env ## the continuous-training loop on Airflow's real scheduler: drift -> monitor -> retrain -> new served version
+	$(VENV)/bin/mlplatform demo-drift
 
 test: env lint ## lint, then all tests (slow end-to-end ones included; PYTEST_ARGS='-m "not slow"' skips them)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -31,9 +31,15 @@ def dag_parsed(dag_id: str) -> bool:
         return SerializedDagModel.get(dag_id, session=session) is not None
 
 
-def trigger(dag_id: str, conf: dict[str, Any] | None = None, note: str | None = None) -> str:
+def trigger(
+    dag_id: str,
+    conf: dict[str, Any] | None = None,
+    note: str | None = None,
+    logical_date: datetime | None = None,
+) -> str:
     """Queue a manual run of ``dag_id`` (as the UI's Trigger button does); the scheduler starts
-    it. Returns its run id."""
+    it. ``logical_date`` None: a run without one (Airflow 3's default for manual runs). Returns
+    its run id."""
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.utils.types import DagRunTriggeredByType
 
@@ -42,6 +48,7 @@ def trigger(dag_id: str, conf: dict[str, Any] | None = None, note: str | None = 
         triggered_by=DagRunTriggeredByType.CLI,
         conf=conf or {},
         note=note,
+        logical_date=logical_date,
         replace_microseconds=False,
     )
     if run is None:  # pragma: no cover - trigger_dag returns None only for a missing DAG

@@ -70,7 +70,7 @@ afresh.
 """
 
 INGEST_DAG_DOC = """Ingest DAG of a pipeline with a landing source (``source.uri``, templated by the
-run's data interval, e.g. ``landing/{{ data_interval_start | ds }}/*.csv``)::
+run's data interval, e.g. ``{{ mlp_home }}/landing/{{ data_interval_start | ds }}/*.csv``)::
 
     start_run -> ingest -> validate -> features -> publish  (end_run: teardown, always)
 
@@ -231,6 +231,9 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
             cfg, run_scope="ingest", retries=1, retry_delay=timedelta(seconds=30)
         ),
         doc_md=INGEST_DAG_DOC,
+        # ``{{ mlp_home }}`` in source.uri: the platform home (MLP_HOME), e.g. a landing
+        # directory beside the embedded state, wherever the home is
+        user_defined_macros={"mlp_home": str(get_settings().home_dir)},
     ) as dag:
         start = StartRunOperator()
         ingest = IngestOperator(source_uri=cfg.source.uri, landing=True)

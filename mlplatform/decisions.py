@@ -7,7 +7,8 @@ The ``decide`` task (:mod:`operators.decide`) gathers the :class:`Facts` of its 
 Triggers (a decision names every one that holds, each with its figure):
 
 * ``manual``: a run started by hand (UI, ``mlplatform run``) always retrains; it is exempt from
-  the cooldown, but it is recorded and counts as the pipeline's latest retrain.
+  the cooldown and does not start one (a person asked for that model; the cooldown limits what
+  events and schedules start), but it is recorded like every decision.
 * ``new_data``: a data asset event (the ingest DAG validated a data version) whose version is not
   the champion's, or, at any check, the newest validated data version is not the champion's.
 * ``drift``: a drift asset event from the monitor (its ``reason`` and ``drift_share``), when
@@ -21,8 +22,7 @@ Triggers (a decision names every one that holds, each with its figure):
 A run that is not manual skips when nothing was validated yet (nothing to train on).
 
 Cooldown (no retrain storms): a run that is not manual does not retrain within
-``monitoring.cooldown_hours`` of the pipeline's latest *retrain* decision (any trigger, manual
-included), whatever the number of events; it is skipped with the reason and its triggers are
+``monitoring.cooldown_hours`` of the pipeline's latest *automatic* retrain decision, whatever the number of events; it is skipped with the reason and its triggers are
 deferred. Decisions are made under the pipeline lease (runs never interleave), and a retried
 ``decide`` of the same run returns the decision already recorded (its own retrain must not put
 it in cooldown).
@@ -44,6 +44,7 @@ from mlplatform.config import PipelineConfig, one_line
 from mlplatform.settings import Settings
 
 RETRAIN, SKIP = "retrain", "skip"
+MANUAL = "manual"
 LOG_NAME = "decisions.jsonl"
 #: ``mlplatform status`` prints this many of the latest decisions
 STATUS_DECISIONS = 5
@@ -159,7 +160,8 @@ def _event_triggers(cfg: PipelineConfig, facts: Facts) -> list[tuple[str, str]]:
             figure = (
                 f" (drift share {share})" if share is not None and str(share) not in what else ""
             )
-            found.append(("drift", f"drift: {what}{figure}"))
+            text = what if what.startswith("drift") else f"drift: {what}"
+            found.append(("drift", f"{text}{figure}"))
     return found
 
 
@@ -172,7 +174,9 @@ def _merge(triggers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def last_retrain(history: Sequence[Decision]) -> Decision | None:
-    return next((d for d in reversed(history) if d.retrain), None)
+    """The latest *automatic* retrain: the cooldown limits what events and schedules start; a
+    run started by hand neither waits for it nor starts it."""
+    return next((d for d in reversed(history) if d.retrain and MANUAL not in d.triggers), None)
 
 
 def deferred_drift(history: Sequence[Decision]) -> list[str]:
@@ -228,8 +232,8 @@ def decide(
     def made(decision: str, names: list[str], reason: str) -> Decision:
         return Decision(now.isoformat(), cfg.name, run_id, decision, names, reason, figures)
 
-    if facts.run_type == "manual":
-        names = ["manual"] + [n for n, _ in triggers]
+    if facts.run_type == MANUAL:
+        names = [MANUAL] + [n for n, _ in triggers]
         also = "; ".join(text for _, text in triggers)
         return made(
             RETRAIN, names, "started by hand (exempt from cooldown)" + (f"; {also}" if also else "")

@@ -142,7 +142,7 @@ def test_echoed_input_is_bounded():
     with pytest.raises(ConfigError) as err:
         parse_pipeline(demo_with("name: demo", f"name: {long_name}"), "e.yaml")
     message = str(err.value)
-    assert message.startswith("e.yaml:3: name: String should have at most 64 characters (got ")
+    assert message.startswith("e.yaml:1: name: String should have at most 64 characters (got ")
     got = message[message.index("(got ") + 5 : -1]
     assert len(got) <= ECHO_CHARS and got.startswith("'XXX")
     many = demo_with("hidden_units: [32, 16]", "hidden_units: [" + ", ".join(["a"] * 500) + "]")
@@ -216,11 +216,11 @@ def test_duplicate_names_fail_both_files(pipelines_dir, mlp_home):
     files = load_pipelines([first, second])
     assert [f.config for f in files] == [None, None]
     assert files[0].error == (
-        f"{first}:3: name: pipeline 'demo' is also declared in {second}:3; "
+        f"{first}:1: name: pipeline 'demo' is also declared in {second}:1; "
         "pipeline names must be unique (DAG ids derive from them)"
     )
     assert files[1].error.startswith(
-        f"{second}:3: name: pipeline 'demo' is also declared in {first}:3"
+        f"{second}:1: name: pipeline 'demo' is also declared in {first}:1"
     )
     assert check_error(cli_check("demo", pipelines_dir)) == files[0].error
     run = cli_check("demo", pipelines_dir, "run", "--data", str(pipelines_dir / "demo.yaml"))
@@ -228,7 +228,7 @@ def test_duplicate_names_fail_both_files(pipelines_dir, mlp_home):
     outside = mlp_home / "draft.yaml"  # a draft that would clash once dropped in
     outside.write_text(DEMO)
     assert check_error(cli_check(outside, pipelines_dir)).startswith(
-        f"{outside}:3: name: pipeline 'demo' is also declared in {first}:3, {second}:3;"
+        f"{outside}:1: name: pipeline 'demo' is also declared in {first}:1, {second}:1;"
     )
 
 
@@ -313,7 +313,7 @@ def test_a_name_other_than_the_file_name_is_refused(pipelines_dir, mlp_home):
     (pipelines_dir / "churn.yaml").write_text(demo_with("name: demo", "name: churn_model"))
     (item,) = load_pipelines([pipelines_dir / "churn.yaml"])
     assert item.config is None and item.error == (
-        f"{pipelines_dir / 'churn.yaml'}:3: name: 'churn_model' must match the file name; "
+        f"{pipelines_dir / 'churn.yaml'}:1: name: 'churn_model' must match the file name; "
         "rename the file to churn_model.yaml or set name: churn"
     )
     assert check_error(cli_check("churn", pipelines_dir)) == item.error
