@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -445,50 +443,3 @@ def test_kubernetes_train_reuses_a_recorded_training_without_a_pod(demo, tmp_pat
 
 
 # ------------------------------------------------------------------------------ end to end
-
-
-def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLP_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=900,
-    )
-
-
-@pytest.mark.slow
-def test_second_run_on_the_same_data_is_cached(mlp_home, pipelines_dir, tmp_path):
-    from mlflow import MlflowClient
-
-    from mlplatform import datagen
-
-    batch = datagen.write(datagen.generate(1500, seed=1), tmp_path / "same.csv")
-    first = _cli("run", "demo", "--data", str(batch), home=mlp_home)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "cached from run" not in first.stdout
-    run_1 = re.search(r"^run (\S+): success", first.stdout, re.M).group(1)
-    uri = f"sqlite:///{mlp_home / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name("demo").experiment_id
-    assert len(client.search_runs([experiment])) == 1
-
-    second = _cli("run", "demo", "--data", str(batch), home=mlp_home)
-    assert second.returncode == 0, second.stdout + second.stderr
-    for stage in cache_keys.STAGE_CODE.keys() | {"train"}:
-        assert re.search(
-            rf"^  {stage}\s+ok\s.*\(cached from run {re.escape(run_1)}\)$", second.stdout, re.M
-        ), (  # fmt: skip
-            f"{stage} not cached:\n{second.stdout}"
-        )
-    assert "cache: 9 stage(s) reused earlier outputs" in second.stdout
-    assert len(client.search_runs([experiment])) == 1, "the cached run trained again"
-    assert len(client.search_model_versions("name='demo'")) == 1
-    assert int(client.get_model_version_by_alias("demo", "champion").version) == 1
-
-    third = _cli("run", "demo", "--data", str(batch), "--no-cache", home=mlp_home)
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert "cached from run" not in third.stdout
-    assert len(client.search_runs([experiment])) == 2, "--no-cache must train again"

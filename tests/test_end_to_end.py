@@ -89,6 +89,20 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     models = mlp_home / "serving" / "models"
     assert layout.served_version(models, "demo") == 1
 
+    # 1b. the same batch again: every stage is reused from run 1 (step caching), nothing trains
+    (batch,) = (mlp_home / "demo-data").glob("batch-*.csv")
+    again = _cli("run", "demo", "--data", str(batch), home=mlp_home)
+    assert again.returncode == 0, again.stdout + again.stderr
+    first_run = re.search(r"^run (\S+): success", demo.stdout, re.M).group(1)
+    for stage in ("ingest", "validate", "features", "training_set", "train", "register", "gate"):
+        assert re.search(
+            rf"^  {stage}\s+ok\s.*\(cached from run {re.escape(first_run)}\)$", again.stdout, re.M
+        ), f"{stage} not cached:\n{again.stdout}"
+    assert "cache: 9 stage(s) reused earlier outputs" in again.stdout
+    experiment = client.get_experiment_by_name("demo").experiment_id
+    assert len(client.search_runs([experiment])) == 1, "the cached run trained again"
+    assert len(client.search_model_versions("name='demo'")) == 1
+
     # 2. a corrupt batch: one-line error naming expectations and columns; nothing downstream changes
     bad = datagen.write(datagen.generate(1500, seed=7, bad_fraction=0.05), tmp_path / "bad.csv")
     res = _cli("run", "demo", "--data", str(bad), home=mlp_home)

@@ -274,59 +274,6 @@ print(json.dumps([r[0] for r in rows]))
 """
 
 
-def _airflow_monitor_run(tmp_path: Path, name: str) -> dict:
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    result = tmp_path / f"{name}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlplatform.airflow_runner", "mlp_demo_monitor", str(result)],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.exists(), proc.stderr[-3000:]
-    return json.loads(result.read_text())
-
-
-@pytest.mark.slow
-def test_monitor_dag_run_through_airflow_emits_the_drift_asset_once(cfg, tmp_path):
-    """Real ``dag.test`` runs of mlp_demo_monitor: shifted traffic publishes the drift asset
-    (extra: reason, drift_share, report); calm traffic skips publish_drift, no new event."""
-    import os
-    import subprocess
-    import sys
-
-    make_champion(cfg, tmp_path, datagen.generate(2000, seed=1))
-    log_requests(datagen.generate(600, seed=3, drift=1.0), datetime.now(UTC) - timedelta(hours=1))
-    first = _airflow_monitor_run(tmp_path, "first")
-    assert first["tasks"] == {"drift_check": "success", "publish_drift": "success"}, first
-
-    def events() -> list[dict]:
-        out = subprocess.run(
-            [sys.executable, "-c", ASSET_EVENTS],
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return json.loads(out.strip().splitlines()[-1])
-
-    (event,) = events()
-    assert event["reason"].startswith("drift: ") and event["drift_share"] >= 0.3
-    assert event["report"].endswith("/drift/reports/drift.html")
-
-    log_requests(datagen.generate(600, seed=4), datetime.now(UTC))
-    second = _airflow_monitor_run(tmp_path, "second")
-    assert second["tasks"] == {"drift_check": "success", "publish_drift": "skipped"}, second
-    assert len(events()) == 1
-
-
 def test_publish_drift_sets_the_asset_extra_and_alerts_only_when_triggered(cfg, tmp_path):
     """publish_drift with Airflow's own outlet-event accessors and a real webhook (a local HTTP
     server): a triggered check fills the drift asset's extra and posts the drift alert; a calm
