@@ -34,11 +34,11 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mlplatform.lineage import code_hash  # noqa: F401 - part of this module's API
 from mlplatform.settings import Settings
 from mlplatform.storage import to_path
 
@@ -175,25 +175,6 @@ def file_digest(path: Path) -> str | None:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except FileNotFoundError:
         return None
-
-
-def code_hash(repo: Path, entries: tuple[str, ...]) -> str:
-    """sha256 (16 hex) over the Python sources of ``entries`` (files or directories, relative
-    to ``repo``), by relative path and content: any edit to that code changes it."""
-    return _code_hash(repo.resolve(), entries)
-
-
-@cache
-def _code_hash(repo: Path, entries: tuple[str, ...]) -> str:
-    digest = hashlib.sha256()
-    for entry in entries:
-        root = repo / entry
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for path in files:
-            if path.is_file():
-                digest.update(path.relative_to(repo).as_posix().encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def library_versions(*distributions: str) -> dict[str, str | None]:

@@ -61,12 +61,17 @@ def git_commit(repo: Path) -> str:
 TRAINER_CODE = ("training", "mlplatform/stages/train.py", "mlplatform/scoring.py")
 
 
+def code_hash(repo: Path, entries: tuple[str, ...]) -> str:
+    """sha256 (16 hex) over the Python sources of ``entries`` (files or directories, relative
+    to ``repo``), by relative path and content: stable across checkouts and machines, changed by
+    any edit to that code. Also the code part of the step-cache keys (:mod:`mlplatform.cache`)."""
+    return _code_hash(repo.resolve(), entries)
+
+
 @cache
-def trainer_code_hash(repo: Path) -> str:
-    """sha256 (16 hex) over the trainer's Python sources (:data:`TRAINER_CODE`), by relative path
-    and content; stable across checkouts and machines, changed by any edit to that code."""
+def _code_hash(repo: Path, entries: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for entry in TRAINER_CODE:
+    for entry in entries:
         root = repo / entry
         files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
         for path in files:
@@ -74,6 +79,11 @@ def trainer_code_hash(repo: Path) -> str:
                 digest.update(path.relative_to(repo).as_posix().encode() + b"\0")
                 digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def trainer_code_hash(repo: Path) -> str:
+    """:func:`code_hash` of the trainer's sources (:data:`TRAINER_CODE`)."""
+    return code_hash(repo, TRAINER_CODE)
 
 
 #: the config that determines what a training run produces: section -> fields (None: all). Where

@@ -18,6 +18,7 @@ from mlplatform import processes
 from mlplatform.cli.common import OutcomeError, UsageError, say
 from mlplatform.config import (
     ConfigError,
+    PipelineConfig,
     find_pipeline,
     load_pipeline,
     load_pipelines,
@@ -123,6 +124,31 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def load_valid_pipeline(settings: Settings, name: str) -> PipelineConfig:
+    """The pipeline ``name`` (or path), refused with the DAG factory's line when the factory
+    refuses its file (a duplicated name included)."""
+    path = find_pipeline(name, settings.pipelines_dir)
+    cfg = load_pipeline(path)
+    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
+        if item.error and item.path.resolve() == path.resolve():
+            raise ConfigError(item.error)
+    return cfg
+
+
+def runner_result(proc: subprocess.Popen, result_path: Path, log_path: Path) -> dict:
+    """What the runner child (:mod:`mlplatform.airflow_runner`) wrote to ``result_path``;
+    OutcomeError with its last log lines if it crashed, UsageError for a refused request."""
+    if not result_path.exists():
+        tail = log_path.read_text().strip().splitlines()[-5:]
+        raise OutcomeError(
+            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
+        )
+    result = json.loads(result_path.read_text())
+    if "error" in result:
+        raise UsageError(result["error"])
+    return result
+
+
 def run_pipeline(
     settings: Settings,
     name: str,
@@ -142,11 +168,7 @@ def run_pipeline(
     from mlplatform import runs
     from mlplatform.storage import run_key
 
-    path = find_pipeline(name, settings.pipelines_dir)
-    cfg = load_pipeline(path)
-    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
-        if item.error and item.path.resolve() == path.resolve():
-            raise ConfigError(item.error)
+    cfg = load_valid_pipeline(settings, name)
     # a landing source templated by the data interval is the ingest DAG's to read: without
     # --data such a run trains on the validated history (the newest validated batch)
     data_uri = data or ("" if cfg.source.templated else cfg.source.uri) or ""
@@ -203,14 +225,7 @@ def run_pipeline(
             raise OutcomeError(f"run stopped and marked failed; see {log_path}") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
-    if not result_path.exists():
-        tail = log_path.read_text().strip().splitlines()[-5:]
-        raise OutcomeError(
-            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
-        )
-    result = json.loads(result_path.read_text())
-    if "error" in result:
-        raise UsageError(result["error"])
+    result = runner_result(proc, result_path, log_path)
     if "stopped" in result:
         raise OutcomeError(
             f"run {result['run_id']} was stopped ({result['stopped']}) and marked failed"

@@ -18,14 +18,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlplatform.cli.common import OutcomeError, UsageError, say
-from mlplatform.cli.run import _raise_interrupt, _stop_runner, absolute_data_uri
-from mlplatform.config import (
-    ConfigError,
-    find_pipeline,
-    load_pipeline,
-    load_pipelines,
-    pipeline_files,
+from mlplatform.cli.common import OutcomeError, say
+from mlplatform.cli.run import (
+    _raise_interrupt,
+    _stop_runner,
+    absolute_data_uri,
+    load_valid_pipeline,
+    runner_result,
 )
 from mlplatform.settings import Settings
 
@@ -37,11 +36,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     from mlplatform.stages.score import shown_uri
     from mlplatform.storage import SCORE_RUN_PREFIX, run_key
 
-    path = find_pipeline(name, settings.pipelines_dir)
-    cfg = load_pipeline(path)
-    for item in load_pipelines(pipeline_files(settings.pipelines_dir)):
-        if item.error and item.path.resolve() == path.resolve():
-            raise ConfigError(item.error)
+    cfg = load_valid_pipeline(settings, name)
     data_uri = absolute_data_uri(data) if data else ""
     dag_id = score_dag_id(cfg.name)
     logs = settings.home_dir / "logs"
@@ -67,14 +62,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
             raise OutcomeError(f"scoring run stopped and marked failed; see {log_path}") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
-    if not result_path.exists():
-        tail = log_path.read_text().strip().splitlines()[-5:]
-        raise OutcomeError(
-            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
-        )
-    result = json.loads(result_path.read_text())
-    if "error" in result:
-        raise UsageError(result["error"])
+    result = runner_result(proc, result_path, log_path)
     run_dir = SCORE_RUN_PREFIX + run_key(result["run_id"])
     summary_path = Path(settings.storage) / cfg.name / run_dir / "score"
     summary_path = summary_path / "summary.json"
