@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(REPO / "pipelines", pipelines)
     batch = datagen.write(datagen.generate(args.rows, seed=1), home / "batch.csv")
     demo = pipelines / "demo.yaml"
-    demo.write_text(demo.read_text().replace("source:\n", f"source:\n  uri: {batch}\n", 1))
+    # the batch as the pipeline's own source.uri (in place of the demo's landing template)
+    demo.write_text(
+        re.sub(r"^  uri: .*$", f"  uri: {batch}", demo.read_text(), count=1, flags=re.M)
+    )
     env = {
         **os.environ,
         "MLP_HOME": str(home / "home"),
