@@ -191,8 +191,12 @@ def cmd_demo_drift(args: argparse.Namespace, settings: Settings) -> int:
         # 2. + 3. the world drifts: a labelled batch lands, and the traffic shifts
         when = datetime.now(UTC)
         landing = _landing_dir(cfg, when)
+        landed = len(list(landing.glob("*.csv"))) if landing.is_dir() else 0
+        # a fixed seed per landed batch (the same demo every time), twice the first batch's rows:
+        # the model retrained on the new world alone must hold its own against the champion on
+        # that world's hold-out (the gate)
         batch = datagen.write(
-            datagen.generate(args.rows, seed=int(when.timestamp()), drift=args.drift),
+            datagen.generate(2 * args.rows, seed=7 + landed, drift=args.drift),
             landing / f"batch-{when:%H%M%S}.csv",
         )
         run_id = airflow_db.trigger(

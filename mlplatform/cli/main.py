@@ -71,9 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "its reason -> gate -> new served version), then shows that a second drift inside "
         "monitoring.cooldown_hours starts no second retrain. Stops everything it started.",
     )
-    p.add_argument("--rows", type=int, default=2000, help="rows per generated batch (2000)")
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=2000,
+        help="rows of the first batch (2000); the drifted batch has twice as many",
+    )
     p.add_argument("--traffic", type=int, default=600, help="drifted requests per wave (600)")
-    p.add_argument("--drift", type=float, default=0.8, help="0..1 shift of the world (0.8)")
+    p.add_argument("--drift", type=float, default=0.5, help="0..1 shift of the world (0.5)")
     p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for each DAG run (600)"
     )
