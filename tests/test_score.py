@@ -202,7 +202,9 @@ def test_score_dag_is_manual_by_default_with_an_input_param_and_failure_alerts(m
     assert task.input_uri == "{{ params.input_uri }}" and task.retries == 0
     assert any(isinstance(c, FailureAlertNotifier) for c in task.on_failure_callback)
     ids = {d.dag_id for d in build_pipeline_dags(cfg)}
-    assert ids == {"mlp_demo_train", "mlp_demo_rollback", "mlp_demo_score", "mlp_demo_monitor"}
+    assert ids == {
+        f"mlp_demo_{kind}" for kind in ("train", "rollback", "score", "monitor", "ingest")
+    }
     for built in build_pipeline_dags(cfg):
         for t in built.tasks:
             assert any(isinstance(c, FailureAlertNotifier) for c in t.on_failure_callback), (
