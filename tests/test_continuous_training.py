@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -108,5 +109,9 @@ def test_drift_retrains_through_the_scheduler_once_per_cooldown(mlp_home, pipeli
     assert skipped["note"] and skipped["note"].startswith("skip: cooldown")
     assert alias_version(get_settings(), "demo", "champion") == 2
 
-    # stopping left nothing behind: no scheduler, worker, server or trainer of this home
-    assert _leftovers(str(mlp_home)) == []
+    # stopping left nothing behind: no scheduler, worker, server or trainer of this home (a
+    # process that was already told to stop gets a moment to exit on a loaded machine)
+    deadline = time.monotonic() + 30
+    while (left := _leftovers(str(mlp_home))) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert left == []

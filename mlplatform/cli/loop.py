@@ -214,8 +214,15 @@ def cmd_demo_drift(args: argparse.Namespace, settings: Settings) -> int:
             raise OutcomeError("the drift did not lead to a new served version (see above)")
         if retrained is not None:
             client = PredictionClient(url)
+
+            def serving_new() -> bool:
+                try:
+                    return client.wait_until_available(PIPELINE, timeout_s=5) == retrained
+                except TimeoutError:  # busy: not yet
+                    return False
+
             wait_for(
-                lambda: client.wait_until_available(PIPELINE, timeout_s=5) == retrained,
+                serving_new,
                 120,
                 f"the server to serve v{retrained}",
                 services,
