@@ -94,16 +94,28 @@ def test_drift_retrains_through_the_scheduler_once_per_cooldown(mlp_home, pipeli
         ("retrain", "drift"),
         ("skip", "drift"),
     ]
-    from mlplatform import airflow_db
-    from mlplatform.airflow_runner import prepare_airflow
     from mlplatform.settings import get_settings
     from mlplatform.stages.registry import alias_version
 
-    prepare_airflow()
-    assert len(airflow_db.asset_events("mlp_demo_drift")) == 2
-    train_runs = [r for r in airflow_db.dag_runs("mlp_demo_train") if r["run_type"] != "scheduled"]
+    # Airflow's DB as the loop left it, read in a fresh interpreter: this one may have imported
+    # Airflow for another test's home already, and Airflow binds its DB once per process
+    script = (
+        "import json; from mlplatform.airflow_runner import prepare_airflow; prepare_airflow(); "
+        "from mlplatform import airflow_db as db; runs = db.dag_runs('mlp_demo_train'); "
+        "print(json.dumps({'drift_events': len(db.asset_events('mlp_demo_drift')), 'runs': runs, "
+        "'last': db.dag_run('mlp_demo_train', [r for r in runs if r['run_type'] != 'scheduled']"
+        "[-1]['run_id'])}, default=str))"
+    )
+    facts = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
+        timeout=300,
+    )  # fmt: skip
+    assert facts.returncode == 0, facts.stderr[-2000:]
+    airflow = json.loads(facts.stdout.strip().splitlines()[-1])
+    assert airflow["drift_events"] == 2
+    train_runs = [r for r in airflow["runs"] if r["run_type"] != "scheduled"]
     assert [r["run_type"] for r in train_runs] == ["manual", "asset_triggered", "asset_triggered"]
-    skipped = airflow_db.dag_run("mlp_demo_train", train_runs[-1]["run_id"])
+    skipped = airflow["last"]
     assert skipped["tasks"]["decide"] == "skipped" and skipped["tasks"]["train"] == "skipped"
     assert skipped["consumed"] and skipped["consumed"][0]["asset"] == "mlp_demo_drift"
     assert skipped["note"] and skipped["note"].startswith("skip: cooldown")
