@@ -114,6 +114,12 @@ def test_guess_falls_back_to_the_last_numeric_column_and_most_distinct_key():
     assert lab.column == "b" and "last numeric" in lab.reason
 
 
+def test_an_id_like_name_beats_more_distinct_values():
+    frame = pd.DataFrame({"paid": [10, 20, 30, 40], "accountId": ["a", "a", "b", "b"]})
+    ent = guess.guess_entity(profile_frame(frame), set())
+    assert ent.column == "accountId" and "looks like an id" in ent.reason
+
+
 def test_given_flags_win_and_unknown_columns_are_named():
     prof = profile_frame(scaffold_tables.churn(20))
     assert guess.guess_label(prof, set(), "usage").given

@@ -24,7 +24,7 @@ MAX_CATEGORY_SHARE = 0.5
 MAX_CATEGORIES = 1000
 
 _TIME_NAME = re.compile(r"(time|date|_at$|^ts$|timestamp|datetime)", re.I)
-_ENTITY_NAME = re.compile(r"(^id$|_id$|^id_|id$|_key$|^key$|uuid)", re.I)
+_ENTITY_NAME = re.compile(r"(^(id|ID|Id)$|_(id|ID)$|^(id|ID)_|[a-z]Id$|_key$|^key$|uuid|UUID)")
 _LABEL_NAME = re.compile(
     r"^(label|target|y|class|outcome|churn(ed)?|is_fraud|fraud|default(ed)?|price|"
     r"sales|revenue|amount|score|rating|response)$|label|target",
