@@ -139,12 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         required=True,
+        metavar="URI",
         help="the table: path, glob, directory, file://, s3://..., sql+<SQLAlchemy URL>?query=...; "
         "becomes source.uri",
     )
-    p.add_argument("--label", help="label column (default: guessed, e.g. a column named target)")
-    p.add_argument("--entity", help="entity key column (default: guessed, e.g. *_id)")
-    p.add_argument("--timestamp", help="event-time column (default: the column of timestamps)")
+    p.add_argument(
+        "--label", metavar="COL", help="label column (default: guessed, e.g. a column named target)"
+    )
+    p.add_argument(
+        "--entity", metavar="COL", help="entity key column (default: guessed, e.g. *_id)"
+    )
+    p.add_argument(
+        "--timestamp", metavar="COL", help="event-time column (default: the column of timestamps)"
+    )
     p.add_argument(
         "--force", action="store_true", help="replace an existing pipeline file and suite"
     )
