@@ -101,7 +101,10 @@ def test_leakage_check_operator_fails_before_training_on_a_leak(mlp_home, tmp_pa
 
 
 def test_example_builds_nothing_without_its_pipeline(mlp_home, tmp_path):
-    assert _example().example_pipeline("no_such_pipeline") is None
+    example = _example()
+    assert example.custom_step_dag is not None and example.custom_step_dag.dag_id == DAG_ID
+    assert example.example_pipeline("no_such_pipeline") is None
+    assert example.example_dag("no_such_pipeline") is None
 
 
 @pytest.mark.slow
