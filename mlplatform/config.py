@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -739,6 +739,20 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read and validate ``pipelines/<name>.yaml`` (never more than ``MAX_CONFIG_BYTES``)."""
     path = Path(path)
     return parse_pipeline(_read(path), where=str(path))
+
+
+def field_locator(path: str | Path) -> Callable[[tuple[str | int, ...]], str]:
+    """For a pipeline file that parses: a function from a field's path (``("features",
+    "numeric", 2)``) to ``file:line`` of that field in the file (``file`` alone when the field is
+    not written there, e.g. a default), for errors found after validation (``mlplatform check``)."""
+    path = Path(path)
+    _, root = _read_yaml(_read(path), str(path))
+
+    def where(loc: tuple[str | int, ...]) -> str:
+        line = _line_of(root, loc)
+        return f"{path}:{line}" if line else str(path)
+
+    return where
 
 
 @dataclass(frozen=True)
