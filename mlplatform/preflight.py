@@ -365,4 +365,33 @@ def preflight(
         report.notes += notes
     if sample is not None and report.data is not None:
         report.problems += _data_problems(cfg, sample, report.data, where)
+    report.problems += _shared_model_problems(cfg, config_path, settings.pipelines_dir, where)
     return report
+
+
+def _shared_model_problems(
+    cfg: PipelineConfig, config_path: Path, pipelines_dir: Path, where: Any
+) -> list[Problem]:
+    """A model served by two pipelines: each run's register, gate and promote would move the
+    other pipeline's versions, aliases and served model (side by side, pipelines share nothing)."""
+    from mlplatform.config import load_pipelines, pipeline_files
+
+    others = [
+        f"{item.config.name} ({item.path})"
+        for item in load_pipelines(pipeline_files(pipelines_dir))
+        if item.config is not None
+        and item.config.name != cfg.name
+        and item.path.resolve() != config_path.resolve()
+        and item.config.serving.model_name == cfg.serving.model_name
+    ]
+    if not others:
+        return []
+    return [
+        Problem(
+            where(("serving", "model_name")),
+            "serving.model_name",
+            f"model {cfg.serving.model_name!r} is also served by pipeline {', '.join(others)}: "
+            "their runs would register, gate and promote over each other's versions; give each "
+            "pipeline its own model name",
+        )
+    ]

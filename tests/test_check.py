@@ -304,3 +304,18 @@ def test_model_layer_names_match_the_trainer():
     assert 'name="features"' in source and 'name=f"hidden_{i}"' in source
     assert '"score" if kind == CLASSIFIER else "prediction"' in source
     assert {"features", "score", "prediction"} <= set(MODEL_LAYER_NAMES)
+
+
+def test_a_model_served_by_two_pipelines_is_refused(env, capsys):
+    config, _, _ = env
+    twin = config.parent / "twin.yaml"
+    twin.write_text(config.read_text().replace("name: demo\n", "name: twin\n", 1))
+    code, _, errors = check(capsys, "demo")
+    assert code == 2
+    assert errors == [
+        f"{config}:35: serving.model_name: model 'demo' is also served by pipeline twin ({twin}): "
+        "their runs would register, gate and promote over each other's versions; give each "
+        "pipeline its own model name"
+    ]
+    twin.write_text(twin.read_text().replace("model_name: demo", "model_name: twin"))
+    assert check(capsys, "demo")[0] == 0
