@@ -143,15 +143,15 @@ _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception
 
 def log_cause(log_path: Path, task: str | None = None, tail_lines: int = 400) -> str | None:
     """The root cause a log states: the last exception line (``Type: message``) among its last
-    ``tail_lines`` lines, or with ``task``, the last ``Task failed ...`` / exception line after
-    that task's last mention; None when the log states none."""
+    ``tail_lines`` lines (with ``task``: from that task's first mention in them on); None when
+    the log states none."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()[-tail_lines:]
     except OSError:
         return None
     if task is not None:
         mentions = [i for i, line in enumerate(lines) if task in line]
-        lines = lines[mentions[-1] :] if mentions else lines
+        lines = lines[mentions[0] :] if mentions else lines
     causes = [m.group(0) for line in lines if (m := _EXCEPTION_LINE.match(line.strip()))]
     return one_line(causes[-1], 300) if causes else None
 
