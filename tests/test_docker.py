@@ -40,3 +40,12 @@ def test_airflow_image_installs_the_locked_project_and_horovod():
     assert "uv sync --frozen --no-dev" in text  # uv.lock, not a second set of pins
     assert "scripts/install_horovod.sh" in text  # the local training backend
     assert "USER 50000:0" in text  # the Airflow Helm chart's uid/gid
+
+
+def test_airflow_dockerfile_passes_checkov():
+    from tests.test_terraform import run_checkov
+
+    report = run_checkov(REPO / "docker" / "airflow.Dockerfile", framework="dockerfile")
+    failed = [c["check_id"] + " " + c["check_name"] for c in report["results"]["failed_checks"]]
+    assert not failed, failed
+    assert report["summary"]["passed"] > 10

@@ -235,3 +235,15 @@ def test_values_buckets_are_terraforms(values):
         )
         assert template, var
         assert env[var] == f"s3://{name}-{use}{template.group(1)}", var
+
+
+def test_checkov_passes_the_kubernetes_files():
+    from tests.test_terraform import run_checkov
+
+    report = run_checkov(DEPLOY, framework="kubernetes")
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert not failed, "\n".join(failed)
+    assert report["summary"]["passed"] > 10

@@ -38,13 +38,15 @@ def _terraform() -> str:
     return found
 
 
-def run_checkov(directory: Path, framework: str = "terraform") -> dict[str, Any]:
-    """checkov's JSON report of ``directory``, offline (BC_SKIP_MAPPING: no call home)."""
+def run_checkov(target: Path, framework: str = "terraform") -> dict[str, Any]:
+    """checkov's JSON report of ``target`` (a directory or one file), offline (BC_SKIP_MAPPING:
+    no call home)."""
     if not CHECKOV.exists():
         pytest.skip(f"checkov is not installed at {CHECKOV}: run scripts/install_iac.sh (make env)")
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     out = subprocess.run(
-        [str(CHECKOV), "-d", str(directory), "--framework", framework, "-o", "json"],
+        [str(CHECKOV), "-f" if target.is_file() else "-d", str(target),
+         "--framework", framework, "-o", "json"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     # exit code 1 = failed checks; anything else non-zero is checkov itself failing
