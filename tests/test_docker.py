@@ -43,9 +43,9 @@ def test_airflow_image_installs_the_locked_project_and_horovod():
 
 
 def test_airflow_dockerfile_passes_checkov():
-    from tests.test_terraform import run_checkov
+    from tests.deploy_scan import checkov_report, describe, under
 
-    report = run_checkov(REPO / "docker" / "airflow.Dockerfile", framework="dockerfile")
-    failed = [c["check_id"] + " " + c["check_name"] for c in report["results"]["failed_checks"]]
-    assert not failed, failed
-    assert report["summary"]["passed"] > 10
+    report = checkov_report("dockerfile")
+    failed = under(report["failed"], "/repo/docker/airflow.Dockerfile")
+    assert not failed, describe(failed)
+    assert len(under(report["passed"], "/repo/docker/airflow.Dockerfile")) > 10

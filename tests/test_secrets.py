@@ -12,18 +12,16 @@ Two kinds of checks:
 * a scanner: checkov's secrets framework (detect-secrets' detectors: high-entropy strings, basic
   auth in URIs, AWS keys, private keys ...) over those files and the rendered manifests finds
   nothing, and does find the secrets that scripts/compose_env.sh generates once they are rendered
-  in (the positive control).
+  in (the positive control); one checkov run serves every test (tests/deploy_scan.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
+import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +30,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.deploy_render import COMPOSE_SECRETS, render_compose, run_compose_config
-from tests.test_terraform import CHECKOV
+from tests.deploy_scan import checkov_report, describe, rendered_trainer_manifests, under
 
 #: names of settings that hold a secret value
 SECRET_NAME = re.compile(
@@ -145,39 +143,8 @@ def test_dockerfile_declares_no_secret_arg_or_env(dockerfile):
 # --------------------------------------------------------------------------- Kubernetes
 
 
-def _rendered_trainer_manifests(monkeypatch) -> list[dict[str, Any]]:
-    """The trainer pod and MPIJob as mlplatform.k8s renders them in production (S3 keys and the
-    MLflow URI from Secrets)."""
-    from mlplatform import k8s
-    from mlplatform.config import TrainingConfig, load_pipeline
-    from mlplatform.settings import get_settings
-
-    monkeypatch.setenv("MLP_MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    monkeypatch.setenv("MLP_K8S_MLFLOW_SECRET", "mlplatform-mlflow")
-    monkeypatch.setenv("MLP_K8S_S3_SECRET", "mlplatform-s3")
-    cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
-    single = cfg.model_copy(update={"training": TrainingConfig(image="reg/t:1", gpus_per_worker=1)})
-    multi = cfg.model_copy(
-        update={"training": TrainingConfig(image="reg/t:1", workers=2, gpus_per_worker=1)}
-    )
-    training_set = {"train_uri": "s3://b/train.parquet", "holdout_uri": "s3://b/holdout.parquet"}
-    settings = get_settings()
-    out = []
-    for one in (single, multi):
-        spec = k8s.trainer_spec(
-            one, training_set, output_dir="s3://b/out", artifact_location="s3://b/a",
-            tracking_uri=k8s.pod_tracking_uri(settings, k8s.KubernetesSettings()),
-            run_name="r", tags={},
-        )  # fmt: skip
-        if one.training.workers > 1:
-            out.append(k8s.mpijob_manifest(one, spec, settings=settings, name="mlp-demo-t"))
-        else:
-            out.append(k8s.trainer_pod_spec(one, spec, settings=settings))
-    return out
-
-
-def test_rendered_trainer_manifests_take_credentials_from_secrets(monkeypatch, mlp_home):
-    manifests = _rendered_trainer_manifests(monkeypatch)
+def test_rendered_trainer_manifests_take_credentials_from_secrets(mlp_home):
+    manifests = rendered_trainer_manifests()
     by_ref = 0
     for manifest in manifests:
         text = json.dumps(manifest)
@@ -228,54 +195,12 @@ def test_kubernetes_files_hold_no_secret():
 # --------------------------------------------------------------------------- scanner
 
 
-def _checkov_secrets(directory: Path) -> list[dict[str, Any]]:
-    if not CHECKOV.exists():
-        pytest.skip(f"checkov is not installed at {CHECKOV}: run scripts/install_iac.sh (make env)")
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
-    out = subprocess.run(
-        [str(CHECKOV), "-d", str(directory), "--framework", "secrets",
-         "--enable-secret-scan-all-files", "-o", "json"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert out.returncode in (0, 1), out.stderr[-2000:]
-    report = json.loads(out.stdout)
-    reports = report if isinstance(report, list) else [report]
-    # an empty scan prints only a summary with no "results"
-    return [c for r in reports for c in r.get("results", {}).get("failed_checks", [])]
-
-
-def test_secret_scanner_finds_none_in_deployment_files_and_catches_rendered_ones(
-    tmp_path, monkeypatch, mlp_home
-):
-    clean = tmp_path / "clean"
-    for sub in ("docker", "deploy", "terraform"):
-        for path in (REPO / sub).rglob("*"):
-            if path.is_file() and ".terraform" not in path.parts:
-                target = clean / path.relative_to(REPO)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
-    (clean / "docker-compose.yml").write_bytes((REPO / "docker-compose.yml").read_bytes())
-    for i, manifest in enumerate(_rendered_trainer_manifests(monkeypatch)):
-        (clean / f"trainer-{i}.json").write_text(json.dumps(manifest, indent=1))
-    # positive control: the stack rendered with the secrets compose_env.sh generates
-    hot = tmp_path / "hot"
-    hot.mkdir()
-    subprocess.run(
-        ["bash", str(REPO / "scripts" / "compose_env.sh"), str(tmp_path / "real.env")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    real = dict(
-        line.split("=", 1)
-        for line in (tmp_path / "real.env").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    assert set(real) == set(COMPOSE_SECRETS)
-    rendered = run_compose_config(tmp_path, real)
-    assert rendered.returncode == 0, rendered.stderr
-    (hot / "rendered-compose.yml").write_text(rendered.stdout)
-
-    found = _checkov_secrets(tmp_path)
-    in_clean = [f"{c['file_path']}:{c['file_line_range']} {c['check_name']}" for c in found]
-    in_clean = [f for f in in_clean if f.startswith("/clean/")]
-    assert not in_clean, "\n".join(in_clean)
-    assert any(c["file_path"].startswith("/hot/") for c in found), "scanner missed real secrets"
+def test_secret_scanner_finds_none_in_deployment_files_and_catches_rendered_ones():
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed: no rendered stack for the positive control")
+    report = checkov_report("secrets")
+    leaked = under(report["failed"], "/repo/") + under(report["failed"], "/rendered/")
+    assert not leaked, describe(leaked)
+    # positive control: the stack rendered with compose_env.sh's secrets is caught
+    caught = under(report["failed"], "/hot/rendered-compose.yml")
+    assert caught, "the scanner missed the secrets rendered into the compose file"

@@ -10,12 +10,9 @@ scripts/install_iac.sh): its dependencies conflict with Airflow's.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +20,10 @@ import pytest
 from mlplatform.k8s import KubernetesSettings
 from mlplatform.settings import Settings
 from tests.conftest import REPO
+from tests.deploy_scan import checkov_report as checkov_report_of
+from tests.deploy_scan import describe, under
 
 TERRAFORM_DIR = REPO / "terraform"
-CHECKOV = REPO / ".venv-iac" / "bin" / "checkov"
 MODULES = ("kms", "network", "eks", "storage", "database", "cache", "registry", "irsa")
 
 
@@ -38,26 +36,9 @@ def _terraform() -> str:
     return found
 
 
-def run_checkov(target: Path, framework: str = "terraform") -> dict[str, Any]:
-    """checkov's JSON report of ``target`` (a directory or one file), offline (BC_SKIP_MAPPING:
-    no call home)."""
-    if not CHECKOV.exists():
-        pytest.skip(f"checkov is not installed at {CHECKOV}: run scripts/install_iac.sh (make env)")
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    out = subprocess.run(
-        [str(CHECKOV), "-f" if target.is_file() else "-d", str(target),
-         "--framework", framework, "-o", "json"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    # exit code 1 = failed checks; anything else non-zero is checkov itself failing
-    assert out.returncode in (0, 1), out.stderr[-2000:]
-    report = json.loads(out.stdout)
-    return report[0] if isinstance(report, list) else report
-
-
 @pytest.fixture(scope="module")
 def checkov_report() -> dict[str, Any]:
-    return run_checkov(TERRAFORM_DIR)
+    return checkov_report_of("terraform")
 
 
 def test_terraform_is_formatted():
@@ -69,24 +50,21 @@ def test_terraform_is_formatted():
 
 
 def test_checkov_finds_nothing(checkov_report):
-    summary = checkov_report["summary"]
-    failed = [
-        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']}): {c['check_name']}"
-        for c in checkov_report["results"]["failed_checks"]
-    ]
-    assert summary["parsing_errors"] == 0
-    assert not failed, "\n".join(failed)
+    assert checkov_report["summary"]["parsing_errors"] == 0
+    failed = under(checkov_report["failed"], "/repo/terraform/")
+    assert not failed, describe(failed)
 
 
 def test_every_checkov_skip_is_justified(checkov_report):
-    for check in checkov_report["results"]["skipped_checks"]:
+    assert under(checkov_report["skipped"], "/repo/terraform/")
+    for check in checkov_report["skipped"]:
         reason = check["check_result"].get("suppress_comment") or ""
         assert len(reason) > 20, f"{check['check_id']} on {check['resource']}: no reason given"
 
 
 def test_checkov_scanned_every_concern(checkov_report):
     """A scan that parsed nothing would pass; each module's key resources were checked."""
-    scanned = {c["resource"] for c in checkov_report["results"]["passed_checks"]}
+    scanned = {c["resource"] for c in under(checkov_report["passed"], "/repo/terraform/")}
     for resource in (
         "module.network.aws_vpc.this",
         "module.network.aws_cloudwatch_log_group.flow",
@@ -103,11 +81,9 @@ def test_checkov_scanned_every_concern(checkov_report):
         assert resource in scanned, resource
 
 
-def test_checkov_fails_a_public_unencrypted_bucket(tmp_path):
+def test_checkov_fails_a_public_unencrypted_bucket(checkov_report):
     """The scanner works offline: a bare bucket fails the checks that our buckets pass."""
-    (tmp_path / "main.tf").write_text('resource "aws_s3_bucket" "bare" {\n  bucket = "bare"\n}\n')
-    report = run_checkov(tmp_path)
-    failed = {c["check_id"] for c in report["results"]["failed_checks"]}
+    failed = {c["check_id"] for c in under(checkov_report["failed"], "/control/")}
     assert {"CKV2_AWS_6", "CKV_AWS_21", "CKV_AWS_145"} <= failed  # public access, versions, KMS
 
 
