@@ -8,9 +8,11 @@ was written into a file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,20 @@ def render_compose(tmp_path: Path) -> dict[str, Any]:
     out = run_compose_config(tmp_path, COMPOSE_SECRETS)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
+
+
+@cache
+def airflow_options() -> dict[str, set[str]]:
+    """Airflow's own configuration options, section -> option names, from the installed
+    ``airflow/config_templates/config.yml`` (read as YAML: importing Airflow costs seconds)."""
+    spec = importlib.util.find_spec("airflow")
+    assert spec and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "config_templates" / "config.yml"
+    sections = yaml.safe_load(path.read_text())
+    return {name: set(section.get("options") or {}) for name, section in sections.items()}
+
+
+def unknown_airflow_options(pairs: list[tuple[str, str]]) -> list[str]:
+    """The ``section.option`` pairs that are not Airflow options (typos Airflow would ignore)."""
+    options = airflow_options()
+    return [f"{s}.{o}" for s, o in pairs if o not in options.get(s, set())]

@@ -19,7 +19,12 @@ import yaml
 from mlplatform.settings import Settings
 from serving.layout import MODELS_CONFIG
 from tests.conftest import REPO
-from tests.deploy_render import COMPOSE_SECRETS, render_compose, run_compose_config
+from tests.deploy_render import (
+    COMPOSE_SECRETS,
+    render_compose,
+    run_compose_config,
+    unknown_airflow_options,
+)
 
 AIRFLOW_SERVICES = (
     "airflow-init",
@@ -148,6 +153,15 @@ def test_every_platform_variable_is_a_setting(services):
     fields = {f"MLP_{name.upper()}" for name in Settings.model_fields}
     unknown = {k for k in env if k.startswith("MLP_")} - fields - _feast_yaml_vars()
     assert not unknown, f"MLP_ variables that no setting reads: {sorted(unknown)}"
+
+
+def test_every_airflow_variable_is_an_airflow_option(services):
+    """AIRFLOW__SECTION__OPTION names that Airflow does not know would be ignored silently."""
+    env = services["airflow-scheduler"]["environment"]
+    pairs = [tuple(key.lower().split("__")[1:3]) for key in env if key.startswith("AIRFLOW__")]
+    assert len(pairs) > 10
+    assert not unknown_airflow_options(pairs)
+    assert unknown_airflow_options([("core", "executer")]) == ["core.executer"]
 
 
 def test_metadata_database_is_postgres(services):

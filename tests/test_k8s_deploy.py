@@ -19,6 +19,7 @@ import yaml
 from mlplatform.k8s import KubernetesSettings
 from mlplatform.settings import Settings
 from tests.conftest import REPO
+from tests.deploy_render import unknown_airflow_options
 from tests.deploy_scan import checkov_report, describe, under
 
 K8S_VERSION = "1.31"
@@ -195,6 +196,11 @@ def test_values_run_the_platform_image_with_kubernetes_executor(values):
     workdir = re.findall(r"^WORKDIR (\S+)", dockerfile, re.M)[-1]
     assert values["config"]["core"]["dags_folder"] == f"{workdir}/dags"
     assert values["uid"] == 50000 and "USER 50000:0" in dockerfile
+
+
+def test_values_config_is_airflow_options(values):
+    pairs = [(section, option) for section, opts in values["config"].items() for option in opts]
+    assert not unknown_airflow_options(pairs)
 
 
 def test_values_name_secrets_and_hold_none(values):
