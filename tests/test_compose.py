@@ -6,9 +6,11 @@ is checked against the service that provides it. Start order and health checks a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -184,6 +186,32 @@ def test_dags_folder_is_the_installed_checkout(services):
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{workdirs[-1]}/dags"
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == f"{workdirs[-1]}/plugins"
+
+
+def test_minio_init_grants_the_app_its_buckets_only(services, tmp_path):
+    """minio-init's script, run by sh with a stand-in ``mc`` that records its calls: versioned
+    buckets, and a policy for the application's user on exactly those buckets."""
+    init = services["minio-init"]
+    assert init["entrypoint"][:2] == ["/bin/sh", "-ec"]
+    # compose hands $$ to the container as $; the policy file goes to tmp_path instead of /tmp
+    script = init["command"][0].replace("$$", "$").replace("/tmp/", f"{tmp_path}/")
+    stub = f'mc() {{ echo "mc $*" >> {tmp_path}/calls; }}\n'
+    env = {"PATH": os.environ["PATH"], **{k: str(v) for k, v in init["environment"].items()}}
+    subprocess.run(["sh", "-ec", stub + script], env=env, check=True, timeout=30)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    buckets = init["environment"]["BUCKETS"].split()
+    for bucket in buckets:
+        assert f"mc mb --ignore-existing local/{bucket}" in calls
+        assert f"mc version enable local/{bucket}" in calls
+    policy = json.loads((tmp_path / "mlplatform-policy.json").read_text())
+    resources = [set(statement["Resource"]) for statement in policy["Statement"]]
+    assert resources == [
+        {f"arn:aws:s3:::{b}" for b in buckets},
+        {f"arn:aws:s3:::{b}/*" for b in buckets},
+    ]
+    app = init["environment"]["APP_ACCESS_KEY"]
+    assert f"mc admin policy attach local mlplatform --user {app}" in calls
+    assert not any("readwrite" in call for call in calls)
 
 
 def test_mlflow_settings_match_the_server(services, settings):
