@@ -180,6 +180,23 @@ def test_metadata_database_is_postgres(services):
     assert str(api.port) == _flag(services["airflow-apiserver"]["command"], "--port")
 
 
+def test_database_urls_load_their_driver(services):
+    """Each SQLAlchemy URL names a dialect and driver that the locked environment has (the
+    image installs the same lock): Airflow's metadata, MLflow's backend, Feast's registry."""
+    from sqlalchemy import create_engine
+
+    env = services["airflow-scheduler"]["environment"]
+    urls = [
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        env["MLP_FEAST_REGISTRY_URL"],
+        services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
+    ]
+    for url in urls:
+        engine = create_engine(url)  # no connection is made
+        assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+        engine.dispose()
+
+
 def test_dags_folder_is_the_installed_checkout(services):
     dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
     workdirs = re.findall(r"^WORKDIR (\S+)", dockerfile, re.M)
