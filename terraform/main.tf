@@ -8,6 +8,7 @@
 #   storage   S3 buckets: run artifacts, the DVC remote, MLflow artifacts (+ their access logs)
 #   database  RDS PostgreSQL: Airflow metadata, MLflow backend, Feast registry
 #   cache     ElastiCache Redis: the Feast online store
+#   sharedfs  EFS + the EFS CSI driver: the platform home (MLP_HOME) shared by Airflow's task pods
 #   registry  ECR repositories of the platform's images (docker/*.Dockerfile)
 #   irsa      IAM roles for the Kubernetes service accounts (Airflow, trainer), least privilege
 #
@@ -70,6 +71,18 @@ module "cache" {
   client_sg_id = module.eks.node_security_group_id
   node_type    = var.redis_node_type
   kms_key_arn  = module.kms.key_arn
+}
+
+module "sharedfs" {
+  source            = "./modules/sharedfs"
+  name              = local.name
+  vpc_id            = module.network.vpc_id
+  subnet_ids        = module.network.private_subnet_ids
+  client_sg_id      = module.eks.node_security_group_id
+  kms_key_arn       = module.kms.key_arn
+  cluster_name      = module.eks.cluster_name
+  oidc_provider_arn = module.eks.oidc_provider_arn
+  oidc_issuer       = module.eks.oidc_issuer
 }
 
 module "registry" {

@@ -53,6 +53,11 @@ output "redis" {
   }
 }
 
+output "efs_file_system_id" {
+  description = "EFS of the shared platform home: EFS_FILE_SYSTEM_ID of deploy/k8s/shared-home.yaml"
+  value       = module.sharedfs.file_system_id
+}
+
 output "images" {
   description = "ECR repository per image: airflow (Helm values images.airflow.repository), trainer (pipelines' training.image)"
   value       = module.registry.repository_urls

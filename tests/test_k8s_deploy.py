@@ -26,6 +26,7 @@ K8S_VERSION = "1.31"
 DEPLOY = REPO / "deploy" / "k8s"
 RBAC = DEPLOY / "rbac.yaml"
 VALUES = DEPLOY / "airflow-values.yaml"
+SHARED_HOME = DEPLOY / "shared-home.yaml"
 
 #: keys of the official Airflow chart (1.22 parameters reference) that the values file may set;
 #: a dict value below a key listed with a trailing "*" is free-form (airflow.cfg, annotations ...)
@@ -50,6 +51,8 @@ CHART_KEYS = {
     "createUserJob.defaultUser.enabled",
     "env",
     "extraEnvFrom",
+    "volumes",
+    "volumeMounts",
     "workers.serviceAccount.create",
     "workers.serviceAccount.name",
     "workers.serviceAccount.annotations*",
@@ -248,3 +251,27 @@ def test_checkov_passes_the_kubernetes_files():
     report = checkov_report("kubernetes")
     assert not under(report["failed"], "/repo/deploy/"), describe(report["failed"])
     assert len(under(report["passed"], "/repo/deploy/k8s/rbac.yaml")) > 10
+
+
+def test_shared_home_validates_and_is_the_platform_home(values):
+    text = SHARED_HOME.read_text()
+    body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    assert set(re.findall(r"\$\{(\w+)\}", body)) == {"EFS_FILE_SYSTEM_ID"}  # what envsubst fills
+    outputs = (REPO / "terraform" / "outputs.tf").read_text()
+    assert 'output "efs_file_system_id"' in outputs
+    docs = [d for d in yaml.safe_load_all(text.replace("${EFS_FILE_SYSTEM_ID}", "fs-0123456789"))]
+    for doc in docs:
+        assert kubernetes_validate.validate(doc, desired_version=K8S_VERSION, strict=True)
+    claim = _by_kind(docs, "PersistentVolumeClaim")["mlplatform-home"]
+    storage_class = _by_kind(docs, "StorageClass")[claim["spec"]["storageClassName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every task pod at once
+    assert claim["metadata"]["namespace"] == "airflow"
+    assert storage_class["provisioner"] == "efs.csi.aws.com"
+    assert storage_class["parameters"]["uid"] == str(values["uid"])
+    # the values mount that claim at MLP_HOME in every Airflow container
+    env = {item["name"]: item["value"] for item in values["env"]}
+    (volume,) = [
+        v for v in values["volumes"] if v["persistentVolumeClaim"]["claimName"] == "mlplatform-home"
+    ]
+    (mount,) = [m for m in values["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["mountPath"] == env["MLP_HOME"]

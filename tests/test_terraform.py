@@ -24,7 +24,7 @@ from tests.deploy_scan import checkov_report as checkov_report_of
 from tests.deploy_scan import describe, under
 
 TERRAFORM_DIR = REPO / "terraform"
-MODULES = ("kms", "network", "eks", "storage", "database", "cache", "registry", "irsa")
+MODULES = ("kms", "network", "eks", "storage", "database", "cache", "sharedfs", "registry", "irsa")
 
 
 def _terraform() -> str:
@@ -77,6 +77,7 @@ def test_checkov_scanned_every_concern(checkov_report):
         'module.registry.aws_ecr_repository.this["trainer"]',
         "module.irsa.aws_iam_policy_document.access",
         "module.kms.aws_kms_key.this",
+        "module.sharedfs.aws_efs_file_system.this",
     ):
         assert resource in scanned, resource
 
