@@ -74,6 +74,7 @@ def rendered_trainer_manifests() -> list[dict[str, Any]]:
 
 def compose_env_secrets(directory: Path) -> dict[str, str]:
     """Secrets as scripts/compose_env.sh generates them (written under ``directory``)."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "generated.env"
     subprocess.run(
         ["bash", str(REPO / "scripts" / "compose_env.sh"), str(path)],

@@ -30,7 +30,13 @@ import yaml
 
 from tests.conftest import REPO
 from tests.deploy_render import COMPOSE_SECRETS, render_compose, run_compose_config
-from tests.deploy_scan import checkov_report, describe, rendered_trainer_manifests, under
+from tests.deploy_scan import (
+    checkov_report,
+    compose_env_secrets,
+    describe,
+    rendered_trainer_manifests,
+    under,
+)
 
 #: names of settings that hold a secret value
 SECRET_NAME = re.compile(
@@ -115,6 +121,17 @@ def test_rendered_compose_secrets_all_come_from_the_environment(tmp_path):
         for credential in _compose_command_secrets(service):
             assert credential in sentinels, f"{name}: --requirepass {credential!r}"
     assert checked >= len(COMPOSE_SECRETS)
+
+
+def test_compose_env_script_generates_every_secret_privately(tmp_path):
+    first = compose_env_secrets(tmp_path / "a")
+    second = compose_env_secrets(tmp_path / "b")
+    assert set(first) == set(COMPOSE_SECRETS)  # exactly what docker-compose.yml reads
+    assert all(len(v) >= 12 for v in first.values())
+    assert not set(first.values()) & set(second.values())  # fresh random values each time
+    assert ((tmp_path / "a" / "generated.env").stat().st_mode & 0o777) == 0o600
+    # an existing file is kept: rotating is a deliberate edit, not a re-run
+    assert compose_env_secrets(tmp_path / "a") == first
 
 
 def test_rendering_without_the_env_file_fails_rather_than_defaulting(tmp_path):
