@@ -26,16 +26,16 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.timing import percentiles_ms  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -105,18 +105,6 @@ def bench_ingest(rows: int, tmp: Path) -> list[str]:
     return lines
 
 
-def _timed(fn, calls: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
-
-
 def _online_read(store, refs: list[str], rows: list[dict]) -> dict:
     return store.get_online_features(features=refs, entity_rows=rows).to_dict()
 
@@ -154,7 +142,7 @@ def bench_online(tmp: Path) -> list[str]:
             ids = sorted(set(pd.read_csv(batch)["customer_id"].tolist()))
             for n, calls in ((1, 200), (100, 50)):
                 rows = [{"customer_id": int(i)} for i in ids[:n]]
-                p50, p99 = _timed(partial(_online_read, store, refs, rows), calls, 20)
+                p50, p99 = percentiles_ms(partial(_online_read, store, refs, rows), calls, 20)
                 lines.append(f"| {store_kind} | {n} | {p50:.2f} | {p99:.2f} |")
                 print(lines[-1], flush=True)
     return lines

@@ -23,21 +23,15 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import timed  # noqa: E402
 from mlplatform import datagen  # noqa: E402
 from mlplatform.config import load_pipeline  # noqa: E402
 from mlplatform.monitoring.drift import compute_drift  # noqa: E402
-
-
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:

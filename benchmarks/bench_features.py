@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -47,21 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import percentiles_ms  # noqa: E402
+
 ONLINE_ROWS = 40_000
 CALLS, WARMUP = 300, 30
-
-
-def _timed(fn: Callable[[], object], calls: int, warmup: int) -> tuple[float, float]:
-    """(p50, p99) milliseconds of ``fn`` over ``calls`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
 def _use_store(kind: str, home: Path, redis_connection: str) -> None:
@@ -228,7 +216,7 @@ def _online_row(kind: str, n: int, readers: dict[str, Callable], ids: list[int])
     rng = random.Random(n)
     assert len(readers["raw"](rng.sample(ids, n))) > 0, "the raw read found nothing"
     timings = [
-        _timed(lambda read=read: read(rng.sample(ids, n)), CALLS, WARMUP)
+        percentiles_ms(lambda read=read: read(rng.sample(ids, n)), CALLS, WARMUP)
         for read in readers.values()
     ]
     cells = " | ".join(f"{p50:.3f} / {p99:.3f}" for p50, p99 in timings)

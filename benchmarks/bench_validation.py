@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +27,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import best_of  # noqa: E402
 from mlplatform import datagen  # noqa: E402
 from mlplatform.config import load_pipeline  # noqa: E402
 from mlplatform.settings import get_settings  # noqa: E402
@@ -71,15 +71,6 @@ def pandas_checks(df: pd.DataFrame, suite: dict) -> dict[str, int]:
             raise ValueError(f"no pandas version of {kind}")
         out[f"{i}:{kind}"] = bad
     return out
-
-
-def best_of(n: int, fn) -> float:
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,6 +102,14 @@ def model_name_clash(name: str, features: Iterable[str]) -> str | None:
     return None
 
 
+def suggest_name(name: str) -> str:
+    """A usable column name (``COLUMN_NAME``) for ``name``: every run of other characters
+    becomes ``_``, a leading digit gets a ``c_`` prefix (``"monthly spend"`` ->
+    ``monthly_spend``, ``"2nd.value"`` -> ``c_2nd_value``)."""
+    text = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_") or "column"
+    return f"c_{text}" if text[0].isdigit() else text
+
+
 def _usable_names(value: Any) -> Any:
     """Field validator: a column name, or a list of them, must match ``COLUMN_NAME``."""
     bad = unusable_column_names(value if isinstance(value, list) else [value])
@@ -202,6 +210,13 @@ class SourceConfig(_Strict):
         default=None, description="SQL query for a SQL source URI without ?query="
     )
     format: Literal["csv", "parquet"] = "csv"
+    rename: dict[str, str] = Field(
+        default_factory=dict,
+        description="source column -> platform name, applied as every batch is read (ingest, "
+        "scoring input, labels): for source columns whose names Feast and TensorFlow cannot "
+        "take (spaces, dots, ...); everything after the read (suite, features, the served "
+        "model's inputs) uses the platform name",
+    )
     timestamp: str = Field(description="event-time column")
     entity: str = Field(description="entity key column")
     schedule: str | None = Field(
@@ -214,6 +229,16 @@ class SourceConfig(_Strict):
     @classmethod
     def _column_names(cls, value: str) -> str:
         return _usable_names(value)
+
+    @field_validator("rename")
+    @classmethod
+    def _rename_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        _usable_names(list(value.values()))
+        targets = list(value.values())
+        doubled = sorted({t for t in targets if targets.count(t) > 1})
+        if doubled:
+            raise ValueError(f"several source columns renamed to the same name: {doubled}")
+        return value
 
     @field_validator("schedule")
     @classmethod

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     pipelines_path: Path | None = Field(
         default=None, description="pipeline YAMLs; default <repo>/pipelines"
     )
+    expectations_path: Path | None = Field(
+        default=None,
+        description="expectation suites (<suite>.json); default <repo>/great_expectations/expectations",
+    )
     storage_uri: str | None = Field(
         default=None, description="run artifacts; default <home>/storage"
     )
@@ -140,6 +144,12 @@ class Settings(BaseSettings):
     def pipelines_dir(self) -> Path:
         return (self.pipelines_path or self.repo_root / "pipelines").resolve()
 
+    @property
+    def expectations_dir(self) -> Path:
+        """Where pipelines' expectation suites live (``validation.suite`` + ``.json``)."""
+        default = self.repo_root / "great_expectations" / "expectations"
+        return (self.expectations_path or default).resolve()
+
     def airflow_env(self) -> dict[str, str]:
         """Environment that points Airflow at this checkout and an embedded SQLite database, with
         the UI's login (see the module doc); variables already set in the environment win."""
@@ -156,6 +166,7 @@ class Settings(BaseSettings):
             **self._ui_auth_env(),
             "MLP_HOME": str(self.home_dir),
             "MLP_PIPELINES_PATH": str(self.pipelines_dir),
+            "MLP_EXPECTATIONS_PATH": str(self.expectations_dir),
         }
         return {k: os.environ.get(k, v) for k, v in env.items()}
 

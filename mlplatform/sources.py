@@ -96,6 +96,7 @@ class ResolvedSource:
     files: list[tuple[str, Path, str]] = field(default_factory=list)  # (where, path, format)
     sql_url: object | None = None  # a sqlalchemy.engine.URL
     sql_query: str | None = None
+    rename: dict[str, str] = field(default_factory=dict)  # source column -> platform name
 
     @property
     def single_file(self) -> tuple[Path, str] | None:
@@ -125,7 +126,14 @@ def file_format(path: str | Path, default: str) -> str:
 
 def resolve(uri: str, cfg: PipelineConfig, settings: Settings, staging: Path) -> ResolvedSource:
     """Turn a source URI into files or a query (see the module doc); S3 objects are downloaded
-    into ``staging``. Raises :class:`SourceError` when nothing matches."""
+    into ``staging``. Raises :class:`SourceError` when nothing matches. The result carries
+    ``source.rename``, which :func:`read_chunks` applies to every chunk."""
+    source = _resolve(uri, cfg, settings, staging)
+    source.rename = dict(cfg.source.rename)
+    return source
+
+
+def _resolve(uri: str, cfg: PipelineConfig, settings: Settings, staging: Path) -> ResolvedSource:
     uri = uri.strip()
     if not uri:
         raise SourceError(
@@ -481,11 +489,15 @@ def read_chunks(source: ResolvedSource, chunk_rows: int) -> Iterator[Chunk]:
     Every file (or the query) yields at least one chunk, an empty one when it has only a header,
     so the caller sees each file's columns. Columns of later files are put in the first file's
     order; a file with other columns raises :class:`SourceError` naming the difference.
+    Columns named in ``source.rename`` are renamed first (the platform names are the ones
+    compared and handed on).
     """
     chunks = _sql_chunks(source, chunk_rows) if source.sql_url is not None else None
     chunks = chunks if chunks is not None else _file_chunks(source, chunk_rows)
     columns: list[str] | None = None
     for chunk in chunks:
+        if source.rename:
+            chunk.frame = chunk.frame.rename(columns=source.rename)
         names = [str(c) for c in chunk.frame.columns]
         if columns is None:
             columns = names

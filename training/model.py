@@ -7,8 +7,9 @@ Contract:
   preprocessing lives inside the model: ``Normalization`` adapted on the training rows' present
   values for numeric features, ``StringLookup(output_mode="one_hot")`` with the training
   vocabulary (sorted, plus one OOV bucket) for categorical features; then ``Concatenate ->
-  Dense(u, relu) for u in hidden_units -> Dense(1)`` with a sigmoid for ``tabular_classifier`` and
-  linear for ``tabular_regressor`` (whose output bias starts at the training labels' mean).
+  Dense(u, relu) for u in hidden_units -> Dense(1)`` with a sigmoid for ``tabular_classifier``;
+  for ``tabular_regressor`` linear, on the standardized label, then ``Rescaling`` by the
+  training labels' standard deviation and mean (answers in the label's units).
   Build it after ``keras.utils.set_random_seed`` for repeatable weights.
 - Missing values, the same in training and serving: a numeric NaN is imputed with the training
   mean (0 after normalization, :class:`ImputeMissing`), and for every numeric feature that had
@@ -109,14 +110,18 @@ def build_model(
     categorical_features: Sequence[str],
     train_features: Mapping[str, np.ndarray],
     output_bias: float = 0.0,
+    output_scale: float = 1.0,
 ) -> keras.Model:
     """Build the (uncompiled) model; ``train_features[F]`` is the column of training rows for
     feature ``F`` with shape ``(n, 1)`` (float32 with NaN for missing values for numeric, str
     objects with ``MISSING_CATEGORY`` for missing values for categorical). Raises ``ValueError``
     for a feature without any value.
 
-    ``output_bias`` initialises the output unit's bias: pass the training labels' mean for a
-    regressor (so training starts at the mean instead of 0 on unscaled targets).
+    ``output_bias`` initialises a classifier's output bias. A regressor's output unit learns
+    the standardized label: a ``Rescaling`` layer turns it into the label's units (times
+    ``output_scale``, plus ``output_bias``: pass the training labels' standard deviation and
+    mean), so a label in the thousands trains as fast as one near 1 and training starts at the
+    mean.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
@@ -133,13 +138,18 @@ def build_model(
     x = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
     for i, units in enumerate(hidden_units):
         x = keras.layers.Dense(int(units), activation="relu", name=f"hidden_{i}")(x)
-    activation = "sigmoid" if kind == CLASSIFIER else None
-    output = keras.layers.Dense(
-        1,
-        activation=activation,
-        bias_initializer=keras.initializers.Constant(float(output_bias)),
-        name=output_name(kind),
-    )(x)
+    if kind == CLASSIFIER:
+        output = keras.layers.Dense(
+            1,
+            activation="sigmoid",
+            bias_initializer=keras.initializers.Constant(float(output_bias)),
+            name=output_name(kind),
+        )(x)
+    else:  # the unit learns the standardized label; the model answers in the label's units
+        unit = keras.layers.Dense(1, name="standardized_prediction")(x)
+        output = keras.layers.Rescaling(
+            scale=float(output_scale) or 1.0, offset=float(output_bias), name=output_name(kind)
+        )(unit)
     return keras.Model(inputs=inputs, outputs=output, name=kind)
 
 

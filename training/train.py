@@ -471,6 +471,7 @@ class Trainer:
             spec.categorical_features,
             {k: v.reshape(-1, 1) for k, v in train_table.features.items()},
             output_bias=float(train_table.label.mean()) if params.kind != CLASSIFIER else 0.0,
+            output_scale=float(train_table.label.std()) if params.kind != CLASSIFIER else 1.0,
         )
         shard = train_table.take(shard_rows(len(train_table), rank, size, params.seed))
         self.per_rank = len(shard)

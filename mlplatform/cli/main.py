@@ -28,6 +28,7 @@ from mlplatform.cli.pipelines import (
     cmd_skew,
 )
 from mlplatform.cli.run import cmd_demo, cmd_run
+from mlplatform.cli.scaffold import cmd_init
 from mlplatform.cli.score import cmd_score
 from mlplatform.config import (
     ConfigError,
@@ -122,6 +123,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("pipeline")
     q.set_defaults(func=cmd_alerts_test)
+
+    p = sub.add_parser(
+        "init",
+        help="scaffold a pipeline from a table: config, drafted expectation suite, model defaults",
+        description="Reads a sample of the table (CSV/Parquet, local, glob, s3://, sql+...), "
+        "proposes the event-time, entity and label columns the flags leave open (and says why), "
+        "picks a classifier (0/1 label) or regressor (numeric label) with a gate that fits it, "
+        "drafts a Great Expectations suite (types, nulls with `mostly` where the sample has gaps, "
+        "ranges, value sets, row count) and writes pipelines/NAME.yaml and the suite NAME_raw. "
+        "Column names Feast/TensorFlow cannot take (spaces, dots) are mapped under "
+        "source.rename. Its DAGs (mlp_NAME_train, ...) appear in Airflow with no code written.",
+    )
+    p.add_argument("name", help="pipeline name: lowercase letters, digits, _ (DAG mlp_NAME_train)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="URI",
+        help="the table: path, glob, directory, file://, s3://..., sql+<SQLAlchemy URL>?query=...; "
+        "becomes source.uri",
+    )
+    p.add_argument(
+        "--label", metavar="COL", help="label column (default: guessed, e.g. a column named target)"
+    )
+    p.add_argument(
+        "--entity", metavar="COL", help="entity key column (default: guessed, e.g. *_id)"
+    )
+    p.add_argument(
+        "--timestamp", metavar="COL", help="event-time column (default: the column of timestamps)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing pipeline file and suite"
+    )
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
         "check",

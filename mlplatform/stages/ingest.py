@@ -39,6 +39,7 @@ from mlplatform.config import (
     COLUMN_NAME_RULE,
     PipelineConfig,
     one_line,
+    suggest_name,
     unusable_column_names,
 )
 from mlplatform.data_versions import DataVersion
@@ -81,7 +82,8 @@ def _typed_chunk(chunk: Chunk, cfg: PipelineConfig) -> pd.DataFrame:
         if bad_names:
             raise StageError(
                 f"ingest: {where}: column name(s) {', '.join(map(repr, bad_names))} cannot be "
-                f"used: {COLUMN_NAME_RULE}; rename them at the source"
+                f"used: {COLUMN_NAME_RULE}; map them to usable names under source.rename "
+                f"(e.g. {{{bad_names[0]!r}: {suggest_name(bad_names[0])!r}}})"
             )
         required = [cfg.source.entity, cfg.source.timestamp]
         missing = [c for c in required if c not in df.columns]

@@ -42,7 +42,9 @@ NUMERIC_TYPES = (
 
 
 def suite_path(settings: Settings, suite: str) -> Path:
-    return settings.repo_root / "great_expectations" / "expectations" / f"{suite}.json"
+    """The file of expectation suite ``suite`` (``MLP_EXPECTATIONS_PATH``, default
+    ``<repo>/great_expectations/expectations``)."""
+    return settings.expectations_dir / f"{suite}.json"
 
 
 def load_suite_definition(settings: Settings, suite: str) -> dict:
