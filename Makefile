@@ -24,8 +24,12 @@ $(VENV)/.horovod: $(VENV)/.synced scripts/install_horovod.sh
 	bash scripts/install_horovod.sh $(VENV)
 	@touch $@
 
-env: $(VENV)/.horovod ## create the locked environment (uv), build/install Horovod (cached per TF version), install redis-server + PostgreSQL (apt) for the tests
+env: $(VENV)/.horovod .venv-iac/.synced ## create the locked environment (uv), build/install Horovod (cached per TF version), checkov in .venv-iac, install redis-server + PostgreSQL + docker-compose (apt) for the tests
 	@bash scripts/install_services.sh
+
+.venv-iac/.synced: tools/iac/pyproject.toml tools/iac/uv.lock scripts/install_iac.sh
+	bash scripts/install_iac.sh .venv-iac
+	@touch $@
 
 demo: env ## run the demo pipeline through Airflow end to end and query the served model
 	$(VENV)/bin/mlplatform demo

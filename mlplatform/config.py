@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +76,32 @@ def unusable_column_names(names: Iterable[object]) -> list[str]:
     return [str(n) for n in names if not COLUMN_NAME.fullmatch(str(n))]
 
 
+#: names of the trained model's own layers (``training/model.py``: ``build_model``): every feature
+#: is a Keras ``Input`` named after it, and Keras refuses two layers of one name
+MODEL_LAYER_NAMES = ("features", "score", "prediction", "tabular_classifier", "tabular_regressor")
+#: per-feature layers of ``training/model.py``: ``normalize_F``, ``impute_F`` (numeric),
+#: ``lookup_F`` (categorical)
+MODEL_LAYER_PREFIXES = ("normalize_", "impute_", "lookup_")
+_HIDDEN_LAYER = re.compile(r"^hidden_[0-9]+$")
+
+
+def model_name_clash(name: str, features: Iterable[str]) -> str | None:
+    """Why the model cannot take a feature called ``name`` beside ``features`` (a layer of the
+    model would have the same name), or None."""
+    if name in MODEL_LAYER_NAMES or _HIDDEN_LAYER.match(name):
+        return (
+            f"{name!r} is the name of a layer of the trained model (reserved: "
+            f"{', '.join(MODEL_LAYER_NAMES)}, hidden_<n>); rename the column at the source"
+        )
+    for prefix in MODEL_LAYER_PREFIXES:
+        if name.startswith(prefix) and name.removeprefix(prefix) in features:
+            return (
+                f"{name!r} is the name the model gives its {prefix.rstrip('_')} layer of feature "
+                f"{name.removeprefix(prefix)!r}; rename one of the columns at the source"
+            )
+    return None
+
+
 def suggest_name(name: str) -> str:
     """A usable column name (``COLUMN_NAME``) for ``name``: every run of other characters
     becomes ``_``, a leading digit gets a ``c_`` prefix (``"monthly spend"`` ->
@@ -97,6 +123,16 @@ def _usable_names(value: Any) -> Any:
 
 class ConfigError(ValueError):
     """A pipeline config is malformed; ``str()`` is one readable line (or one line per field)."""
+
+
+class FieldProblem(ValueError):
+    """Raised by a validator about a field below the one it validates (a model validator about
+    ``gate.metric``, a dict validator about one key): ``loc`` is that field's path relative to
+    the validated model or field, so that the error names its line and dotted field."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 _ECHO = reprlib.Repr()
@@ -140,6 +176,24 @@ def check_schedule(value: str | None) -> str | None:
     except Exception as exc:  # noqa: BLE001 - croniter raises ValueError, KeyError, ...
         raise ValueError(f"not a valid cron expression ({one_line(exc)}); {hint}") from None
     return value
+
+
+def quantity_problem(value: object) -> str | None:
+    """Why ``value`` is not a positive Kubernetes resource quantity (``500m``, ``16Gi``), or None.
+
+    Parsed by the Kubernetes client's own ``kubernetes.utils.parse_quantity`` (imported here,
+    lazily: the client costs seconds to import, and only configs with quantities pay it)."""
+    from kubernetes.utils import parse_quantity
+
+    try:
+        amount = parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return (
+            f"not a Kubernetes quantity: {echo(value)} (e.g. cpu: '4', '500m'; memory: 16Gi, 512Mi)"
+        )
+    if amount <= 0:
+        return f"a quantity must be positive: {echo(value)}"
+    return None
 
 
 class _Strict(BaseModel):
@@ -241,6 +295,15 @@ class FeaturesConfig(_Strict):
         return _usable_names(value)
 
     @model_validator(mode="after")
+    def _model_can_take_names(self) -> FeaturesConfig:
+        for section in ("numeric", "categorical"):
+            for index, name in enumerate(getattr(self, section)):
+                clash = model_name_clash(name, self.all)
+                if clash:
+                    raise FieldProblem((section, index), clash)
+        return self
+
+    @model_validator(mode="after")
     def _has_features(self) -> FeaturesConfig:
         if not self.numeric and not self.categorical:
             raise ValueError("declare at least one feature under numeric or categorical")
@@ -295,13 +358,29 @@ class TrainingConfig(_Strict):
     )
     resources: dict[str, str] = Field(
         default_factory=dict,
-        description="Kubernetes resource requests/limits of each trainer pod (cpu, memory, ...)",
+        description="requests = limits of each trainer pod (Kubernetes quantities: cpu: '4', "
+        "memory: 16Gi)",
     )
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, quantity in value.items():
+            problem = quantity_problem(quantity)
+            if problem:
+                raise FieldProblem((key,), problem)
+        return value
 
     @property
     def np(self) -> int:
         """Total horovod processes: one per GPU, else ``processes_per_worker`` per worker."""
         return self.workers * (self.gpus_per_worker or self.processes_per_worker)
+
+
+#: gate metrics where higher is better (a threshold is a floor: ``gate.min``), by model kind
+CLASSIFIER_METRICS = ("auc", "accuracy")
+#: error metrics, lower is better (a threshold is a ceiling: ``gate.max``)
+REGRESSOR_METRICS = ("rmse", "mae")
 
 
 class GateConfig(_Strict):
@@ -310,7 +389,14 @@ class GateConfig(_Strict):
         description="hold-out metric that the gate compares (auc/accuracy for a classifier, "
         "rmse/mae for a regressor)",
     )
-    min: float | None = Field(default=None, description="absolute floor (ceiling for rmse/mae)")
+    min: float | None = Field(
+        default=None, description="floor of auc/accuracy: a challenger below it is refused"
+    )
+    max: float | None = Field(
+        default=None,
+        description="ceiling of rmse/mae (error metrics, lower is better): a challenger above it "
+        "is refused",
+    )
     max_regression: float = Field(default=0.0, ge=0, description="allowed loss vs champion")
     slices: list[str] = Field(
         default_factory=list, description="categorical features to also gate per value"
@@ -321,7 +407,41 @@ class GateConfig(_Strict):
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric in ("auc", "accuracy")
+        return self.metric in CLASSIFIER_METRICS
+
+    @property
+    def threshold(self) -> float | None:
+        """The absolute bound of the metric: the floor ``min`` (auc, accuracy) or the ceiling
+        ``max`` (rmse, mae)."""
+        return self.min if self.higher_is_better else self.max
+
+    def describe(self) -> str:
+        """The gate in words, its direction spelled out (``rmse <= 0.5 (a ceiling: ...)``)."""
+        if self.higher_is_better:
+            bound = f" >= {self.min:g} (a floor: higher is better)" if self.min is not None else ""
+        else:
+            bound = f" <= {self.max:g} (a ceiling: lower is better)" if self.max is not None else ""
+        worse = "lower" if self.higher_is_better else "higher"
+        return (
+            f"{self.metric}{bound or ' (no absolute bound)'}, at most {self.max_regression:g} "
+            f"{worse} than the champion's"
+        )
+
+    @model_validator(mode="after")
+    def _threshold_direction(self) -> GateConfig:
+        if not self.higher_is_better and self.min is not None:
+            raise FieldProblem(
+                ("min",),
+                f"{self.metric} is an error metric (lower is better): its threshold is a ceiling, "
+                f"not a floor; write gate.max: {self.min:g} (the worst {self.metric} to promote)",
+            )
+        if self.higher_is_better and self.max is not None:
+            raise FieldProblem(
+                ("max",),
+                f"{self.metric} is higher-is-better: its threshold is a floor, not a ceiling; "
+                f"write gate.min: {self.max:g} (the lowest {self.metric} to promote)",
+            )
+        return self
 
 
 class ServingConfig(_Strict):
@@ -479,12 +599,18 @@ class PipelineConfig(_Strict):
     def _metric_fits_kind(self) -> PipelineConfig:
         classifier = self.model.kind == "tabular_classifier"
         if classifier != self.gate.higher_is_better:
-            raise ValueError(
-                f"gate.metric {self.gate.metric!r} does not fit model.kind {self.model.kind!r}"
+            fits = CLASSIFIER_METRICS if classifier else REGRESSOR_METRICS
+            raise FieldProblem(
+                ("gate", "metric"),
+                f"gate.metric {self.gate.metric!r} does not fit model.kind {self.model.kind!r}: "
+                f"a {self.model.kind} is gated on {' or '.join(fits)}",
             )
-        unknown = [s for s in self.gate.slices if s not in self.features.categorical]
-        if unknown:
-            raise ValueError(f"gate.slices must name categorical features, not {unknown}")
+        for index, name in enumerate(self.gate.slices):
+            if name not in self.features.categorical:
+                raise FieldProblem(
+                    ("gate", "slices", index),
+                    f"gate.slices must name categorical features, not {name!r}",
+                )
         return self
 
     @model_validator(mode="after")
@@ -642,6 +768,10 @@ def _field_errors(exc: ValidationError, root: yaml.Node | None, where: str) -> s
     lines = []
     for err in errors[:MAX_ERROR_LINES]:
         loc = tuple(err["loc"])
+        problem = (err.get("ctx") or {}).get("error")
+        if isinstance(problem, FieldProblem):  # a validator naming a field below its own;
+            loc = loc + problem.loc  # its message names the value itself
+            err = {**err, "input": {}}
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = None if err["type"] == "missing" and len(loc) == 1 else _line_of(root, loc)
         msg = one_line(err["msg"].removeprefix("Value error, "), 200)
@@ -693,6 +823,20 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read and validate ``pipelines/<name>.yaml`` (never more than ``MAX_CONFIG_BYTES``)."""
     path = Path(path)
     return parse_pipeline(_read(path), where=str(path))
+
+
+def field_locator(path: str | Path) -> Callable[[tuple[str | int, ...]], str]:
+    """For a pipeline file that parses: a function from a field's path (``("features",
+    "numeric", 2)``) to ``file:line`` of that field in the file (``file`` alone when the field is
+    not written there, e.g. a default), for errors found after validation (``mlplatform check``)."""
+    path = Path(path)
+    _, root = _read_yaml(_read(path), str(path))
+
+    def where(loc: tuple[str | int, ...]) -> str:
+        line = _line_of(root, loc)
+        return f"{path}:{line}" if line else str(path)
+
+    return where
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlplatform.config import quantity_problem
+
 if TYPE_CHECKING:
     from mlplatform.config import PipelineConfig, TrainingConfig
     from mlplatform.settings import Settings
@@ -87,12 +89,6 @@ APP_LABEL = "app.kubernetes.io/name"
 APP_NAME = "mlplatform-trainer"
 PIPELINE_LABEL = "mlplatform/pipeline"
 RUN_LABEL = "mlplatform/run"
-
-# a Kubernetes resource quantity (the regex of the API's own openAPI schema)
-_QUANTITY = re.compile(
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
 
 
 class KubernetesSettings(BaseSettings):
@@ -173,8 +169,9 @@ class KubernetesSettings(BaseSettings):
     @field_validator("shm_size")
     @classmethod
     def _is_quantity(cls, value: str) -> str:
-        if not _QUANTITY.match(value):
-            raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        problem = quantity_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -404,8 +401,9 @@ def _env_from(k8s: KubernetesSettings) -> list[dict]:
 
 def _quantities(values: dict[str, str], where: str) -> dict[str, str]:
     for key, value in values.items():
-        if not _QUANTITY.match(str(value)):
-            raise ValueError(f"{where}.{key}: not a Kubernetes quantity: {value!r}")
+        problem = quantity_problem(str(value))
+        if problem:
+            raise ValueError(f"{where}.{key}: {problem}")
     return {k: str(v) for k, v in values.items()}
 
 

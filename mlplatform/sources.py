@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from mlplatform.config import PipelineConfig, one_line
 from mlplatform.settings import Settings
-from mlplatform.stages import StageError
+from mlplatform.stages import StageError, StageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 class SourceError(StageError):
     """A batch cannot be read; ``str()`` is one line ``ingest: <where>: <what>``."""
+
+
+class SourceUnavailable(SourceError, StageUnavailable):
+    """The source did not answer (an S3 endpoint that cannot be reached, a connection that timed
+    out): the task is retried, since a second try may pass."""
 
 
 class NoBatch(SourceError):
@@ -233,12 +238,16 @@ def s3_client(settings: Settings):
 
 def _s3_problem(exc: Exception, where: str, endpoint: str | None) -> SourceError:
     """One line for a boto3/botocore failure."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
+    if isinstance(exc, BotoConnectionError):  # endpoint unreachable, connect/read timeouts
+        where_to = endpoint or getattr(exc, "kwargs", {}).get("endpoint_url", "")
+        return SourceUnavailable(
+            f"ingest: {where}: cannot reach the S3 endpoint {where_to}: {one_line(exc, 160)}"
+        )
     if isinstance(exc, NoCredentialsError):
         what = "no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
-    elif isinstance(exc, EndpointConnectionError):
-        what = f"cannot reach the S3 endpoint {endpoint or exc.kwargs.get('endpoint_url', '')}"
     elif isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         what = {

@@ -6,12 +6,17 @@ at the run's start (``start_run``, :mod:`mlplatform.runs`), never the live YAML;
 holds the pipeline lease, a task first checks that its run still holds it (else it fails: a run
 judged dead must not write shared state) and refreshes its heartbeat while it works.
 
-Errors map to Airflow outcomes:
+Errors map to Airflow outcomes (:func:`airflow_outcome`; the classes are :mod:`mlplatform.errors`):
 
-* :class:`~mlplatform.stages.ValidationFailed` -> failed, no retry (the data must change);
 * :class:`~mlplatform.stages.StageSkipped` (e.g. ``GateRefused``, ``NothingToDo``) -> skipped
   with the reason (a decision, not a crash);
-* other :class:`~mlplatform.stages.StageError` -> failed with its one-line message.
+* a :class:`~mlplatform.errors.TransientError` (e.g. an S3 endpoint that did not answer) ->
+  failed with its message, retried as the DAG allows;
+* any other :class:`~mlplatform.errors.PermanentError` (every other ``StageError``:
+  ``ValidationFailed``, a source that cannot be read, a trainer that crashed) or a config error
+  -> failed with its one-line message, never retried (the inputs must change first);
+* an exception the platform does not know -> Airflow's default (retried), its one line
+  ``<stage>: <Type>: <message>`` recorded in ``summary.json`` for ``mlplatform run``/``status``.
 
 Step caching (:mod:`operators.caching`): a subclass that declares ``cache_parts`` (and, where
 needed, ``cache_check``, ``cache_state``, ``on_cache_hit``) reuses an earlier output whose key is
@@ -30,8 +35,34 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlplatform.config import PipelineConfig
+from mlplatform.errors import PlatformError
 from mlplatform.settings import Settings, get_settings
 from operators.caching import CacheableStage, cache_key, remember, reuse
+
+
+def airflow_outcome(exc: BaseException) -> BaseException:
+    """The exception a task raises to Airflow for ``exc`` raised by a stage (see the module
+    doc): skip, fail without retry, or fail with retry; its message is ``str(exc)``."""
+    from mlplatform.errors import is_transient
+    from mlplatform.stages import StageSkipped
+
+    if isinstance(exc, StageSkipped):
+        return AirflowSkipException(str(exc))
+    if is_transient(exc):
+        return AirflowException(str(exc))
+    return AirflowFailException(str(exc))
+
+
+def failure_line(stage: str, exc: BaseException) -> str:
+    """The one line recorded for a failed stage: a platform error's own message (it names the
+    stage and the cause), else ``<stage>: <Type>: <message>`` squeezed onto one line."""
+    from mlplatform.config import one_line
+
+    if isinstance(exc, PlatformError) or (
+        isinstance(exc, AirflowException) and str(exc).startswith(f"{stage}:")
+    ):
+        return one_line(exc, 1000)
+    return f"{stage}: {type(exc).__name__}: {one_line(exc, 300)}"
 
 
 class PlatformOperator(CacheableStage, BaseOperator):
@@ -71,13 +102,17 @@ class PlatformOperator(CacheableStage, BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
-        from mlplatform.stages import StageError, StageSkipped, ValidationFailed
+        from mlplatform.config import ConfigError
+        from mlplatform.stages import StageSkipped
         from mlplatform.storage import run_key, stage_dir, write_summary
 
         settings = get_settings()
         run_id = self.platform_run_id(context)
         run = self.run_prefix + run_key(run_id)
-        cfg = runs.load_run_config(settings, self.pipeline, run)
+        try:
+            cfg = runs.load_run_config(settings, self.pipeline, run)
+        except ConfigError as exc:  # the snapshot or the YAML: retrying reads the same file
+            raise AirflowFailException(str(exc)) from None
         leased = (
             self.stage not in ("start_run", "end_run")
             and runs.snapshot_path(settings, cfg.name, run).exists()
@@ -99,13 +134,20 @@ class PlatformOperator(CacheableStage, BaseOperator):
                 result = self.run_stage(cfg, out_dir, settings, context)
         except StageSkipped as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
-            raise AirflowSkipException(str(exc)) from None
-        except ValidationFailed as exc:
-            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
-            raise AirflowFailException(str(exc)) from None
-        except StageError as exc:
-            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": str(exc)})
-            raise AirflowException(str(exc)) from None
+            raise airflow_outcome(exc) from None
+        except AirflowSkipException:
+            raise
+        except AirflowException as exc:  # a subclass chose the outcome itself (e.g. a lost pod)
+            line = failure_line(self.stage, exc)
+            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": line})
+            raise
+        except Exception as exc:
+            line = failure_line(self.stage, exc)
+            write_summary(out_dir, self.stage, time.monotonic() - started, {"failed": line})
+            outcome = airflow_outcome(exc)
+            if type(outcome) is AirflowException and not isinstance(exc, PlatformError):
+                raise  # unknown: Airflow's default (retry), with the trace in the task log
+            raise type(outcome)(line) from None
         result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)

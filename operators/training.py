@@ -94,6 +94,7 @@ class LocalHorovodTrainOperator(TrainCaching, PlatformOperator):
 
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.lineage import training_config_hash, training_run_tags
+        from mlplatform.stages import StageError, StageUnavailable
         from mlplatform.stages.train import run_local, write_spec
 
         tags = training_run_tags(
@@ -112,7 +113,15 @@ class LocalHorovodTrainOperator(TrainCaching, PlatformOperator):
             run_name=f"{cfg.name}-{context['run_id']}",
             tags=tags,
         )
-        result = run_local(cfg, spec, settings, emit=self.log.info, on_start=self._remember)
+        try:
+            result = run_local(cfg, spec, settings, emit=self.log.info, on_start=self._remember)
+        except StageError as exc:
+            code = self._trainer.returncode if self._trainer is not None else None
+            if code is not None and code < 0:  # killed by a signal (OOM killer, node drain)
+                raise StageUnavailable(
+                    f"{exc} (killed by signal {-code}: a retry resumes from its last checkpoint)"
+                ) from exc
+            raise  # the trainer failed on its inputs: the same inputs fail again
         # trained and logged: the checkpoints (kept for a retry or a rerun after a crash) are done
         shutil.rmtree(json.loads(spec.read_text())["checkpoint_dir"], ignore_errors=True)
         context["ti"].xcom_push(

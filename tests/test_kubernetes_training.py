@@ -25,7 +25,7 @@ from kubernetes.client import ApiClient, V1ObjectMeta, V1Pod, V1PodList, V1PodSt
 from kubernetes.client.exceptions import ApiException
 
 from mlplatform import k8s
-from mlplatform.config import TrainingConfig, load_pipeline
+from mlplatform.config import ConfigError, TrainingConfig, load_pipeline, parse_pipeline
 from mlplatform.settings import get_settings
 from tests.conftest import REPO
 
@@ -240,8 +240,23 @@ def test_cpu_pod_runs_gloo_without_gpu_scheduling(production_env, monkeypatch):
 
 
 def test_bad_resource_quantity_is_refused_by_field(production_env):
-    with pytest.raises(ValueError, match=r"training.resources.memory: not a Kubernetes quantity"):
-        k8s.trainer_pod_spec(demo_cfg(resources={"memory": "lots"}), {}, settings=get_settings())
+    # the pipeline config refuses it, with its line (kubernetes.utils.parse_quantity decides)
+    text = (
+        (REPO / "pipelines" / "demo.yaml")
+        .read_text()
+        .replace("  image: mlplatform/trainer:latest", "  image: x\n  resources: {memory: lots}")
+    )
+    with pytest.raises(
+        ConfigError, match=r"p.yaml:30: training.resources.memory: not a Kubernetes quantity"
+    ):
+        parse_pipeline(text, "p.yaml")
+    # and so do the builders, for quantities that come from the settings
+    with pytest.raises(ValueError, match=r"launcher_resources.cpu: not a Kubernetes quantity"):
+        k8s._quantities({"cpu": "two"}, "launcher_resources")
+    assert k8s._quantities({"cpu": "1.5", "memory": "512Mi"}, "x") == {
+        "cpu": "1.5",
+        "memory": "512Mi",
+    }
 
 
 # -- the MPIJob ---------------------------------------------------------------------------------

@@ -157,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("check", help="validate a pipeline config and its expectation suite")
+    p = sub.add_parser(
+        "check",
+        help="check a pipeline before a run: config, suite, a sample of the data, the label",
+    )
+    p.add_argument(
+        "--data",
+        help="batch to sample (path, glob, s3://, sql+...); default source.uri unless a template",
+    )
     p.add_argument("pipeline")
     p.set_defaults(func=cmd_check)
 

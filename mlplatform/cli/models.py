@@ -87,13 +87,38 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from mlplatform.reconcile import status_report
+def _pipelines_named(settings: Settings, name: str | None) -> list[str]:
+    """The pipelines ``mlplatform status NAME`` covers: the one called NAME and those serving a
+    model NAME (every valid pipeline without NAME); a pipeline whose YAML is gone but whose runs
+    are still in storage is found by name."""
+    from mlplatform.config import load_pipelines, pipeline_files
+    from mlplatform.storage import to_path
 
+    configs = [f.config for f in load_pipelines(pipeline_files(settings.pipelines_dir)) if f.config]
+    if name is None:
+        return [c.name for c in configs]
+    found = [c.name for c in configs if name in (c.name, c.serving.model_name)]
+    if not found and (to_path(settings.storage) / name).is_dir():
+        found = [name]
+    return found
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Models (versions, aliases, what is served, disagreements, retrain decisions), then the
+    last runs of their pipelines and what became of each (:mod:`mlplatform.run_history`); for a
+    pipeline without a model yet, what happened to its runs."""
+    from mlplatform.reconcile import status_report
+    from mlplatform.run_history import status_lines
+
+    pipelines = _pipelines_named(settings, args.model)
     try:
         lines = status_report(settings, args.model, args.url or settings.serving_url)
     except LookupError as exc:
-        raise UsageError(str(exc)) from None
+        if not pipelines:
+            raise UsageError(f"{exc}, and no pipeline of that name") from None
+        lines = [f"{args.model}: no model registered yet"]
+    for pipeline in pipelines:
+        lines += status_lines(settings, pipeline, limit=5 if args.model else 3)
     for line in lines:
         say(line)
     return 0

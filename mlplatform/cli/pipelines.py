@@ -18,34 +18,33 @@ from mlplatform.settings import Settings
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """Validate a pipeline as the DAG factory does (YAML limits, schema, schedules, a name no
-    other pipeline file declares), build its DAGs in-process, then check its expectation suite.
-    A config error is the line that the placeholder DAG of the file shows in the Airflow UI."""
+    other pipeline file declares), build its DAGs in-process, then check it against its
+    expectation suite and a sample of its data (:mod:`mlplatform.preflight`). Every problem is
+    one ``file:line: field: problem`` line (exit 2); a config error is the line that the
+    placeholder DAG of the file shows in the Airflow UI."""
+    from mlplatform.cli.run import absolute_data_uri
     from mlplatform.dag_factory import check_pipeline
-    from mlplatform.stages import StageError
-    from mlplatform.stages.validate import load_suite_definition
+    from mlplatform.preflight import preflight
 
-    cfg, dags_built = check_pipeline(
-        find_pipeline(args.pipeline, settings.pipelines_dir), settings.pipelines_dir
-    )
-    try:
-        suite = load_suite_definition(settings, cfg.validation.suite)
-    except StageError as exc:
-        raise UsageError(str(exc)) from None
-    columns = {e["kwargs"].get("column") for e in suite.get("expectations", [])} - {None}
-    unchecked = [
-        c
-        for c in [cfg.source.entity, cfg.source.timestamp, *cfg.features.all, cfg.features.label]
-        if c not in columns
-    ]
-    say(
-        f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} has {len(suite['expectations'])} expectations"
-    )
+    path = find_pipeline(args.pipeline, settings.pipelines_dir)
+    cfg, dags_built = check_pipeline(path, settings.pipelines_dir)
+    data = absolute_data_uri(args.data) if args.data else None
+    report = preflight(cfg, path, settings, data_uri=data)
+    if report.problems:
+        raise ConfigError("\n".join(p.line() for p in report.problems))
+    say(f"{cfg.name}: config ok (hash {cfg.config_hash()}), suite {cfg.validation.suite!r} agrees")
+    say(f"  gate: {cfg.gate.describe()}")
+    if report.data is not None:
+        say(
+            f"  data: {report.sample_rows} sampled rows of {report.data} have every column; "
+            f"label {cfg.features.label!r} fits {cfg.model.kind}"
+        )
     if dags_built:
         say(f"  DAGs mlp_{cfg.name}_train and mlp_{cfg.name}_rollback build")
     else:
         say("  note: Airflow is not installed here: the DAGs were not built")
-    if unchecked:
-        say(f"  note: no column expectation covers {', '.join(unchecked)}")
+    for note in report.notes:
+        say(f"  note: {note}")
     return 0
 
 

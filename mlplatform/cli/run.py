@@ -7,6 +7,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from mlplatform.config import (
     find_pipeline,
     load_pipeline,
     load_pipelines,
+    one_line,
     pipeline_files,
 )
 from mlplatform.settings import Settings
@@ -135,13 +137,36 @@ def load_valid_pipeline(settings: Settings, name: str) -> PipelineConfig:
     return cfg
 
 
+#: a log line that states an exception: ``KeyError: 'x'``, ``airflow.exceptions.AirflowX: ...``
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Failed)\b.*")
+
+
+def log_cause(log_path: Path, task: str | None = None, tail_lines: int = 400) -> str | None:
+    """The root cause a log states: the last exception line (``Type: message``) among its last
+    ``tail_lines`` lines (with ``task``: from that task's first mention in them on); None when
+    the log states none."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-tail_lines:]
+    except OSError:
+        return None
+    if task is not None:
+        mentions = [i for i, line in enumerate(lines) if task in line]
+        lines = lines[mentions[0] :] if mentions else lines
+    causes = [m.group(0) for line in lines if (m := _EXCEPTION_LINE.match(line.strip()))]
+    return one_line(causes[-1], 300) if causes else None
+
+
 def runner_result(proc: subprocess.Popen, result_path: Path, log_path: Path) -> dict:
     """What the runner child (:mod:`mlplatform.airflow_runner`) wrote to ``result_path``;
-    OutcomeError with its last log lines if it crashed, UsageError for a refused request."""
+    OutcomeError with the root cause its log states (else its last lines) if it crashed,
+    UsageError for a refused request."""
     if not result_path.exists():
-        tail = log_path.read_text().strip().splitlines()[-5:]
+        cause = log_cause(log_path)
+        if cause is None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            cause = "last log lines: " + " | ".join(tail)
         raise OutcomeError(
-            f"the Airflow run crashed (exit {proc.returncode}); last log lines: {' | '.join(tail)}"
+            f"the Airflow run crashed: {cause} (runner exit {proc.returncode}; log {log_path})"
         )
     result = json.loads(result_path.read_text())
     if "error" in result:
@@ -257,7 +282,9 @@ def _run_outcome(settings: Settings, result: dict) -> None:
         raise OutcomeError(summaries[failed[0]]["outputs"].get("failed", f"{failed[0]} failed"))
     if any(states.get(t) == "failed" for t in STAGES):
         bad = [t for t in STAGES if states.get(t) == "failed"]
-        raise OutcomeError(f"task(s) {', '.join(bad)} failed: see {result['log']}")
+        cause = log_cause(Path(result["log"]), task=bad[0])
+        what = f"{bad[0]} failed: {cause}" if cause else f"task(s) {', '.join(bad)} failed"
+        raise OutcomeError(f"{what} (log {result['log']})") from None
     if states.get("gate") == "skipped":
         reason = summaries.get("gate", {}).get("outputs", {}).get("skipped", "gate refused")
         raise OutcomeError(f"not promoted: {reason}")

@@ -83,11 +83,18 @@ def _gate(kind: str, label_std: float | None) -> tuple[dict, str]:
         return gate, f"auc of at least {CLASSIFIER_AUC_FLOOR} (better than chance)"
     std = label_std or 0.0
     ceiling = _significant(std) or 1.0
-    gate = {"metric": "rmse", "min": ceiling, "max_regression": _significant(0.05 * std) or 0.01}
+    gate = {"metric": "rmse", "max": ceiling, "max_regression": _significant(0.05 * std) or 0.01}
     return gate, (
         f"rmse at most {ceiling:g}, a ceiling: the label's standard deviation, the rmse of "
         "always predicting the mean"
     )
+
+
+def _threshold(gate: dict) -> str:
+    """The gate's bound as a YAML line: ``min`` (a floor) for auc, ``max`` (a ceiling) for rmse."""
+    if "max" in gate:
+        return f"max: {gate['max']}  # a ceiling: lower {gate['metric']} is better"
+    return f"min: {gate['min']}  # a floor: higher {gate['metric']} is better"
 
 
 def _model(kind: str, rows: int) -> dict:
@@ -150,7 +157,7 @@ training:
   gpus_per_worker: 0
 gate:
   metric: {gate["metric"]}
-  min: {gate["min"]}  # {"a floor" if gate["metric"] == "auc" else "a ceiling (lower rmse is better)"}
+  {_threshold(gate)}
   max_regression: {gate["max_regression"]}  # allowed loss against the champion
 serving:
   model_name: {name}

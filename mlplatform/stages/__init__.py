@@ -3,11 +3,22 @@
 A stage raises :class:`StageError` (or a subclass) with one readable line when the user must act;
 :class:`GateRefused` and :class:`NothingToDo` are decisions, not crashes: the task ends skipped
 with the reason.
+
+Whether a failed task is retried follows :mod:`mlplatform.errors`: a :class:`StageError` is
+permanent (the user must change the config or the data), a :class:`StageUnavailable` transient.
 """
 
+from mlplatform.errors import PermanentError, TransientError
 
-class StageError(RuntimeError):
-    """A stage failed for a reason the user can fix; ``str()`` is one line saying what and where."""
+
+class StageError(PermanentError):
+    """A stage failed for a reason the user can fix; ``str()`` is one line saying what and where.
+    Never retried: the same inputs fail the same way."""
+
+
+class StageUnavailable(StageError, TransientError):
+    """A stage could not reach what it needs (an endpoint, a database, a pod that was lost); a
+    retry may pass. Still a :class:`StageError` for callers that catch those."""
 
 
 class ValidationFailed(StageError):

@@ -193,11 +193,11 @@ def _judge(
     }
     if champion_note:
         result["champion_note"] = champion_note
-    if g.min is not None and sign * (challenger_value - g.min) < 0:
+    if g.threshold is not None and sign * (challenger_value - g.threshold) < 0:
         bound = "floor" if g.higher_is_better else "ceiling"
         raise GateRefused(
-            f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.min} {where}",
-            {**result, bound: g.min},
+            f"gate refused {name} v{version}: {g.metric}={challenger_value:.4f} is past the {bound} {g.threshold} {where}",
+            {**result, bound: g.threshold},
         )
     if (
         champion_value is not None
