@@ -10,7 +10,7 @@ export MLP_HOME ?= $(CURDIR)/.mlplatform
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help env demo demo-drift test test-fast lint serve ui clean
+.PHONY: help env demo demo-drift test test-fast lint docs serve ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test-fast: env ## run the tests without the slow end-to-end ones
 lint: env ## ruff check + ruff format --check over the whole tree (part of `make test`, so of CI)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+docs: env ## regenerate docs/reference.md (config fields, operator arguments) from the code
+	$(PY) -m mlplatform.docs_reference
 
 serve: env ## run the local TF-Serving-compatible server on the promoted models
 	$(VENV)/bin/mlplatform serve

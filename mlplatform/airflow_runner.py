@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     result_path = Path(args.result)
-    bag = DagBag(dag_folder=str(settings.repo_root / "dags"))
+    bag = DagBag(dag_folder=str(settings.dags_dir))
     dag = bag.dags.get(args.dag_id)
     if dag is None:
         errors = "; ".join(

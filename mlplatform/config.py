@@ -209,7 +209,9 @@ class SourceConfig(_Strict):
     query: str | None = Field(
         default=None, description="SQL query for a SQL source URI without ?query="
     )
-    format: Literal["csv", "parquet"] = "csv"
+    format: Literal["csv", "parquet"] = Field(
+        default="csv", description="file format of file and S3 sources"
+    )
     rename: dict[str, str] = Field(
         default_factory=dict,
         description="source column -> platform name, applied as every batch is read (ingest, "
@@ -260,12 +262,27 @@ class ValidationConfig(_Strict):
 
 
 class FeaturesConfig(_Strict):
-    view: str
-    ttl_days: int = Field(default=30, gt=0)
-    label: str
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    view: str = Field(description="Feast feature view name (the feature service derives from it)")
+    ttl_days: int = Field(
+        default=30,
+        gt=0,
+        description="Feast TTL: how old a feature row may be in a point-in-time join",
+    )
+    label: str = Field(description="label column (the model's target)")
+    numeric: list[str] = Field(
+        default_factory=list, description="numeric feature columns (standardized in the model)"
+    )
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="categorical feature columns (vocabulary lookup in the model)",
+    )
+    holdout_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="the newest fraction of the training set's rows (by event time) is the "
+        "gate's hold-out",
+    )
     min_rows: int = Field(
         default=100,
         ge=2,
@@ -303,12 +320,23 @@ class FeaturesConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    kind: Literal["tabular_classifier", "tabular_regressor"] = "tabular_classifier"
-    hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
-    epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=256, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    seed: int = 42
+    kind: Literal["tabular_classifier", "tabular_regressor"] = Field(
+        default="tabular_classifier",
+        description="binary classifier (gate metric auc/accuracy) or regressor (rmse/mae)",
+    )
+    hidden_units: list[int] = Field(
+        default_factory=lambda: [64, 32], description="units of each hidden dense layer"
+    )
+    epochs: int = Field(default=5, ge=1, le=1000, description="passes over the training rows")
+    batch_size: int = Field(default=256, ge=1, description="rows per step on each process")
+    learning_rate: float = Field(
+        default=1e-3,
+        gt=0,
+        description="Adam learning rate (times the process count after a one-epoch warm-up)",
+    )
+    seed: int = Field(
+        default=42, description="seed of the weights and of the shuffling (repeatable runs)"
+    )
 
     @field_validator("hidden_units")
     @classmethod
@@ -324,7 +352,10 @@ class TrainingConfig(_Strict):
         default=2, ge=1, description="horovod slots per worker on CPU"
     )
     gpus_per_worker: int = Field(default=0, ge=0, description="GPUs per pod; one process per GPU")
-    image: str = "mlplatform/trainer:latest"
+    image: str = Field(
+        default="mlplatform/trainer:latest",
+        description="trainer image of the Kubernetes backend (MLP_TRAINING_BACKEND=kubernetes)",
+    )
     resources: dict[str, str] = Field(
         default_factory=dict,
         description="requests = limits of each trainer pod (Kubernetes quantities: cpu: '4', "
@@ -353,7 +384,11 @@ REGRESSOR_METRICS = ("rmse", "mae")
 
 
 class GateConfig(_Strict):
-    metric: Literal["auc", "accuracy", "rmse", "mae"] = "auc"
+    metric: Literal["auc", "accuracy", "rmse", "mae"] = Field(
+        default="auc",
+        description="hold-out metric that the gate compares (auc/accuracy for a classifier, "
+        "rmse/mae for a regressor)",
+    )
     min: float | None = Field(
         default=None, description="floor of auc/accuracy: a challenger below it is refused"
     )
@@ -410,7 +445,10 @@ class GateConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    model_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    model_name: str = Field(
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="registered model and served model name (MLflow, TF Serving model base)",
+    )
     canary: bool = Field(
         default=False, description="promote as label canary; stable moves on `mlplatform promote`"
     )
@@ -427,9 +465,20 @@ class ServingConfig(_Strict):
 
 class MonitoringConfig(_Strict):
     schedule: str | None = Field(default="@daily", description="drift checks; null: none")
-    drift_share: float = Field(default=0.3, gt=0, le=1)
-    min_rows: int = Field(default=500, ge=1)
-    cooldown_hours: int = Field(default=24, ge=0)
+    drift_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="share of drifted features (Evidently) at which the drift asset is published",
+    )
+    min_rows: int = Field(
+        default=500,
+        ge=1,
+        description="fewer logged requests (or labelled rows) than this: that check is not made",
+    )
+    cooldown_hours: int = Field(
+        default=24, ge=0, description="no second automatic retrain within this many hours"
+    )
     max_metric_drop: float = Field(
         default=0.05,
         ge=0,
@@ -517,18 +566,28 @@ class PipelineConfig(_Strict):
         max_length=64,
         description="pipeline id (DAG ids and Kubernetes names derive from it)",
     )
-    description: str = ""
-    source: SourceConfig
-    validation: ValidationConfig
-    features: FeaturesConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    serving: ServingConfig
-    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    description: str = Field(default="", description="the training DAG's description in Airflow")
+    source: SourceConfig = Field(description="where raw batches come from and their key columns")
+    validation: ValidationConfig = Field(description="the blocking Great Expectations check")
+    features: FeaturesConfig = Field(description="Feast features, label and training set")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the Keras model")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Horovod processes and trainer pods"
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig, description="challenger vs champion before promotion"
+    )
+    serving: ServingConfig = Field(description="promotion and the served model")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="drift and live-metric checks"
+    )
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="when the training DAG runs"
+    )
+    scoring: ScoringConfig = Field(
+        default_factory=ScoringConfig, description="the batch scoring DAG"
+    )
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="webhook alerts")
     cache: bool = Field(
         default=True,
         description="step caching: a stage whose key (data version, config sections, definitions, "

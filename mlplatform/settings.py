@@ -22,6 +22,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: a wheel install has no checkout: the wheel carries the checkout's ``pipelines/``, ``dags/``,
+#: ``plugins/`` and ``great_expectations/expectations/`` here (pyproject's ``force-include``);
+#: a checkout (editable install) has no such folder
+BUNDLED = Path(__file__).resolve().parent / "bundled"
 #: the embedded Airflow UI's user (role admin); its password is generated on first use
 UI_USER = "admin"
 
@@ -141,22 +145,43 @@ class Settings(BaseSettings):
         return f"http://{self.serving_host}:{self.serving_port}"
 
     @property
+    def platform_files(self) -> Path:
+        """The folder holding ``pipelines/``, ``dags/``, ``plugins/`` and
+        ``great_expectations/expectations/``: ``repo_root`` (the checkout, or wherever
+        ``MLP_REPO_ROOT`` points); in a wheel install with no ``MLP_REPO_ROOT``, the copies the
+        wheel bundles (:data:`BUNDLED`). ``MLP_PIPELINES_PATH`` / ``MLP_EXPECTATIONS_PATH``
+        point at an installed platform's own pipelines and suites."""
+        if self.repo_root == REPO_ROOT and BUNDLED.is_dir():
+            return BUNDLED
+        return self.repo_root
+
+    @property
     def pipelines_dir(self) -> Path:
-        return (self.pipelines_path or self.repo_root / "pipelines").resolve()
+        return (self.pipelines_path or self.platform_files / "pipelines").resolve()
 
     @property
     def expectations_dir(self) -> Path:
         """Where pipelines' expectation suites live (``validation.suite`` + ``.json``)."""
-        default = self.repo_root / "great_expectations" / "expectations"
+        default = self.platform_files / "great_expectations" / "expectations"
         return (self.expectations_path or default).resolve()
+
+    @property
+    def dags_dir(self) -> Path:
+        """Airflow's DAGs folder: the factory file and ``examples/``."""
+        return self.platform_files / "dags"
+
+    @property
+    def plugins_dir(self) -> Path:
+        """Airflow's plugins folder (the platform view, the decision notes)."""
+        return self.platform_files / "plugins"
 
     def airflow_env(self) -> dict[str, str]:
         """Environment that points Airflow at this checkout and an embedded SQLite database, with
         the UI's login (see the module doc); variables already set in the environment win."""
         env = {
             "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo_root / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.repo_root / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_dir),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlplatform.settings import get_settings
 
-    bag = DagBag(dag_folder=str(get_settings().repo_root / "dags"))
+    bag = DagBag(dag_folder=str(get_settings().dags_dir))
     dag = bag.dags[args.dag_id]
     if args.run_type != "manual":
         dagrun_module.get_or_create_dagrun = _fake_creation(args.run_type, args.consume)
