@@ -101,28 +101,68 @@ def _trainers(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_two_concurrent_runs_each_version_and_train_their_own_batch(
+def _status(home: Path, pipelines: Path, name: str) -> str:
+    proc = _cli(home, pipelines, "status", name)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    return out
+
+
+def _span(run_dir: Path) -> tuple[float, float]:
+    """(start_run finished, end_run finished) of one run directory: its hold of the lease."""
+    return (
+        (run_dir / "start_run" / "summary.json").stat().st_mtime,
+        (run_dir / "end_run" / "summary.json").stat().st_mtime,
+    )
+
+
+def test_concurrent_runs_serialize_per_pipeline_and_never_touch_another_pipeline(
     mlp_home, pipelines_dir, tmp_path
 ):
-    _set(pipelines_dir, epochs=2)
-    a = datagen.write(datagen.generate(1200, seed=21), tmp_path / "a.csv")
-    b = datagen.write(datagen.generate(1200, seed=22), tmp_path / "b.csv")
-    first = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(a))
-    second = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(b))
-    out_a, err_a = first.communicate(timeout=900)
-    out_b, err_b = second.communicate(timeout=900)
-    assert first.returncode == 0, out_a + err_a
-    assert second.returncode == 0, out_b + err_b
-    # each command reports its own run and its own batch's DVC version, never the other's
-    assert f"data_version={_md5(a)}" in out_a and _md5(b) not in out_a
-    assert f"data_version={_md5(b)}" in out_b and _md5(a) not in out_b
-
+    """Three ``mlplatform run`` at once: batches A and B of ``demo`` (one pipeline: the lease
+    serializes them, each versions and trains on its own batch) and batch C of ``twin`` (another
+    pipeline: it runs alongside and shares none of demo's data, features, registry entries,
+    served model or monitoring reference). One test for both guarantees: each full run costs
+    minutes of the suite."""
     from mlflow import MlflowClient
 
+    from serving.layout import read_models_config
+
+    _set(pipelines_dir, epochs=2)
+    demo = (pipelines_dir / "demo.yaml").read_text()
+    twin = demo.replace("name: demo\n", "name: twin\n", 1).replace(
+        "model_name: demo", "model_name: twin"
+    )
+    (pipelines_dir / "twin.yaml").write_text(twin)
+    a = datagen.write(datagen.generate(1200, seed=21), tmp_path / "a.csv")
+    b = datagen.write(datagen.generate(1200, seed=22), tmp_path / "b.csv")
+    c = datagen.write(datagen.generate(1200, seed=23), tmp_path / "c.csv")
+    check = _cli(mlp_home, pipelines_dir, "check", "twin", "--data", str(c))
+    assert check.wait(timeout=300) == 0, check.communicate()
+    procs = {
+        batch: _cli(mlp_home, pipelines_dir, "run", name, "--data", str(batch))
+        for name, batch in (("demo", a), ("twin", c), ("demo", b))
+    }
+    outs = {}
+    for batch, proc in procs.items():
+        out, err = proc.communicate(timeout=1500)
+        assert proc.returncode == 0, out + err
+        outs[batch] = out
+    # each command reports its own run and its own batch's DVC version, never another's
+    for batch, out in outs.items():
+        assert f"data_version={_md5(batch)}" in out, out
+        assert not any(_md5(other) in out for other in outs if other != batch), out
+
     client = MlflowClient(f"sqlite:///{mlp_home / 'mlflow.db'}")
-    versions = client.search_model_versions("name='demo'")
-    assert sorted(v.tags["data_version"] for v in versions) == sorted([_md5(a), _md5(b)])
-    # the runs did not interleave: one ended (lease released) before the other ingested
+    demo_versions = client.search_model_versions("name='demo'")
+    assert sorted(v.tags["data_version"] for v in demo_versions) == sorted([_md5(a), _md5(b)])
+    (twin_version,) = client.search_model_versions("name='twin'")
+    assert twin_version.tags["data_version"] == _md5(c)
+    for model, versions in (("demo", demo_versions), ("twin", [twin_version])):
+        for v in versions:  # the monitor's reference: the pipeline's own training set
+            assert f"/storage/{model}/" in v.tags["training_set_uri"]
+
+    # one pipeline's runs did not interleave: one ended (lease released) before the other ingested
     runs = sorted(
         (json.loads((d / "ingest" / "summary.json").read_text())["outputs"]["data_version"], d)
         for d in (mlp_home / "storage" / "demo").glob("manual__*")
@@ -135,20 +175,46 @@ def test_two_concurrent_runs_each_version_and_train_their_own_batch(
         for _, d in runs
     )
     assert spans[0][1] <= spans[1][0], f"runs interleaved: {spans}"
+    # two pipelines' runs do not serialize: twin's run overlapped one of demo's
+    (twin_run,) = (mlp_home / "storage" / "twin").glob("manual__*")
+    start_c, end_c = _span(twin_run)
+    assert any(start < end_c and start_c < end for start, end in (_span(d) for _, d in runs)), (
+        "twin's run overlapped none of demo's runs"
+    )
     # each model trained on its own batch: its training set holds exactly that batch's rows
-    for v in versions:
+    for v in demo_versions:
         rows = json.loads(
             next(d for md5, d in runs if md5 == v.tags["data_version"])
             .joinpath("ingest", "summary.json")
             .read_text()
         )["outputs"]["rows"]
         assert rows == 1200
+    # served models: each pipeline's champion, in its own model directory
+    served = read_models_config(mlp_home / "serving" / "models")
+    for model in ("demo", "twin"):
+        champion = int(client.get_model_version_by_alias(model, "champion").version)
+        assert served[model]["labels"].get("stable") == champion, served
+    # features: each pipeline's offline store holds only its own batches
+    for pipeline, batches in (("demo", [a, b]), ("twin", [c])):
+        stored = sorted(
+            p.stem for p in (mlp_home / "feast" / pipeline / "offline").glob("*.parquet")
+        )
+        assert stored == sorted(_md5(x) for x in batches), (pipeline, stored)
+    # data versions: each batch versioned under its own pipeline
+    for pipeline, mine, theirs in (("demo", [a, b], [c]), ("twin", [c], [a, b])):
+        listing, _ = _cli(mlp_home, pipelines_dir, "data", "versions", pipeline).communicate(
+            timeout=300
+        )
+        assert all(_md5(x) in listing for x in mine), listing
+        assert not any(_md5(x) in listing for x in theirs), listing
     log = subprocess.run(
         ["git", "-C", str(mlp_home / "data-repo"), "log", "--format=%s"],
         capture_output=True,
         text=True,
     ).stdout
-    assert f"batch {_md5(a)}" in log and f"batch {_md5(b)}" in log
+    assert all(f"batch {_md5(x)}" in log for x in (a, b, c)), log
+    # status names twin's own run as promoted
+    assert "promoted: served version 1" in _status(mlp_home, pipelines_dir, "twin")
 
 
 def test_killing_the_cli_stops_its_run_and_leaves_nothing_behind(mlp_home, pipelines_dir, tmp_path):
