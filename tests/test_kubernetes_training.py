@@ -241,7 +241,12 @@ def test_cpu_pod_runs_gloo_without_gpu_scheduling(production_env, monkeypatch):
 
 def test_bad_resource_quantity_is_refused_by_field(production_env):
     with pytest.raises(ValueError, match=r"training.resources.memory: not a Kubernetes quantity"):
-        k8s.trainer_pod_spec(demo_cfg(resources={"memory": "lots"}), {}, settings=get_settings())
+        cfg = demo_cfg(resources={"memory": "lots"})
+        spec = k8s.trainer_spec(
+            cfg, TRAINING_SET, output_dir="s3://b/o", tracking_uri="http://mlflow:5000",
+            artifact_location="s3://b/a", run_name="r", tags={},
+        )  # fmt: skip
+        k8s.trainer_pod_spec(cfg, spec, settings=get_settings())
 
 
 # -- the MPIJob ---------------------------------------------------------------------------------
@@ -309,7 +314,7 @@ def test_mpijob_manifest_fits_the_crd_and_the_pod_schema(production_env):
     assert launcher["command"][:8] == [
         "horovodrun", "-np", "24", "--hostfile", "/etc/mpi/hostfile", "python", "-m", "training.train",
     ]  # fmt: skip
-    assert spec_arg(launcher["command"]) == spec
+    assert spec_arg(launcher["command"]) == spec.model_dump(exclude_none=True)
     assert "nvidia.com/gpu" not in json.dumps(launcher["resources"])
     assert_no_literal_secrets(launcher)
 

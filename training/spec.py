@@ -193,7 +193,7 @@ class TrainResult(BaseModel):
     mlflow_experiment_id: str | None = None
     model_uri: str | None = None
     mlflow_model_id: str | None = None
-    saved_model_dir: str
+    saved_model_dir: str | None = None
     metrics: dict[str, float | None]
     world_size: int
     samples_per_sec: float | None = None
@@ -227,7 +227,7 @@ def _one_line(exc: ValidationError) -> str:
     """The first error of ``exc`` as ``spec: <dotted.field>: <message> (got <value>)``."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
-    value = "" if err["type"] == "missing" else f" (got {str(err.get('input'))[:80]!r})"
+    value = "" if err["type"] == "missing" else f" (got {repr(err.get('input'))[:80]})"
     message = err["msg"].removeprefix("Value error, ")
     return f"spec: {where + ': ' if where else ''}{message}{value}"
 
@@ -337,12 +337,14 @@ def horovodrun_command(
     gloo: bool = False,
     hostfile: str | None = None,
     python: str = "python",
-    horovodrun: str = "horovodrun",
+    launcher: Sequence[str] = ("horovodrun",),
 ) -> list[str]:
     """``horovodrun -np N [--gloo] (-H localhost:N | --hostfile F) python -m training.train ARGS``:
-    ``np`` local slots, or the hosts of an MPI hostfile (the MPIJob launcher)."""
+    ``np`` local slots, or the hosts of an MPI hostfile (the MPIJob launcher). ``launcher``
+    replaces ``horovodrun`` (``python -m training.launch``: the same without its TensorFlow
+    import, for Gloo on this machine)."""
     hosts = ["--hostfile", hostfile] if hostfile else ["-H", f"localhost:{np}"]
     return [
-        horovodrun, "-np", str(np), *(["--gloo"] if gloo else []), *hosts,
+        *launcher, "-np", str(np), *(["--gloo"] if gloo else []), *hosts,
         *trainer_command(args, python),
     ]  # fmt: skip

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -146,22 +145,25 @@ def stop_trainer(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def local_command(np: int, spec_path: Path) -> list[str]:
-    """The trainer for ``np`` local processes: ``horovodrun`` (Gloo) for more than one, the
+    """The trainer for ``np`` local processes: Horovod's launcher over Gloo for more than one
+    (as ``python -m training.launch``: ``horovodrun`` without its own TensorFlow import), the
     trainer alone for one (no launcher to start, one TensorFlow import)."""
+    import importlib.util
+
     args = spec_args(path=str(spec_path))
     if np == 1:
         return trainer_command(args, python=sys.executable)
-    horovodrun = Path(sys.executable).parent / "horovodrun"
-    if not horovodrun.exists():
-        found = shutil.which("horovodrun")
-        if found is None:
-            raise StageError(
-                "train: horovodrun is not installed in this environment: run `make env` "
-                "(scripts/install_horovod.sh)"
-            )
-        horovodrun = Path(found)
+    if importlib.util.find_spec("horovod") is None:
+        raise StageError(
+            "train: horovod is not installed in this environment: run `make env` "
+            "(scripts/install_horovod.sh)"
+        )
     return horovodrun_command(
-        np, args, gloo=True, python=sys.executable, horovodrun=str(horovodrun)
+        np,
+        args,
+        gloo=True,
+        python=sys.executable,
+        launcher=(sys.executable, "-m", "training.launch"),
     )
 
 
