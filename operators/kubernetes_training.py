@@ -36,7 +36,7 @@ from mlplatform.k8s import KubernetesSettings
 from operators.caching import cache_key, remember, reuse
 from operators.links import MlflowRunLink
 from operators.training import TrainCaching, train_xcom
-from training.spec import TrainSpec
+from training.spec import TrainSpec, read_error_line
 
 _log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class MPIJobRunner:
         self._clock = clock
         self.result: dict[str, Any] | None = None
         self.last_line = ""
+        self.trainer_error = ""  # the trainer's own ``training.train: error:`` line, if any
         # launcher pod name -> (newest line's timestamp key, clock at the end of the read)
         self._seen: dict[str, tuple[tuple[str, int] | None, float]] = {}
 
@@ -182,6 +183,8 @@ class MPIJobRunner:
         self.log.info("[launcher] %s", message)
         if message.strip():
             self.last_line = message.strip()
+        if (error := read_error_line(message)) is not None:
+            self.trainer_error = error
         if (result := k8s_objects.parse_result_line(message)) is not None:
             self.result = result
 
@@ -265,6 +268,8 @@ class MPIJobRunner:
         self.stream_launcher_log(follow=False)  # the tail written since the last read
         if state == "Failed":
             detail = f"; last launcher line: {self.last_line}" if self.last_line else ""
+            if self.trainer_error:
+                detail = f"; trainer error: {self.trainer_error}"
             raise MPIJobFailed(
                 " ".join(
                     f"train: MPIJob {self.namespace}/{self.name} failed ({reason or 'Failed'}): "

@@ -309,10 +309,16 @@ def read_error(output_dir: Path, log_lines: Sequence[str] = ()) -> str | None:
     if records:
         return min(records, key=lambda r: (r.time, r.rank)).error
     for line in reversed(list(log_lines)):
-        index = line.find(ERROR_PREFIX)
-        if index >= 0:
-            return line[index + len(ERROR_PREFIX) :].strip()
+        if (error := read_error_line(line)) is not None:
+            return error
     return None
+
+
+def read_error_line(line: str) -> str | None:
+    """The message of a ``training.train: error: ...`` line (after any launcher prefix such as
+    horovodrun's ``[1,0]<stderr>:``), or None for any other line."""
+    index = line.find(ERROR_PREFIX)
+    return line[index + len(ERROR_PREFIX) :].strip() if index >= 0 else None
 
 
 # --------------------------------------------------------------------------------- the command
