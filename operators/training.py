@@ -1,8 +1,9 @@
-"""Training operators: the trainer under ``horovodrun``, locally (and on Kubernetes, see below).
+"""Training operators: the trainer, locally (and on Kubernetes, see below).
 
-``LocalHorovodTrainOperator`` is the embedded backend: it runs the very command that the trainer
-image runs in production (``horovodrun -np N ... python -m training.train --spec ...``) as a
-subprocess on the Airflow worker and streams its output into the task log.
+``LocalHorovodTrainOperator`` is the embedded backend: it runs the trainer of the trainer image
+(``python -m training.train --spec ...``, under Horovod's launcher for more than one process, see
+:func:`mlplatform.stages.train.local_command`) as a subprocess on the Airflow worker and streams
+its output into the task log; a failed trainer fails the task with the trainer's own error line.
 """
 
 from __future__ import annotations
