@@ -3,7 +3,7 @@
 Usage::
 
     MLP_HOME=/tmp/somewhere .venv/bin/python benchmarks/bench_train_startup.py [--rows 4000]
-        [--repeat 2] [--workdir DIR]
+        [--repeat 2] [--workdir DIR] [--processes N]
 
 Runs what the local train task runs, in this process: ``write_spec`` then ``run_local`` (the
 ``horovodrun`` launch with its ranks, MLflow logging and export) for ``pipelines/demo.yaml`` on
@@ -11,7 +11,8 @@ Runs what the local train task runs, in this process: ``write_spec`` then ``run_
 repeat it prints the stage's wall time, the epochs' time (the trainer's ``metrics.json``:
 ``seconds``, the training loop alone) and the rest: start-up, data loading, model building,
 export and MLflow — what item 6 asks to halve. The number of processes is the stage's own choice
-(``training.processes_per_worker`` / the data-size rule), reported as ``np``.
+(``training.processes_per_worker`` / the data-size rule; ``--processes`` fixes it), reported as
+``np``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--processes", type=int, default=None, help="fix training.processes_per_worker"
+    )
     args = parser.parse_args(argv)
 
     from mlplatform import datagen
@@ -44,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
+    if args.processes is not None:
+        training = cfg.training.model_copy(update={"processes_per_worker": args.processes})
+        cfg = cfg.model_copy(update={"training": training})
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train_startup_"))
     work.mkdir(parents=True, exist_ok=True)
     df = datagen.generate(n_rows=args.rows, seed=0).sort_values("event_time")

@@ -132,9 +132,9 @@ def _plain_epochs(spec: Any, table: Any, mode: str) -> tuple[list[float], int]:
     import keras
     import tensorflow as tf
 
-    from training.model import build_model
     from training.data import epoch_order, shard_rows
     from training.loop import LinearWarmup
+    from training.model import build_model
 
     params = spec.model
     keras.utils.set_random_seed(params.seed)
