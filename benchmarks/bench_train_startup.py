@@ -27,6 +27,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+#: trainer log lines that mark a phase (seconds since the stage started are printed for each)
+MARKS = {
+    "launched": "launching:",
+    "trainer started": "training tabular_",
+    "epoch 1 done": "epoch 1/",
+    "holdout done": "holdout ",
+    "mlflow done": "mlflow run ",
+}
 sys.path.insert(0, str(REPO))
 
 
@@ -67,8 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"run{i}"
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        def emit(line: str, marks: dict[str, float] = marks, t0: float = t0) -> None:
+            for key, text in MARKS.items():
+                if text in line and key not in marks:
+                    marks[key] = time.perf_counter() - t0
+
         spec = write_spec(cfg, training_set, out, settings, run_name=f"bench-{i}", tags={})
-        result = run_local(cfg, spec, settings, emit=lambda _line: None)
+        marks["spec written"] = time.perf_counter() - t0
+        result = run_local(cfg, spec, settings, emit=emit)
         wall = time.perf_counter() - t0
         metrics = json.loads((out / "metrics.json").read_text())
         epochs = float(metrics["seconds"])
@@ -82,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             f"epochs={epochs:.1f}s outside_epochs={wall - epochs:.1f}s",
             flush=True,
         )
+        print("  at: " + ", ".join(f"{k} {v:.1f}s" for k, v in marks.items()), flush=True)
     wall = statistics.median(r[0] for r in rows)
     outside = statistics.median(r[0] - r[1] for r in rows)
     print(

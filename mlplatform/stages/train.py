@@ -119,8 +119,9 @@ def write_spec(
     tags: dict[str, str],
 ) -> Path:
     """Write ``out_dir/spec.json`` for a local run (local paths, this machine's world size in
-    the checkpoint key); returns its path."""
-    ensure_experiment(settings, cfg.name)
+    the checkpoint key); returns its path. The trainer creates a missing experiment with its
+    artifacts under the platform's artifact root (``mlflow.artifact_location``), so this process
+    need not import MLflow."""
     np = local_world_size(cfg, str(training_set["train_uri"]))
     local = {key: str(to_path(str(training_set[key]))) for key in ("train_uri", "holdout_uri")}
     spec = build_spec(
@@ -129,7 +130,11 @@ def write_spec(
         output_dir=str(out_dir),
         checkpoint_dir=str(checkpoint_dir(cfg, training_set, settings, np)),
         mlflow=MlflowSpec(
-            tracking_uri=settings.tracking_uri, experiment=cfg.name, run_name=run_name, tags=tags
+            tracking_uri=settings.tracking_uri,
+            experiment=cfg.name,
+            run_name=run_name,
+            tags=tags,
+            artifact_location=f"{settings.artifact_uri}/{cfg.name}",
         ),
     )
     path = out_dir / "spec.json"
