@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlplatform.config import load_pipeline
     from mlplatform.settings import get_settings
     from mlplatform.stages.train import run_local, write_spec
+    from mlplatform.storage import to_path
 
     settings = get_settings()
     cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.repeat):
         out = work / f"run{i}"
         out.mkdir(parents=True, exist_ok=True)
+        # an earlier run on the same data (same checkpoint key) would make this one resume
+        shutil.rmtree(to_path(settings.storage) / cfg.name / "checkpoints", ignore_errors=True)
         t0 = time.perf_counter()
         marks: dict[str, float] = {}
 
@@ -89,10 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((out / "metrics.json").read_text())
         epochs = float(metrics["seconds"])
         rows.append((wall, epochs))
-        # the checkpoints of this key would make the next repeat resume: remove them
-        import shutil
-
-        shutil.rmtree(json.loads(spec.read_text())["checkpoint_dir"], ignore_errors=True)
         print(
             f"repeat {i + 1}: np={result['world_size']} wall={wall:.1f}s "
             f"epochs={epochs:.1f}s outside_epochs={wall - epochs:.1f}s",
