@@ -9,7 +9,7 @@ the steps and the per-epoch loss allreduce, never TF import, data loading, model
 checkpoint writes or MLflow calls; the first epoch of every configuration is a warm-up that
 traces the step function and is left out, the figure is the median of the other epochs):
 
-1. Horovod overhead at np=1: the trainer's own step (``training.train.Trainer.run_epoch``:
+1. Horovod overhead at np=1: the trainer's own step (``training.loop.Trainer.run_epoch``:
    GradientTape + ``hvd.grouped_allreduce``, under ``horovodrun -np 1``) against the same model,
    optimizer, learning-rate schedule, batches and thread settings without Horovod: a plain
    ``tf.function`` GradientTape step, and Keras ``model.fit``. Target: trainer >= 0.8x.
@@ -118,7 +118,7 @@ def _steady(epoch_seconds: list[float], rows: int) -> float:
 
 
 def _trainer_epochs(spec: Any, table: Any, rank: int, size: int) -> tuple[list[float], int]:
-    from training.train import Trainer
+    from training.loop import Trainer
 
     trainer = Trainer(spec, table, rank, size)
     trainer.broadcast_state()
@@ -132,8 +132,9 @@ def _plain_epochs(spec: Any, table: Any, mode: str) -> tuple[list[float], int]:
     import keras
     import tensorflow as tf
 
+    from training.data import epoch_order, shard_rows
+    from training.loop import LinearWarmup
     from training.model import build_model
-    from training.train import LinearWarmup, epoch_order, shard_rows
 
     params = spec.model
     keras.utils.set_random_seed(params.seed)
@@ -197,7 +198,9 @@ def _plain_epochs(spec: Any, table: Any, mode: str) -> tuple[list[float], int]:
 def worker(job_path: str) -> int:
     """``--worker JOB.json``: run the job's configurations; rank 0 writes ``results``
     (``{config key: samples/s}``; mode "plain" runs ``tape:<key>`` and ``fit:<key>``)."""
-    from training.train import init_horovod, parse_spec, read_table
+    from training.data import read_table
+    from training.distribution import init_horovod
+    from training.spec import parse_spec
 
     job = json.loads(Path(job_path).read_text())
     configs = [Config(**c) for c in job["configs"]]
@@ -211,7 +214,7 @@ def worker(job_path: str) -> int:
     for cfg in configs:
         spec = parse_spec(_spec(job["data"], cfg))
         if table is None:
-            table = read_table(spec.train_path, spec, "train")
+            table = read_table(spec.paths().train, spec, "train")
         for variant in ["trainer"] if mode == "trainer" else ["tape", "fit"]:
             if variant == "trainer":
                 seconds, rows = _trainer_epochs(spec, table, rank, size)

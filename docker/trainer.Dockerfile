@@ -74,7 +74,7 @@ RUN python3.11 -m venv /opt/venv \
         nvidia-cufft-cu12==11.2.3.61 nvidia-curand-cu12==10.3.6.82 \
         nvidia-cusolver-cu12==11.6.3.83 nvidia-cusparse-cu12==12.5.1.3 \
         nvidia-nccl-cu12==2.27.7 nvidia-nvjitlink-cu12==12.5.82 \
-        pandas pyarrow scikit-learn mlflow boto3 \
+        pandas pyarrow scikit-learn mlflow boto3 pydantic \
         cloudpickle psutil pyyaml packaging \
         setuptools wheel cmake==4.4.5 \
     && rm -rf /tmp/lock

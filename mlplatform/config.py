@@ -346,10 +346,19 @@ class ModelConfig(_Strict):
         return v
 
 
+#: ``processes_per_worker: auto`` on CPU: each process gets at least this many training rows...
+ROWS_PER_CPU_PROCESS = 100_000
+#: ...and at least this many cores (TensorFlow already spreads one process over the cores; a
+#: second process on the same cores pays its own TF start-up and a Gloo allreduce per step:
+#: 0.34-0.85x np=1 on 2 cores, benchmarks/results/training.md)
+CORES_PER_CPU_PROCESS = 2
+
+
 class TrainingConfig(_Strict):
     workers: int = Field(default=1, ge=1, description="pods (Kubernetes) / hosts")
-    processes_per_worker: int = Field(
-        default=2, ge=1, description="horovod slots per worker on CPU"
+    processes_per_worker: int | Literal["auto"] = Field(
+        default="auto",
+        description="horovod slots per worker on CPU; auto: fitted to the training rows and cores",
     )
     gpus_per_worker: int = Field(default=0, ge=0, description="GPUs per pod; one process per GPU")
     image: str = Field(
@@ -371,10 +380,28 @@ class TrainingConfig(_Strict):
                 raise FieldProblem((key,), problem)
         return value
 
-    @property
-    def np(self) -> int:
-        """Total horovod processes: one per GPU, else ``processes_per_worker`` per worker."""
-        return self.workers * (self.gpus_per_worker or self.processes_per_worker)
+    @field_validator("processes_per_worker")
+    @classmethod
+    def _at_least_one(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("processes_per_worker must be a positive integer or 'auto'")
+        return v
+
+    def processes(self, train_rows: int | None, cores: int | None) -> int:
+        """Horovod processes per worker: one per GPU; on CPU ``processes_per_worker``, or for
+        ``auto`` one per ``ROWS_PER_CPU_PROCESS`` training rows and ``CORES_PER_CPU_PROCESS``
+        cores of the worker, at least one (``None``: unknown, counts as none)."""
+        if self.gpus_per_worker:
+            return self.gpus_per_worker
+        if self.processes_per_worker != "auto":
+            return self.processes_per_worker
+        by_rows = (train_rows or 0) // ROWS_PER_CPU_PROCESS
+        by_cores = (cores or 0) // CORES_PER_CPU_PROCESS
+        return max(1, min(by_rows, by_cores))
+
+    def world_size(self, train_rows: int | None, cores: int | None) -> int:
+        """Total horovod processes: ``workers`` times :meth:`processes`."""
+        return self.workers * self.processes(train_rows, cores)
 
 
 #: gate metrics where higher is better (a threshold is a floor: ``gate.min``), by model kind

@@ -50,6 +50,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.config import quantity_problem
+from training.spec import (
+    RESULT_MARKER,
+    MlflowSpec,
+    TrainSpec,
+    horovodrun_command,
+    spec_args,
+)
 
 if TYPE_CHECKING:
     from mlplatform.config import PipelineConfig, TrainingConfig
@@ -71,8 +78,6 @@ POD_CONTAINER = "base"
 #: ``<name>-worker-<i>`` must stay a DNS-1035 label (<= 63): the mpi-operator rejects longer names
 MPIJOB_NAME_MAX = 50
 
-#: the last stdout line of rank 0: ``MLPLATFORM_RESULT {"mlflow_run_id": ...}`` (one line of JSON)
-RESULT_MARKER = "MLPLATFORM_RESULT"
 #: where rank 0 writes the same JSON when the KubernetesPodOperator's XCom sidecar is there
 XCOM_RESULT_PATH = "/airflow/xcom/return.json"
 XCOM_PATH_ENV = "MLPLATFORM_XCOM_PATH"
@@ -284,61 +289,63 @@ def trainer_spec(
     artifact_location: str,
     run_name: str,
     tags: dict[str, str],
-) -> dict[str, Any]:
-    """The trainer's JSON spec (the contract of ``training/train.py``) with URIs kept as given
-    (``s3://...`` in production): the same keys as ``stages.train.write_spec`` writes, plus
-    ``mlflow.artifact_location`` so that the trainer creates a missing experiment itself.
-    ``tracking_uri`` None (see :func:`pod_tracking_uri`) leaves ``mlflow.tracking_uri`` out: the
-    trainer then reads ``MLFLOW_TRACKING_URI`` from its environment."""
-    mlflow: dict[str, Any] = {
-        "experiment": cfg.name,
-        "run_name": run_name,
-        "tags": tags,
-        "artifact_location": artifact_location,
-    }
-    if tracking_uri is not None:
-        mlflow["tracking_uri"] = tracking_uri
-    return {
-        "pipeline": cfg.name,
-        "label": cfg.features.label,
-        "numeric_features": cfg.features.numeric,
-        "categorical_features": cfg.features.categorical,
-        "model": cfg.model.model_dump(),
-        "train_uri": str(training_set["train_uri"]),
-        "holdout_uri": str(training_set["holdout_uri"]),
-        "output_dir": output_dir,
-        "mlflow": mlflow,
-    }
+) -> TrainSpec:
+    """The trainer's spec (:class:`training.spec.TrainSpec`, built as the local stage builds it)
+    with URIs kept as given (``s3://...`` in production), no ``checkpoint_dir`` (the trainer's
+    default, under ``output_dir``) and ``mlflow.artifact_location`` so that the trainer creates a
+    missing experiment itself. ``tracking_uri`` None (see :func:`pod_tracking_uri`) leaves
+    ``mlflow.tracking_uri`` out: the trainer then reads ``MLFLOW_TRACKING_URI`` from its
+    environment."""
+    from mlplatform.stages.train import build_spec
+
+    return build_spec(
+        cfg,
+        training_set,
+        output_dir=output_dir,
+        checkpoint_dir=None,
+        mlflow=MlflowSpec(
+            experiment=cfg.name,
+            tracking_uri=tracking_uri,
+            run_name=run_name,
+            tags=tags,
+            artifact_location=artifact_location,
+        ),
+    )
 
 
-def spec_json(spec: dict[str, Any]) -> str:
-    """The spec as one compact JSON argument (``--spec-json``)."""
-    return json.dumps(spec, separators=(",", ":"), sort_keys=True)
+def slots_per_worker(training: TrainingConfig, train_rows: int | None = None) -> int:
+    """Horovod processes per pod (:meth:`TrainingConfig.processes`): one per GPU, else
+    ``processes_per_worker``, or for ``auto`` fitted to ``train_rows`` and the pod's
+    ``training.resources.cpu`` (whole cores; none given counts as one core)."""
+    cores = None
+    if "cpu" in training.resources and quantity_problem(training.resources["cpu"]) is None:
+        from kubernetes.utils import parse_quantity
+
+        cores = int(parse_quantity(training.resources["cpu"]))
+    return training.processes(train_rows, cores)
 
 
-def slots_per_worker(training: TrainingConfig) -> int:
-    """Horovod processes per pod: one per GPU, else ``processes_per_worker``."""
-    return training.gpus_per_worker or training.processes_per_worker
-
-
-def pod_command(training: TrainingConfig, spec: dict[str, Any]) -> list[str]:
+def pod_command(
+    training: TrainingConfig, spec: TrainSpec, train_rows: int | None = None
+) -> list[str]:
     """``horovodrun`` over this pod's slots; Gloo on CPU (as locally), on GPU Horovod's own
     controller choice with NCCL doing the allreduce (``HOROVOD_GPU_OPERATIONS=NCCL`` build)."""
-    n = slots_per_worker(training)
-    gloo = [] if training.gpus_per_worker else ["--gloo"]
-    return [
-        "horovodrun", "-np", str(n), *gloo, "-H", f"localhost:{n}",
-        "python", "-m", "training.train", "--spec-json", spec_json(spec),
-    ]  # fmt: skip
+    return horovodrun_command(
+        slots_per_worker(training, train_rows),
+        spec_args(spec=spec),
+        gloo=not training.gpus_per_worker,
+    )
 
 
-def launcher_command(training: TrainingConfig, spec: dict[str, Any]) -> list[str]:
+def launcher_command(
+    training: TrainingConfig, spec: TrainSpec, train_rows: int | None = None
+) -> list[str]:
     """The MPI launcher's ``horovodrun`` over every worker slot of the mpi-operator's hostfile."""
-    return [
-        "horovodrun", "-np", str(training.workers * slots_per_worker(training)),
-        "--hostfile", MPI_HOSTFILE,
-        "python", "-m", "training.train", "--spec-json", spec_json(spec),
-    ]  # fmt: skip
+    return horovodrun_command(
+        training.workers * slots_per_worker(training, train_rows),
+        spec_args(spec=spec),
+        hostfile=MPI_HOSTFILE,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,13 +509,14 @@ def _training_pod_spec(
 
 def trainer_pod_spec(
     cfg: PipelineConfig,
-    spec: dict[str, Any],
+    spec: TrainSpec,
     *,
     settings: Settings,
     k8s: KubernetesSettings | None = None,
     run_id: str = "",
     name: str | None = None,
     xcom: bool = True,
+    train_rows: int | None = None,
 ) -> dict[str, Any]:
     """The single trainer pod (``v1/Pod`` manifest) for ``training.workers == 1``.
 
@@ -537,7 +545,7 @@ def trainer_pod_spec(
                 settings,
                 k8s,
                 container_name=POD_CONTAINER,
-                command=pod_command(cfg.training, spec),
+                command=pod_command(cfg.training, spec, train_rows),
                 xcom=xcom,
             ),
             "restartPolicy": "Never",
@@ -547,12 +555,13 @@ def trainer_pod_spec(
 
 def mpijob_manifest(
     cfg: PipelineConfig,
-    spec: dict[str, Any],
+    spec: TrainSpec,
     *,
     settings: Settings,
     name: str,
     k8s: KubernetesSettings | None = None,
     run_id: str = "",
+    train_rows: int | None = None,
 ) -> dict[str, Any]:
     """The ``kubeflow.org/v2beta1`` MPIJob for ``training.workers > 1`` (mpi-operator >= 0.6).
 
@@ -570,7 +579,7 @@ def mpijob_manifest(
         "name": LAUNCHER_CONTAINER,
         "image": training.image,
         "imagePullPolicy": k8s.image_pull_policy,
-        "command": launcher_command(training, spec),
+        "command": launcher_command(training, spec, train_rows),
         "env": trainer_env(settings, k8s),
     }
     if env_from := _env_from(k8s):
@@ -593,7 +602,7 @@ def mpijob_manifest(
             "labels": trainer_labels(cfg, run_id),
         },
         "spec": {
-            "slotsPerWorker": slots_per_worker(training),
+            "slotsPerWorker": slots_per_worker(training, train_rows),
             "runLauncherAsWorker": False,
             "mpiImplementation": k8s.mpi_implementation,
             "launcherCreationPolicy": "WaitForWorkersReady",

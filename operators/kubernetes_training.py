@@ -36,6 +36,7 @@ from mlplatform.k8s import KubernetesSettings
 from operators.caching import cache_key, remember, reuse
 from operators.links import MlflowRunLink
 from operators.training import TrainCaching, train_xcom
+from training.spec import TrainSpec, read_error_line
 
 _log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class MPIJobRunner:
         self._clock = clock
         self.result: dict[str, Any] | None = None
         self.last_line = ""
+        self.trainer_error = ""  # the trainer's own ``training.train: error:`` line, if any
         # launcher pod name -> (newest line's timestamp key, clock at the end of the read)
         self._seen: dict[str, tuple[tuple[str, int] | None, float]] = {}
 
@@ -181,6 +183,8 @@ class MPIJobRunner:
         self.log.info("[launcher] %s", message)
         if message.strip():
             self.last_line = message.strip()
+        if (error := read_error_line(message)) is not None:
+            self.trainer_error = error
         if (result := k8s_objects.parse_result_line(message)) is not None:
             self.result = result
 
@@ -264,6 +268,8 @@ class MPIJobRunner:
         self.stream_launcher_log(follow=False)  # the tail written since the last read
         if state == "Failed":
             detail = f"; last launcher line: {self.last_line}" if self.last_line else ""
+            if self.trainer_error:
+                detail = f"; trainer error: {self.trainer_error}"
             raise MPIJobFailed(
                 " ".join(
                     f"train: MPIJob {self.namespace}/{self.name} failed ({reason or 'Failed'}): "
@@ -388,7 +394,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
 
     def trainer_spec(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings
-    ) -> dict[str, Any]:
+    ) -> TrainSpec:
         """The trainer's spec for this run; output under ``<storage>/<pipeline>/<run>/train``.
         No tracking URI in it when the pods get it from ``MLP_K8S_MLFLOW_SECRET``; raises
         :class:`~mlplatform.k8s.CredentialsInManifest` for one with credentials and no secret."""
@@ -404,6 +410,11 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
             run_name=f"{cfg.name}-{run_id}",
             tags=self._tags(context, settings, cfg),
         )
+
+    def _train_rows(self) -> int | None:
+        """The training set's ``train_rows`` (its XCom), for ``processes_per_worker: auto``."""
+        rows = self.training_set.get("train_rows") if isinstance(self.training_set, dict) else None
+        return rows if isinstance(rows, int) else None
 
     def _finish(self, context: Any, raw: dict[str, Any] | None) -> dict[str, Any]:
         settings, cfg = self._load()
@@ -464,7 +475,13 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         k8s = k8s or KubernetesSettings()
         spec = self.trainer_spec(context, settings, cfg, k8s)
         self.pod_template_dict = k8s_objects.trainer_pod_spec(
-            cfg, spec, settings=settings, k8s=k8s, run_id=context["run_id"], xcom=self.do_xcom_push
+            cfg,
+            spec,
+            settings=settings,
+            k8s=k8s,
+            run_id=context["run_id"],
+            xcom=self.do_xcom_push,
+            train_rows=self._train_rows(),
         )
         return self.pod_template_dict
 
@@ -510,7 +527,13 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         )
         spec = self.trainer_spec(context, settings, cfg, k8s)
         manifest = k8s_objects.mpijob_manifest(
-            cfg, spec, settings=settings, k8s=k8s, name=name, run_id=context["run_id"]
+            cfg,
+            spec,
+            settings=settings,
+            k8s=k8s,
+            name=name,
+            run_id=context["run_id"],
+            train_rows=self._train_rows(),
         )
         if self.namespace:
             manifest["metadata"]["namespace"] = self.namespace

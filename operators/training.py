@@ -1,8 +1,9 @@
-"""Training operators: the trainer under ``horovodrun``, locally (and on Kubernetes, see below).
+"""Training operators: the trainer, locally (and on Kubernetes, see below).
 
-``LocalHorovodTrainOperator`` is the embedded backend: it runs the very command that the trainer
-image runs in production (``horovodrun -np N ... python -m training.train --spec ...``) as a
-subprocess on the Airflow worker and streams its output into the task log.
+``LocalHorovodTrainOperator`` is the embedded backend: it runs the trainer of the trainer image
+(``python -m training.train --spec ...``, under Horovod's launcher for more than one process, see
+:func:`mlplatform.stages.train.local_command`) as a subprocess on the Airflow worker and streams
+its output into the task log; a failed trainer fails the task with the trainer's own error line.
 """
 
 from __future__ import annotations
@@ -19,19 +20,31 @@ from operators.links import MlflowRunLink
 
 
 def train_xcom(raw: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, Any]:
-    """The train task's XCom from the trainer's result (``result.json`` / ``return.json``)."""
+    """The train task's XCom from the trainer's result (``result.json`` / ``return.json``, a
+    :class:`training.spec.TrainResult`)."""
+    from pydantic import ValidationError
+
+    from training.spec import TrainResult
+
     if not raw:
         raise AirflowException(
             "train: the trainer returned no result (rank 0 must write /airflow/xcom/return.json "
             "and print a final 'MLPLATFORM_RESULT {json}' line)"
         )
-    model_id = raw.get("mlflow_model_id")
+    try:
+        result = TrainResult.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"train: the trainer's result is malformed: {where}: {first['msg']}"
+        raise AirflowException(message) from None
+    model_id = result.mlflow_model_id
     return {
-        "mlflow_run_id": raw.get("mlflow_run_id"),
-        "model_uri": f"models:/{model_id}" if model_id else raw.get("model_uri"),
-        "metrics": raw.get("metrics") or {},
-        "world_size": raw.get("world_size"),
-        "samples_per_sec": raw.get("samples_per_sec"),
+        "mlflow_run_id": result.mlflow_run_id,
+        "model_uri": f"models:/{model_id}" if model_id else result.model_uri,
+        "metrics": result.metrics,
+        "world_size": result.world_size,
+        "samples_per_sec": result.samples_per_sec,
         "tags": tags,
     }
 

@@ -24,7 +24,8 @@ def test_demo_pipeline_is_valid():
         "contract_type",
         "region",
     ]
-    assert cfg.training.np == 2
+    assert cfg.training.processes_per_worker == "auto"
+    assert cfg.training.world_size(train_rows=3200, cores=2) == 1
     assert len(cfg.config_hash()) == 16
 
 

@@ -10,7 +10,7 @@ scans the non-test Python sources (``mlplatform/``, ``operators/``, ``dags/``, `
   ``getattr(<alias>, "<field>")``;
 * a top-level field as ``cfg.<field>`` / ``config.<field>``;
 * ``self.<field>`` inside the section's own class, outside validators (properties such as
-  ``TrainingConfig.np``);
+  ``TrainingConfig.processes``);
 * ``<x>["<field>"]`` on a dict that was dumped from the config (the trainer reads its spec).
 
 A field that nothing reads fails the test with its dotted path: wire it up or remove it.

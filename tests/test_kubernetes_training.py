@@ -324,7 +324,7 @@ def test_mpijob_manifest_fits_the_crd_and_the_pod_schema(production_env):
     assert launcher["command"][:8] == [
         "horovodrun", "-np", "24", "--hostfile", "/etc/mpi/hostfile", "python", "-m", "training.train",
     ]  # fmt: skip
-    assert spec_arg(launcher["command"]) == spec
+    assert spec_arg(launcher["command"]) == spec.model_dump(exclude_none=True)
     assert "nvidia.com/gpu" not in json.dumps(launcher["resources"])
     assert_no_literal_secrets(launcher)
 
@@ -537,7 +537,13 @@ def test_runner_raises_one_line_on_failure():
     name = "mlp-demo-train-train-0123456789"
     custom = FakeCustomObjects([CREATED, RUNNING, FAILED])
     core = FakeCoreV1(
-        custom, name, ["start", "training.train: error: spec: train_uri: no such file"]
+        custom,
+        name,
+        [
+            "start",
+            "[1,0]<stderr>:training.train: error: spec: train_uri: no such file",
+            "RuntimeError: Horovod detected that one or more processes exited with non-zero status",
+        ],
     )
     runner, _ = make_runner(custom, core, name)
 
@@ -549,9 +555,7 @@ def test_runner_raises_one_line_on_failure():
         f"train: MPIJob mlplatform/{name} failed (BackoffLimitExceeded/Error): "
     )
     assert "launcher exited with code 2" in message
-    assert message.endswith(
-        "last launcher line: training.train: error: spec: train_uri: no such file"
-    )
+    assert message.endswith("; trainer error: spec: train_uri: no such file")
 
 
 def test_runner_reattaches_to_a_running_job_on_conflict():

@@ -8,10 +8,10 @@
 - plain (world size 1) with MLflow, the spec given inline with ``--spec-json``: the run holds
   params, per-epoch loss, hold-out metrics and the TF-flavor model whose artifact holds the
   SavedModel;
-- a spec naming a column the parquet lacks, or an unsupported URI scheme, fails with exit code 2
-  and one line naming it; a checkpoint of another model fails the same way.
+- a checkpoint of another model fails with exit code 2 and one line naming what differs.
 
-These start TensorFlow in subprocesses (≈ 15 s each, ≈ 25 s under horovodrun): ``slow``.
+These start TensorFlow in subprocesses (≈ 15 s each, ≈ 25 s under horovodrun): ``slow``. Spec and
+data errors need no TensorFlow and are tested in-process in ``test_trainer_spec.py``.
 """
 
 from __future__ import annotations
@@ -392,47 +392,3 @@ def test_mlflow_run_holds_params_metrics_and_saved_model(tmp_path: Path) -> None
     assert len(errors) == 1, proc.stderr[-2000:]
     assert "different model" in errors[0] and "hidden_units: [64, 32] -> [8]" in errors[0]
     assert (out / "checkpoints" / f"ckpt-{EPOCHS}.index").exists()
-
-
-def test_missing_column_is_one_line_error(tmp_path: Path) -> None:
-    spec_path = write_spec(tmp_path, "out", numeric_features=[*NUMERIC, "no_such_column"])
-    proc = run_trainer([PYTHON, "-m", "training.train", "--spec", str(spec_path)])
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("training.train: error")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    assert "'no_such_column'" in errors[0] and "train.parquet" in errors[0]
-
-
-@pytest.mark.parametrize("key", ["train_uri", "holdout_uri", "output_dir", "checkpoint_dir"])
-def test_unsupported_uri_scheme_is_one_line_naming_the_key(
-    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from training.train import main
-
-    spec = make_spec(tmp_path, "out", **{key: "s3://bucket/some/key"})
-    assert main(["--spec-json", json.dumps(spec)]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1, errors
-    assert errors[0].startswith(f"training.train: error: spec: {key}: unsupported URI scheme")
-    assert "'s3://'" in errors[0]
-
-
-def test_spec_sources_are_exclusive_and_checked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from training.train import main
-
-    spec_path = write_spec(tmp_path, "out")
-    with pytest.raises(SystemExit) as exc:
-        main(["--spec", str(spec_path), "--spec-json", spec_path.read_text()])
-    assert exc.value.code == 2
-    assert "not allowed with argument" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 2
-    assert "one of the arguments --spec --spec-json is required" in capsys.readouterr().err
-
-    assert main(["--spec-json", "{not json"]) == 2
-    assert capsys.readouterr().err.startswith(
-        "training.train: error: --spec-json is not valid JSON"
-    )

@@ -33,12 +33,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-CLASSIFIER = "tabular_classifier"
-REGRESSOR = "tabular_regressor"
-MODEL_KINDS = (CLASSIFIER, REGRESSOR)
+from training.spec import CLASSIFIER, MISSING_CATEGORY, MODEL_KINDS, REGRESSOR, output_name
+
+__all__ = [
+    "CLASSIFIER",
+    "MISSING_CATEGORY",
+    "MODEL_KINDS",
+    "REGRESSOR",
+    "ServingModule",
+    "build_model",
+    "export_saved_model",
+    "missing_indicators",
+    "output_name",
+]
+
 SIGNATURE_KEY = "serving_default"
-#: how a missing categorical value is fed to the model (never part of a vocabulary: OOV)
-MISSING_CATEGORY = ""
 
 
 class ImputeMissing(keras.layers.Layer):
@@ -96,11 +105,6 @@ def missing_indicators(model: keras.Model) -> list[str]:
         for layer in model.layers
         if isinstance(layer, ImputeMissing) and layer.indicator
     ]
-
-
-def output_name(kind: str) -> str:
-    """The serving signature's single output: ``score`` (classifier) or ``prediction``."""
-    return "score" if kind == CLASSIFIER else "prediction"
 
 
 def build_model(

@@ -1,10 +1,13 @@
-"""Train: the trainer spec and the local Horovod launch.
+"""Train: the trainer spec and the local launch.
 
 The trainer itself is ``training/train.py`` (run as ``python -m training.train --spec SPEC``);
-this module writes its JSON spec (TFX-style: spec apart from executor), builds the ``horovodrun``
-command, and — for the local backend — runs it as a subprocess with its output streamed line by
-line into the caller's log. The Kubernetes backend runs the very same command inside the trainer
-image (``operators/training.py``).
+its contract is :mod:`training.spec` (the spec, the result, the ``horovodrun`` command), which
+this module and ``mlplatform/k8s.py`` import: this module writes the spec (TFX-style: spec apart
+from executor), picks the number of processes (:meth:`TrainingConfig.processes`: on CPU fitted to
+the training rows unless the config fixes it) and runs the trainer as a subprocess with its
+output streamed line by line into the caller's log: under ``horovodrun`` for more than one
+process, plainly (no launcher, one TensorFlow start-up) for one. A trainer that fails raises
+:class:`StageError` with the trainer's own error line (:func:`training.spec.read_error`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +25,17 @@ from mlplatform.config import PipelineConfig
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
 from mlplatform.storage import to_path
+from training.spec import (
+    MlflowSpec,
+    ModelParams,
+    TrainResult,
+    TrainSpec,
+    clear_errors,
+    horovodrun_command,
+    read_error,
+    spec_args,
+    trainer_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +51,15 @@ def ensure_experiment(settings: Settings, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=f"{settings.artifact_uri}/{name}")
 
 
-def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object]) -> str:
+def local_world_size(cfg: PipelineConfig, train_uri: str) -> int:
+    """Processes of a local run: :meth:`TrainingConfig.world_size` for the training rows (the
+    Parquet footer) and this machine's cores."""
+    from training.data import parquet_rows
+
+    return cfg.training.world_size(parquet_rows(to_path(train_uri)), os.cpu_count())
+
+
+def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object], np: int) -> str:
     """What determines a training job's checkpoints: the exact train/hold-out bytes, the model,
     the features and the world size. A run that trains on the same batch with the same config
     (say, after the previous run died mid-training) resumes from the same checkpoints."""
@@ -49,18 +70,44 @@ def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object]) -> str:
     recipe = {
         "model": cfg.model.model_dump(mode="json"),
         "features": cfg.features.model_dump(mode="json"),
-        "np": cfg.training.np,
+        "np": np,
     }
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
 def checkpoint_dir(
-    cfg: PipelineConfig, training_set: dict[str, object], settings: Settings
+    cfg: PipelineConfig, training_set: dict[str, object], settings: Settings, np: int
 ) -> Path:
     """``<storage>/<pipeline>/checkpoints/<checkpoint_key>``: outside the run's own directory so
     that an Airflow retry and a later run on the same batch both resume; removed on success."""
-    return to_path(settings.storage) / cfg.name / "checkpoints" / checkpoint_key(cfg, training_set)
+    return (
+        to_path(settings.storage) / cfg.name / "checkpoints" / checkpoint_key(cfg, training_set, np)
+    )
+
+
+def build_spec(
+    cfg: PipelineConfig,
+    training_set: dict[str, object],
+    *,
+    output_dir: str,
+    checkpoint_dir: str | None,
+    mlflow: MlflowSpec | None,
+) -> TrainSpec:
+    """The trainer's spec for ``cfg`` on ``training_set`` (URIs kept as given): what the local
+    stage writes and the Kubernetes builders put on the pod's command line."""
+    return TrainSpec(
+        pipeline=cfg.name,
+        label=cfg.features.label,
+        numeric_features=cfg.features.numeric,
+        categorical_features=cfg.features.categorical,
+        model=ModelParams.model_validate(cfg.model.model_dump()),
+        train_uri=str(training_set["train_uri"]),
+        holdout_uri=str(training_set["holdout_uri"]),
+        output_dir=output_dir,
+        checkpoint_dir=checkpoint_dir,
+        mlflow=mlflow,
+    )
 
 
 def write_spec(
@@ -71,36 +118,28 @@ def write_spec(
     run_name: str,
     tags: dict[str, str],
 ) -> Path:
-    """Write ``out_dir/spec.json`` for the trainer; returns its path."""
-    ensure_experiment(settings, cfg.name)
-    spec = {
-        "pipeline": cfg.name,
-        "label": cfg.features.label,
-        "numeric_features": cfg.features.numeric,
-        "categorical_features": cfg.features.categorical,
-        "model": cfg.model.model_dump(),
-        "train_uri": str(to_path(str(training_set["train_uri"]))),
-        "holdout_uri": str(to_path(str(training_set["holdout_uri"]))),
-        "output_dir": str(out_dir),
-        "checkpoint_dir": str(checkpoint_dir(cfg, training_set, settings)),
-        "mlflow": {
-            "tracking_uri": settings.tracking_uri,
-            "experiment": cfg.name,
-            "run_name": run_name,
-            "tags": tags,
-        },
-    }
+    """Write ``out_dir/spec.json`` for a local run (local paths, this machine's world size in
+    the checkpoint key); returns its path. The trainer creates a missing experiment with its
+    artifacts under the platform's artifact root (``mlflow.artifact_location``), so this process
+    need not import MLflow."""
+    np = local_world_size(cfg, str(training_set["train_uri"]))
+    local = {key: str(to_path(str(training_set[key]))) for key in ("train_uri", "holdout_uri")}
+    spec = build_spec(
+        cfg,
+        {**training_set, **local},
+        output_dir=str(out_dir),
+        checkpoint_dir=str(checkpoint_dir(cfg, training_set, settings, np)),
+        mlflow=MlflowSpec(
+            tracking_uri=settings.tracking_uri,
+            experiment=cfg.name,
+            run_name=run_name,
+            tags=tags,
+            artifact_location=f"{settings.artifact_uri}/{cfg.name}",
+        ),
+    )
     path = out_dir / "spec.json"
-    path.write_text(json.dumps(spec, indent=2))
+    path.write_text(spec.to_json(indent=2))
     return path
-
-
-def trainer_command(spec_path: str, np: int, python: str = "python") -> list[str]:
-    """``horovodrun`` over ``np`` local slots (Gloo) running the trainer module."""
-    return [
-        "horovodrun", "-np", str(np), "--gloo", "-H", f"localhost:{np}",
-        python, "-m", "training.train", "--spec", spec_path,
-    ]  # fmt: skip
 
 
 def stop_trainer(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -110,6 +149,29 @@ def stop_trainer(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     processes.terminate(processes.tree(proc.pid), grace_s)
 
 
+def local_command(np: int, spec_path: Path) -> list[str]:
+    """The trainer for ``np`` local processes: Horovod's launcher over Gloo for more than one
+    (as ``python -m training.launch``: ``horovodrun`` without its own TensorFlow import), the
+    trainer alone for one (no launcher to start, one TensorFlow import)."""
+    import importlib.util
+
+    args = spec_args(path=str(spec_path))
+    if np == 1:
+        return trainer_command(args, python=sys.executable)
+    if importlib.util.find_spec("horovod") is None:
+        raise StageError(
+            "train: horovod is not installed in this environment: run `make env` "
+            "(scripts/install_horovod.sh)"
+        )
+    return horovodrun_command(
+        np,
+        args,
+        gloo=True,
+        python=sys.executable,
+        launcher=(sys.executable, "-m", "training.launch"),
+    )
+
+
 def run_local(
     cfg: PipelineConfig,
     spec_path: Path,
@@ -117,15 +179,13 @@ def run_local(
     emit: Callable[[str], None] = print,
     on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> dict[str, object]:
-    """Run the trainer under ``horovodrun`` here; stream its output; return its ``result.json``."""
+    """Run the trainer here; stream its output; return its ``result.json`` (a
+    :class:`~training.spec.TrainResult` as a dict). A failed trainer raises :class:`StageError`
+    with its own error line."""
+    spec = TrainSpec.model_validate_json(spec_path.read_text())
+    output_dir = Path(spec.output_dir)
+    cmd = local_command(local_world_size(cfg, spec.train_uri), spec_path)
     bin_dir = Path(sys.executable).parent
-    horovodrun = bin_dir / "horovodrun"
-    if not horovodrun.exists() and not shutil.which("horovodrun"):
-        raise StageError(
-            "train: horovodrun is not installed in this environment: run `make env` (scripts/install_horovod.sh)"
-        )
-    cmd = trainer_command(str(spec_path), cfg.training.np, python=sys.executable)
-    cmd[0] = str(horovodrun) if horovodrun.exists() else "horovodrun"
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -134,6 +194,7 @@ def run_local(
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(settings.repo_root), env.get("PYTHONPATH")])
     )
+    clear_errors(output_dir)
     emit(f"launching: {' '.join(cmd)}")
     proc = subprocess.Popen(
         cmd,
@@ -151,10 +212,10 @@ def run_local(
     for line in proc.stdout:
         line = line.rstrip()
         emit(line)
-        tail = (tail + [line])[-20:]
+        tail = (tail + [line])[-200:]
     code = proc.wait()
     if code != 0:
-        last = next((t for t in reversed(tail) if t.strip()), "")
-        raise StageError(f"train: trainer exited with code {code}: {last}")
-    result_path = Path(json.loads(spec_path.read_text())["output_dir"]) / "result.json"
-    return json.loads(result_path.read_text())
+        cause = read_error(output_dir, tail) or next((t for t in reversed(tail) if t.strip()), "")
+        raise StageError(f"train: the trainer failed (exit code {code}): {cause}")
+    result = TrainResult.model_validate_json((output_dir / "result.json").read_text())
+    return result.model_dump()

@@ -164,7 +164,7 @@ def rendered_manifests() -> dict[str, dict]:
     job = k8s.mpijob_manifest(
         cfg, spec, settings=get_settings(), name="mlp-demo-train-0123456789", run_id=RUN_ID
     )
-    assert spec["train_uri"] == TRAINING_SET["train_uri"]
+    assert spec.train_uri == TRAINING_SET["train_uri"]
     return {"pod": pod, "mpijob": job}
 
 
@@ -230,7 +230,7 @@ def test_tracking_uri_with_password_and_no_secret_is_refused(k8s_env, monkeypatc
 
 
 def test_trainer_takes_the_tracking_uri_from_its_environment(monkeypatch, tmp_path):
-    from training.train import SpecError, parse_spec, redact_uri
+    from training.spec import SpecError, parse_spec, redact_uri
 
     raw = {
         "label": "y",
@@ -244,9 +244,9 @@ def test_trainer_takes_the_tracking_uri_from_its_environment(monkeypatch, tmp_pa
     }
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(SpecError, match="mlflow.tracking_uri is missing and MLFLOW_TRACKING_URI"):
-        parse_spec(raw)
+        parse_spec(raw).resolve()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", SECRET_URI)
-    assert parse_spec(raw).mlflow["tracking_uri"] == SECRET_URI
+    assert parse_spec(raw).resolve().mlflow.tracking_uri == SECRET_URI
     assert "tracking_uri" not in raw["mlflow"]  # the spec itself is left as it was
     assert redact_uri(SECRET_URI) == "http://***@mlflow.internal:5000"  # mlflow_run.json
     assert redact_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"

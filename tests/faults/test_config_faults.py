@@ -160,7 +160,7 @@ def test_bounded_aliases_still_work():
         DEMO.split("gate:")[0], text.split("gate:")[0]
     )
     text = text.replace(
-        "training:\n  workers: 1\n  processes_per_worker: 2",
+        "training:\n  workers: 1\n  processes_per_worker: auto",
         "training:\n  <<: {workers: 1, processes_per_worker: 2}",
     )
     cfg = parse_pipeline(text)
