@@ -78,7 +78,14 @@ def unusable_column_names(names: Iterable[object]) -> list[str]:
 
 #: names of the trained model's own layers (``training/model.py``: ``build_model``): every feature
 #: is a Keras ``Input`` named after it, and Keras refuses two layers of one name
-MODEL_LAYER_NAMES = ("features", "score", "prediction", "tabular_classifier", "tabular_regressor")
+MODEL_LAYER_NAMES = (
+    "features",
+    "score",
+    "prediction",
+    "standardized_prediction",
+    "tabular_classifier",
+    "tabular_regressor",
+)
 #: per-feature layers of ``training/model.py``: ``normalize_F``, ``impute_F`` (numeric),
 #: ``lookup_F`` (categorical)
 MODEL_LAYER_PREFIXES = ("normalize_", "impute_", "lookup_")
