@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -174,6 +175,42 @@ def runner_result(proc: subprocess.Popen, result_path: Path, log_path: Path) -> 
     return result
 
 
+def drive_runner(
+    settings: Settings,
+    cmd: list[str],
+    log_path: Path,
+    result_path: Path,
+    what: str,
+    stopping: str = "",
+    on_poll: Callable[[], None] | None = None,
+) -> dict:
+    """Start the runner child (:mod:`mlplatform.airflow_runner`) ``cmd`` with its output in
+    ``log_path``, call ``on_poll`` every half second while it runs (and once after), and return
+    :func:`runner_result`. Ctrl-C or SIGTERM asks the runner to stop its run (``stopping`` says
+    what that also ends, e.g. "the trainer is terminated, "), which marks it failed, then raises
+    OutcomeError naming ``what`` was stopped."""
+    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                cwd=settings.repo_root, start_new_session=True)  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while True:
+                done = proc.poll() is not None
+                if on_poll is not None:
+                    on_poll()
+                if done:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            say(f"interrupted: stopping the {what} ({stopping}the run is marked failed)")
+            _stop_runner(proc, Path(f"{result_path}.stop"))
+            raise OutcomeError(f"{what} stopped and marked failed; see {log_path}") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return runner_result(proc, result_path, log_path)
+
+
 def run_pipeline(
     settings: Settings,
     name: str,
@@ -224,33 +261,22 @@ def run_pipeline(
     seen: set[Path] = set()
     run_dir: Path | None = None
     root = Path(settings.storage) / cfg.name
-    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=settings.repo_root,
-                                start_new_session=True)  # fmt: skip
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            while True:
-                done = proc.poll() is not None
-                if run_dir is None and started_path.exists():
-                    run_dir = root / run_key(json.loads(started_path.read_text())["run_id"])
-                if run_dir is not None:  # this run's stages only, never a concurrent run's
-                    for summary_path in sorted(
-                        run_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime
-                    ):
-                        if summary_path not in seen:
-                            seen.add(summary_path)
-                            say(_stage_line(json.loads(summary_path.read_text())))
-                if done:
-                    break
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            say("interrupted: stopping the run (the trainer is terminated, the run marked failed)")
-            _stop_runner(proc, Path(f"{result_path}.stop"))
-            raise OutcomeError(f"run stopped and marked failed; see {log_path}") from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    result = runner_result(proc, result_path, log_path)
+
+    def show_new_stages() -> None:
+        nonlocal run_dir
+        if run_dir is None and started_path.exists():
+            run_dir = root / run_key(json.loads(started_path.read_text())["run_id"])
+        if run_dir is not None:  # this run's stages only, never a concurrent run's
+            for summary_path in sorted(
+                run_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime
+            ):
+                if summary_path not in seen:
+                    seen.add(summary_path)
+                    say(_stage_line(json.loads(summary_path.read_text())))
+
+    result = drive_runner(
+        settings, cmd, log_path, result_path, "run", "the trainer is terminated, ", show_new_stages
+    )
     if "stopped" in result:
         raise OutcomeError(
             f"run {result['run_id']} was stopped ({result['stopped']}) and marked failed"

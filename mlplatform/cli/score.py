@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlplatform.cli.common import OutcomeError, say
-from mlplatform.cli.run import (
-    _raise_interrupt,
-    _stop_runner,
-    absolute_data_uri,
-    load_valid_pipeline,
-    runner_result,
-)
+from mlplatform.cli.run import absolute_data_uri, drive_runner, load_valid_pipeline
 from mlplatform.settings import Settings
 
 
@@ -49,20 +40,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     what = shown_uri(what) if what else "every entity's latest offline features"
     say(f"scoring {what} with the champion of {cfg.serving.model_name} (DAG {dag_id})")
     say(f"  (Airflow log: {log_path})")
-    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                cwd=settings.repo_root, start_new_session=True)  # fmt: skip
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            say("interrupted: stopping the scoring run (it is marked failed)")
-            _stop_runner(proc, Path(f"{result_path}.stop"))
-            raise OutcomeError(f"scoring run stopped and marked failed; see {log_path}") from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    result = runner_result(proc, result_path, log_path)
+    result = drive_runner(settings, cmd, log_path, result_path, "scoring run")
     run_dir = SCORE_RUN_PREFIX + run_key(result["run_id"])
     summary_path = Path(settings.storage) / cfg.name / run_dir / "score"
     summary_path = summary_path / "summary.json"
