@@ -27,7 +27,6 @@ Importing this module does not import TensorFlow or gRPC. Constructing a
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -37,12 +36,10 @@ from urllib.parse import quote
 
 import requests
 
-from serving.inference import CODE_FOR_HTTP_STATUS  # light: no TensorFlow, no gRPC
+from serving.api.constants import DEFAULT_SIGNATURE, VERSION_HEADER
+from serving.api.errors import CODE_FOR_HTTP_STATUS, ApiError
 
 __all__ = ["GrpcPredictionClient", "PredictResult", "PredictionClient", "ServingError"]
-
-VERSION_HEADER = "X-Model-Version"
-DEFAULT_SIGNATURE = "serving_default"
 
 
 class ServingError(RuntimeError):
@@ -474,7 +471,7 @@ class GrpcPredictionClient:
         """
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensor_proto import to_ndarray, to_tensor_proto
+        from serving.codec.tensor_proto import to_ndarray, to_tensor_proto
 
         signature = signature_name or DEFAULT_SIGNATURE
         for attempt in range(2):
@@ -620,49 +617,19 @@ def _to_python(array: Any) -> Any:
 
 
 def _example(value: Any) -> Any:
-    """A ``tf.train.Example`` from a dict (feature -> value|list) or an Example.
+    """A ``tf.train.Example`` from a dict (feature -> value|list) or an Example, converted as
+    TF Serving's REST API does (:func:`serving.codec.examples.example_from`). Raises
+    TypeError (not a dict) / ValueError (a value that cannot be a feature)."""
+    from serving.codec.examples import example_from
 
-    Conversion as TF Serving's REST API: float -> float_list; int and bool -> int64_list;
-    str (UTF-8), bytes and ``{"b64": ...}`` -> bytes_list. Raises TypeError/ValueError.
-    """
-    import numpy as np
-    from tensorflow.core.example import example_pb2
-
-    if isinstance(value, example_pb2.Example):
-        return value
-    if not isinstance(value, Mapping):
+    if not isinstance(value, Mapping) and type(value).__name__ != "Example":
         raise TypeError(
             f"an example must be a dict or tf.train.Example, got {type(value).__name__}"
         )
-    example = example_pb2.Example()
-    for name, content in value.items():
-        items = content.tolist() if isinstance(content, np.ndarray) else content
-        items = list(items) if isinstance(items, list | tuple) else [items]
-        kind: str | None = None
-        converted: list[Any] = []
-        for item in items:
-            if isinstance(item, np.generic):
-                item = item.item()
-            if isinstance(item, bool | int):
-                this, item = "int64", int(item)
-            elif isinstance(item, float):
-                this = "float"
-            elif isinstance(item, str):
-                this, item = "bytes", item.encode("utf-8")
-            elif isinstance(item, bytes):
-                this = "bytes"
-            elif isinstance(item, Mapping) and set(item) == {"b64"}:
-                this, item = "bytes", base64.b64decode(item["b64"], validate=True)
-            else:
-                raise TypeError(f"feature {name!r}: unsupported value {item!r}")
-            if kind not in (None, this):
-                raise ValueError(f"feature {name!r} mixes {kind} and {this} values")
-            kind = this
-            converted.append(item)
-        feature = example.features.feature[name]
-        if kind is not None:
-            getattr(feature, f"{kind}_list").value.extend(converted)
-    return example
+    try:
+        return example_from(value, allow_non_finite=True)
+    except ApiError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _error_text(response: requests.Response) -> str:
