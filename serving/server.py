@@ -34,10 +34,12 @@ REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
   ``{"b64": "..."}``; string outputs that are not UTF-8 come back as ``{"b64": "..."}``.
   A ``null`` value is a missing value (unlike TF Serving, which refuses it): NaN for a
   floating input, ``""`` for a string input (the platform's models impute both); for
-  integer and bool inputs it stays a 400. ``NaN``/``Infinity`` literals and numbers beyond
-  the input's float range are refused (400) unless the model's pipeline config sets
-  ``serving.allow_non_finite: true``; over gRPC, where a TensorProto has no null, NaN is a
-  missing value and only infinities are refused.
+  integer and bool inputs it stays a 400. For a model served by a pipeline config
+  (``pipelines_dir``), ``NaN``/``Infinity`` literals and numbers beyond the input's float
+  range are refused (400) unless the config sets ``serving.allow_non_finite: true``; over
+  gRPC, where a TensorProto has no null, NaN is a missing value and only infinities are
+  refused. A model no pipeline config serves keeps TF Serving's JSON conformance (NaN and
+  Infinity accepted).
 * ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify`` and ``:regress`` with
   ``{"signature_name"?, "context"?, "examples": [{feature: value|list}, ...]}`` ->
   ``{"results": [[[label, score], ...], ...]}`` (classify) / ``{"results": [value, ...]}``

@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.api.constants import REQUEST_ID_HEADER, STATUS_ROUTE, VERSION_HEADER
 from serving.api.errors import ApiError
@@ -92,11 +93,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise ApiError(400, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(400, f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(400, f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError.of("CANCELLED", "The client went away before sending its body") from None
     return b"".join(chunks)
 
 
@@ -112,7 +116,7 @@ def build_rest_app(
 
     ``request_log``: a :class:`serving.request_log.QueuedRequestLog` (None: no log).
     ``online``: a :class:`serving.runtime.online_features.OnlineFeatureSources` (entity keys,
-    per-model policy; None: every model refuses non-finite values and takes raw features).
+    per-model policy; None: every model takes raw features and, as in TF Serving, NaN/Infinity).
     ``lifespan``: the app's lifespan (the entry point loads models and starts gRPC there).
     """
     app = FastAPI(

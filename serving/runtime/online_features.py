@@ -278,8 +278,8 @@ class OnlineFeatureSources:
         return stripped, None if keys is None else {"entities": keys}
 
     def policy(self, model: str) -> ModelPolicy:
-        """What ``model``'s pipeline config allows its requests (:class:`ModelPolicy`; the
-        default, refusing non-finite values, for a model no single config serves)."""
+        """What ``model``'s pipeline config allows its requests (:class:`ModelPolicy`;
+        TF Serving's behaviour, ``DEFAULT_POLICY``, for a model no single config serves)."""
         with self._lock:
             if time.monotonic() - self._checked >= self.rescan_seconds:
                 self._rescan()

@@ -25,14 +25,16 @@ __all__ = ["ModelPolicy", "entity_to_strip", "predict_json", "run_predict_reques
 @dataclass(frozen=True)
 class ModelPolicy:
     """What a model's pipeline config allows its requests: ``entity`` (the pipeline's entity
-    column, or None) and ``allow_non_finite`` (``serving.allow_non_finite``: NaN/Infinity in
-    float inputs are scored instead of refused)."""
+    column, or None) and ``allow_non_finite`` (``serving.allow_non_finite``, default false:
+    NaN/Infinity in float inputs are refused, not scored)."""
 
     entity: str | None = None
     allow_non_finite: bool = False
 
 
-DEFAULT_POLICY = ModelPolicy()
+#: a model no pipeline config serves (a plain TF Serving model): TF Serving's documented JSON
+#: conformance, NaN and Infinity accepted
+DEFAULT_POLICY = ModelPolicy(entity=None, allow_non_finite=True)
 
 
 def entity_to_strip(
