@@ -214,7 +214,8 @@ def to_array(value: Any, spec: Any, name: str, *, allow_non_finite: bool = False
         if dtype.is_floating and raw.dtype.kind == "O" and _has_null(value):
             null_mask = np.asarray(_null_flags(value), dtype=bool)
             raw = _asarray(_nulls_to_nan(value), name)
-        array = _typed(raw, dtype, name).astype(dtype.as_numpy_dtype)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            array = _typed(raw, dtype, name).astype(dtype.as_numpy_dtype)
         if dtype.is_floating and not allow_non_finite:
             bad = ~np.isfinite(array)
             if null_mask is not None and null_mask.shape == bad.shape:

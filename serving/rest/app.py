@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from serving.api.constants import REQUEST_ID_HEADER, STATUS_ROUTE, VERSION_HEADER
 from serving.api.errors import ApiError
@@ -245,22 +246,19 @@ def build_rest_app(
         return NanJSONResponse(response, headers=headers)
 
     def add_routes(method: str) -> None:
-        async def unversioned(request: Request, name: str) -> Response:
-            return await infer(request, name, None, None, method)
+        # plain Starlette routes: the hot path skips FastAPI's per-request parameter solving
+        async def endpoint(request: Request) -> Response:
+            params = request.path_params
+            return await infer(
+                request, params["name"], params.get("version"), params.get("label"), method
+            )
 
-        async def versioned(request: Request, name: str, version: str) -> Response:
-            return await infer(request, name, version, None, method)
-
-        async def labelled(request: Request, name: str, label: str) -> Response:
-            return await infer(request, name, None, label, method)
-
-        app.add_api_route(f"/v1/models/{{name}}:{method}", unversioned, methods=["POST"])
-        app.add_api_route(
-            f"/v1/models/{{name}}/versions/{{version}}:{method}", versioned, methods=["POST"]
-        )
-        app.add_api_route(
-            f"/v1/models/{{name}}/labels/{{label}}:{method}", labelled, methods=["POST"]
-        )
+        for path in (
+            f"/v1/models/{{name}}:{method}",
+            f"/v1/models/{{name}}/versions/{{version}}:{method}",
+            f"/v1/models/{{name}}/labels/{{label}}:{method}",
+        ):
+            app.router.routes.append(Route(path, endpoint, methods=["POST"]))
 
     for verb in ("predict", "classify", "regress"):
         add_routes(verb)
