@@ -352,6 +352,26 @@ def main(argv: list[str] | None = None) -> int:
                 client = PredictionClient(rest_url, timeout=60)
                 return (lambda: client.predict(MODEL, rows)), client.close
 
+            def over_bare_rest(
+                rows: list[dict[str, Any]] = rows,
+            ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                # a bare keep-alive HTTP client with the body encoded once: the server's cost
+                import http.client
+                import json
+
+                body = json.dumps({"instances": rows}).encode()
+                conn = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=60)
+                headers = {"Content-Type": "application/json"}
+
+                def call() -> None:
+                    conn.request("POST", f"/v1/models/{MODEL}:predict", body, headers)
+                    response = conn.getresponse()
+                    payload = response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+
+                return call, conn.close
+
             def over_grpc(
                 rows: list[dict[str, Any]] = rows,
             ) -> tuple[Callable[[], Any], Callable[[], None]]:
@@ -359,7 +379,12 @@ def main(argv: list[str] | None = None) -> int:
                 return (lambda: client.predict(MODEL, rows)), client.close
 
             for concurrency in CONCURRENCY:
-                for path, make in (("in-process", local), ("REST", over_rest), ("gRPC", over_grpc)):
+                for path, make in (
+                    ("in-process", local),
+                    ("REST bare", over_bare_rest),
+                    ("REST", over_rest),
+                    ("gRPC", over_grpc),
+                ):
                     cell = _run_cell(path, batch, concurrency, profile, make)
                     cells.append(cell)
                     print(
@@ -388,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"Model: {model_source}; signature `serving_default` (6 raw features -> `score`). "
                 "Server: `python -m serving.server` (REST + gRPC in one process, request log "
                 f"{'off' if args.no_request_log else 'on'}) on loopback; clients: "
-                "`PredictionClient` (REST row format) and `GrpcPredictionClient`, one per thread. "
+                "`PredictionClient` (REST row format), a bare keep-alive `http.client` connection "
+                "posting a pre-encoded body (REST bare: the server's own cost) and "
+                "`GrpcPredictionClient`, one per thread. "
                 "In-process: the SavedModel's signature function called directly with prebuilt "
                 "tensors in the benchmark process. Ratios compare each path with in-process at "
                 "the same batch and concurrency. Client and server share the machine's cores, "

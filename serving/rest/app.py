@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
+#: predict/classify/regress bodies up to this size, to the served version, run on the event loop
+INLINE_BODY_BYTES = 2048
 
 
 class NanJSONResponse(JSONResponse):
@@ -237,9 +239,13 @@ def build_rest_app(
             request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
             parsed_version = _parse_version(version)
             raw = await _read_body(request, limits.max_body_bytes)
-            servable, response = await run_in_threadpool(
-                work, name, parsed_version, label, method, raw, request_id, start
-            )
+            args = (name, parsed_version, label, method, raw, request_id, start)
+            if len(raw) <= INLINE_BODY_BYTES and parsed_version is None and label is None:
+                # a small request to the served version (always loaded: nothing to wait for)
+                # costs less on the event loop than the hop to a worker thread and back
+                servable, response = work(*args)
+            else:
+                servable, response = await run_in_threadpool(work, *args)
         finally:
             in_flight -= 1
         headers = {VERSION_HEADER: str(servable.version), REQUEST_ID_HEADER: request_id}
