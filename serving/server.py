@@ -129,6 +129,7 @@ from serving.api.limits import Limits
 from serving.codec.json_tensors import to_json_value
 from serving.request_log import QueuedRequestLog, RequestLogger
 from serving.rest.app import build_rest_app, request_id_of
+from serving.runtime.batching import Batcher, BatchingParameters, read_batching_parameters
 from serving.runtime.predict import predict_json as predict
 from serving.runtime.registry import ModelRegistry
 from serving.runtime.servable import Servable, load_servable
@@ -176,6 +177,7 @@ def create_app(
     log_queue_size: int = 10_000,
     log_max_file_bytes: int | None = None,
     log_redact: Sequence[str] = (),
+    batching: BatchingParameters | None = None,
 ) -> FastAPI:
     """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
 
@@ -191,10 +193,14 @@ def create_app(
     for ``grpc_idle_timeout_s`` are closed; the bound port is ``app.state.grpc_port`` once
     started (else None). A port that cannot be bound fails the startup.
 
+    ``batching`` (None: off, TF Serving's default) batches predict calls across requests, REST
+    and gRPC together (:mod:`serving.runtime.batching`).
+
     ``pipelines_dir`` (None: none) holds the pipeline configs that decide which models take
     entity keys and which accept non-finite values (``app.state.online_features``).
     """
     limits = Limits(max_body_bytes, max_elements, max_depth, max_concurrent)
+    batcher = Batcher(batching) if batching is not None else None
     registry = ModelRegistry(
         Path(model_base),
         poll_seconds,
@@ -237,6 +243,7 @@ def create_app(
                         max_workers=grpc_max_workers,
                         idle_timeout_s=grpc_idle_timeout_s,
                         online=online,
+                        batcher=batcher,
                     )
                 )
                 app_.state.grpc_port = grpc_handle.port
@@ -250,7 +257,12 @@ def create_app(
                 request_log.flush()
 
     app = build_rest_app(
-        registry, limits=limits, request_log=request_log, online=online, lifespan=lifespan
+        registry,
+        limits=limits,
+        request_log=request_log,
+        online=online,
+        batcher=batcher,
+        lifespan=lifespan,
     )
     app.state.registry = registry
     app.state.request_logger = request_log
@@ -405,6 +417,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "(serving.allow_non_finite) (default: the platform's pipelines directory, "
         "MLP_PIPELINES_PATH or <repo>/pipelines)",
     )
+    add(
+        "--enable-batching",
+        action="store_true",
+        help="batch predict calls across requests (TF Serving's --enable_batching; default off)",
+    )
+    add(
+        "--batching-parameters-file",
+        type=Path,
+        default=None,
+        help="TF Serving's batching parameters file (text proto: max_batch_size, "
+        "batch_timeout_micros, num_batch_threads, max_enqueued_batches); implies "
+        "--enable-batching (default: TF Serving's defaults)",
+    )
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -415,6 +440,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.grpc_port <= 65535:
         parser.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
+    batching = None
+    if args.enable_batching or args.batching_parameters_file is not None:
+        try:
+            batching = (
+                read_batching_parameters(args.batching_parameters_file)
+                if args.batching_parameters_file is not None
+                else BatchingParameters()
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     import uvicorn
 
     from serving.rest.connections import guarded_protocol
@@ -441,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.log_max_file_mib is None
         else int(args.log_max_file_mib * 1024 * 1024),
         log_redact=args.log_redact,
+        batching=batching,
     )
     uvicorn.run(
         app,

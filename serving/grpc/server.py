@@ -52,6 +52,7 @@ def start_grpc_server(
     max_workers: int = 16,
     idle_timeout_s: float = 30.0,
     online: Any | None = None,
+    batcher: Any | None = None,
 ) -> GrpcServer:
     """Serve ``PredictionService`` and ``ModelService`` on ``host:port`` (0: a free port).
 
@@ -70,7 +71,8 @@ def start_grpc_server(
         maximum_concurrent_rpcs=limits.max_concurrent,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(registry, request_logger, limits=limits, online=online), server
+        PredictionServicer(registry, request_logger, limits=limits, online=online, batcher=batcher),
+        server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -50,6 +50,7 @@ from serving.api.limits import Limits
 from serving.codec.examples import example_to_row, merge_context
 from serving.codec.json_tensors import to_json_value
 from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.runtime.batching import Batcher
 from serving.runtime.examples import classify, regress
 from serving.runtime.predict import (
     DEFAULT_POLICY,
@@ -141,8 +142,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         *,
         limits: Limits | None = None,
         online: Any | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.registry = registry
+        self.batcher = batcher
         self.request_logger = request_logger
         self.max_elements = (limits or Limits()).max_elements
         self.online = online
@@ -220,6 +223,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             request,
             self.max_elements,
             allow_non_finite=self._policy(servable).allow_non_finite,
+            batcher=self.batcher,
         )
         response = predict_pb2.PredictResponse()
         _set_model_spec(response.model_spec, servable, key)

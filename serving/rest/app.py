@@ -38,6 +38,7 @@ from serving.api.limits import Limits
 from serving.codec.examples import examples_from_body
 from serving.codec.json_body import parse_json
 from serving.rest.bodies import examples_body, predict_body
+from serving.runtime.batching import Batcher
 from serving.runtime.examples import classify, regress
 from serving.runtime.predict import DEFAULT_POLICY, ModelPolicy, predict_json
 from serving.runtime.registry import ModelRegistry
@@ -113,6 +114,7 @@ def build_rest_app(
     limits: Limits,
     request_log: Any | None = None,
     online: Any | None = None,
+    batcher: Batcher | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     """The REST app over ``registry``.
@@ -120,6 +122,7 @@ def build_rest_app(
     ``request_log``: a :class:`serving.request_log.QueuedRequestLog` (None: no log).
     ``online``: a :class:`serving.runtime.online_features.OnlineFeatureSources` (entity keys,
     per-model policy; None: every model takes raw features and, as in TF Serving, NaN/Infinity).
+    ``batcher``: server-side batching of predict calls (None: off).
     ``lifespan``: the app's lifespan (the entry point loads models and starts gRPC there).
     """
     app = FastAPI(
@@ -194,7 +197,7 @@ def build_rest_app(
             body = predict_body(doc)
             if online is not None:
                 body, extra = online.apply(servable, body)
-            fmt, logged_inputs, response = predict_json(servable, body, rules)
+            fmt, logged_inputs, response = predict_json(servable, body, rules, batcher)
             logged_outputs = next(iter(response.values()))
         else:
             body = examples_body(doc, method)
@@ -240,7 +243,8 @@ def build_rest_app(
             parsed_version = _parse_version(version)
             raw = await _read_body(request, limits.max_body_bytes)
             args = (name, parsed_version, label, method, raw, request_id, start)
-            if len(raw) <= INLINE_BODY_BYTES and parsed_version is None and label is None:
+            small = len(raw) <= INLINE_BODY_BYTES and parsed_version is None and label is None
+            if small and batcher is None:
                 # a small request to the served version (always loaded: nothing to wait for)
                 # costs less on the event loop than the hop to a worker thread and back
                 servable, response = work(*args)

@@ -16,6 +16,7 @@ from serving.api.errors import ApiError
 from serving.api.limits import Limits
 from serving.codec.json_tensors import decode_predict, encode_predict, signature_name_of, to_array
 from serving.codec.tensor_proto import TensorProtoError, to_ndarray
+from serving.runtime.batching import Batcher
 from serving.runtime.servable import Servable
 from serving.runtime.signatures import get_signature, run_signature, to_tensor
 
@@ -52,10 +53,25 @@ def entity_to_strip(
     return None if policy.entity in specs else policy.entity
 
 
+def call(
+    fn: Any, specs: Mapping[str, Any], arrays: Mapping[str, Any], batcher: Batcher | None
+) -> dict[str, Any]:
+    """Run a signature on numpy inputs, through ``batcher`` when batching is on."""
+
+    def run(feed: dict[str, Any]) -> dict[str, Any]:
+        return run_signature(fn, {n: to_tensor(a, specs[n]) for n, a in feed.items()})
+
+    return run(dict(arrays)) if batcher is None else batcher.run(fn, specs, arrays, run)
+
+
 def predict_json(
-    servable: Servable, payload: Any, policy: ModelPolicy = DEFAULT_POLICY
+    servable: Servable,
+    payload: Any,
+    policy: ModelPolicy = DEFAULT_POLICY,
+    batcher: Batcher | None = None,
 ) -> tuple[str, Any, dict[str, Any]]:
-    """Run one TF-Serving REST predict body against ``servable``.
+    """Run one TF-Serving REST predict body against ``servable`` (batched with other requests
+    when a ``batcher`` is given).
 
     Returns ``(format, request_inputs, response_body)`` where format is ``"instances"`` or
     ``"inputs"``. Raises ApiError(400) for anything wrong with the request.
@@ -63,14 +79,11 @@ def predict_json(
     _key, fn, specs, _sigdef = get_signature(servable, signature_name_of(payload))
     names = sorted(specs)
     decoded = decode_predict(payload, names)
-    tensors = {
-        n: to_tensor(
-            to_array(decoded.columns[n], specs[n], n, allow_non_finite=policy.allow_non_finite),
-            specs[n],
-        )
+    arrays = {
+        n: to_array(decoded.columns[n], specs[n], n, allow_non_finite=policy.allow_non_finite)
         for n in names
     }
-    outputs = run_signature(fn, tensors)
+    outputs = call(fn, specs, arrays, batcher)
     return decoded.fmt, decoded.request_inputs, encode_predict(outputs, decoded.n_rows)
 
 
@@ -117,6 +130,7 @@ def run_predict_request(
     max_elements: int = Limits.max_elements,
     *,
     allow_non_finite: bool = False,
+    batcher: Batcher | None = None,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Run a ``PredictRequest`` on ``servable`` as TF Serving's Predict does.
 
@@ -169,7 +183,7 @@ def run_predict_request(
                     400,
                     f"Input '{name}': Infinity; this model does not accept non-finite values",
                 )
-    outputs = run_signature(fn, {n: to_tensor(a, specs[n]) for n, a in arrays.items()})
+    outputs = call(fn, specs, arrays, batcher)
     if wanted:
         missing = [a for a in wanted if a not in outputs]
         if missing:
