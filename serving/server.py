@@ -386,8 +386,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--max-concurrent",
         type=_positive_int,
         default=Limits.max_concurrent,
-        help="requests running at once per protocol; one more is answered 503 / "
-        f"RESOURCE_EXHAUSTED at once (default: {Limits.max_concurrent})",
+        help="requests in progress at once per protocol (REST: running or queued); one more "
+        f"is answered 503 / RESOURCE_EXHAUSTED at once (default: {Limits.max_concurrent})",
     )
     add(
         "--max-connections",
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        http=guarded_protocol(args.max_connections, args.header_timeout),
+        http=guarded_protocol(args.max_connections, args.header_timeout, args.max_concurrent),
         timeout_keep_alive=max(1, round(args.keep_alive_timeout)),
         backlog=min(2048, args.max_connections),
         h11_max_incomplete_event_size=64 * 1024,

@@ -263,7 +263,7 @@ def live(
     served: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[int, Any]]:
     """The app under uvicorn with the entry point's guards: 3 connections at most, 0.5 s to
-    send a request head, 1 request running at once."""
+    send a request head, 1 request in progress at once (in the app and in the protocol)."""
     import uvicorn
 
     from serving.rest.connections import guarded_protocol
@@ -272,7 +272,9 @@ def live(
     app = _app(served, tmp_path, max_concurrent=1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=guarded_protocol(3, 0.5))
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", http=guarded_protocol(3, 0.5, 1)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
