@@ -41,9 +41,23 @@ BLOCK_BYTES = 1 << 20
 REDACTED = "[redacted]"
 
 
+def _default(value: Any) -> Any:
+    """JSON for what ``json`` cannot write: arrays (numpy: ``tolist``) as lists, bytes as text
+    or ``{"b64": ...}`` (the codec's rule), anything else as its string."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, bytes):
+        from serving.codec.b64 import bytes_to_json
+
+        return bytes_to_json(value)
+    return str(value)
+
+
 def encode(record: Mapping[str, Any]) -> str:
-    """One log line (with its newline) for ``record``; values JSON cannot hold become strings."""
-    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    """One log line (with its newline) for ``record``; numpy arrays and bytes are converted (so
+    the server can queue raw arrays and leave the conversion to the writer thread), other
+    values JSON cannot hold become strings."""
+    return json.dumps(record, ensure_ascii=False, default=_default) + "\n"
 
 
 class RequestLogger:

@@ -229,13 +229,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         _set_model_spec(response.model_spec, servable, key)
         for name, array in outputs.items():
             response.outputs[name].CopyFrom(to_tensor_proto(array))
-        logged_out: Any = None
-        logged_in: Any = None
-        if self.request_logger is not None:
-            converted = {k: to_json_value(v) for k, v in outputs.items()}
-            logged_out = next(iter(converted.values())) if len(converted) == 1 else converted
-            logged_in = {k: to_json_value(v) for k, v in arrays.items()}
-        self._log(servable, "predict", "inputs", logged_in, logged_out, start, context, entities)
+        # raw arrays: the request log's writer thread turns them into JSON, off this path
+        logged_out = next(iter(outputs.values())) if len(outputs) == 1 else dict(outputs)
+        self._log(servable, "predict", "inputs", arrays, logged_out, start, context, entities)
         return response
 
     @_rpc
