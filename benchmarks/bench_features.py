@@ -185,7 +185,7 @@ def _readers(kind: str, cfg, ids: list[int], table: dict, redis: str) -> dict[st
     """The four ways to read the latest features of a list of entity ids (see the module doc)."""
     from mlplatform.settings import get_settings
     from mlplatform.stages.features import feast_root, feature_store, feature_store_for
-    from serving.online_features import PipelineFeatures
+    from serving.runtime.online_features import PipelineFeatures
 
     settings = get_settings()
     store = feature_store(cfg, settings)

@@ -12,22 +12,25 @@ What it does (loopback only, bounded request counts, stops by itself):
    ``tenure_months, monthly_charges, support_calls, usage_minutes``, categorical
    ``contract_type, region``, hidden units 32/16, output ``score``). It is published as
    ``demo/1`` into a temporary model base.
-2. Starts ``python -m serving.server`` (REST + gRPC, request log on, as deployed) on free
-   loopback ports in a subprocess, and loads the same SavedModel in this process.
-3. For batch sizes 1 and 64 and concurrency 1, 8 and 32 (threads, one client each), runs
-   the same rows through: the signature function called directly in-process (tensors
-   prebuilt: the model's own cost), :class:`serving.client.PredictionClient` (REST row
-   format) and :class:`serving.client.GrpcPredictionClient`, back to back per cell so
-   that the ratios compare like with like. Each cell runs a fixed number of requests or
-   until its time cap, after untimed warm-up requests.
-4. Prints a markdown table — p50/p99 latency, requests/s, rows/s, and the ratios to the
-   in-process call at the same batch and concurrency — and writes it, with the machine's
-   description, to ``--out``.
+2. Loads the same SavedModel in this process, then, for each server configuration
+   (``--servers``: request log on, off, and on with server-side batching from a TF Serving
+   batching parameters file), starts ``python -m serving.server`` (REST + gRPC) on free
+   loopback ports in a subprocess.
+3. For batch 1 with one client and batch 64 with 32 clients (threads), runs the same rows
+   through: the signature function called directly in-process (tensors prebuilt: the model's
+   own cost), a bare keep-alive ``http.client`` connection posting a pre-encoded body (the
+   server's own cost), :class:`serving.client.PredictionClient` and
+   :class:`serving.client.GrpcPredictionClient`. Each cell runs a fixed number of requests or
+   until its time cap, after untimed warm-up requests; the server process's CPU time is read
+   around each cell (psutil).
+4. Prints a markdown table — p50/p99 latency, requests/s, rows/s, the ratios to the in-process
+   call at the same batch and client count, and the server's CPU per request — and writes it,
+   with the machine's description, to ``--out``.
 
 Client and server share the machine's cores, so on a 2-core box the served numbers include
 the client's own CPU time (JSON encoding, TensorProto building) and contention at high
-concurrency; the in-process rows have no client. Default run: under ~5 minutes on 2 cores;
-``--quick``: under ~2 minutes.
+concurrency; the in-process rows have no client. Default run: under ~8 minutes on 2 cores;
+``--quick``: under ~4 minutes.
 """
 
 from __future__ import annotations
@@ -61,8 +64,22 @@ CATEGORICAL = {
     "contract_type": ["month", "one_year", "two_year"],
     "region": ["north", "south", "east", "west"],
 }
-BATCHES = (1, 64)
-CONCURRENCY = (1, 8, 32)
+#: (batch, concurrency) cells: one client at batch 1 (latency), 32 clients at batch 64 (load)
+SHAPES = ((1, 1), (64, 32))
+#: server configurations: name -> extra arguments of ``python -m serving.server``
+SERVERS = {
+    "log-on": ["--log-dir", "{work}/requests"],
+    "log-off": [],
+    "log-on+batching": [
+        "--log-dir", "{work}/requests-b", "--batching-parameters-file", "{work}/batching.config",
+    ],
+}  # fmt: skip
+#: TF Serving's batching parameters file format (what ``--batching-parameters-file`` reads)
+BATCHING_FILE = """max_batch_size { value: 2048 }
+batch_timeout_micros { value: 1000 }
+num_batch_threads { value: 1 }
+max_enqueued_batches { value: 64 }
+"""
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,8 @@ class Cell:
     p50_ms: float
     p99_ms: float
     rps: float
+    server: str = "-"
+    server_cpu_ms: float | None = None  # server process CPU time per request
 
     @property
     def rows_per_s(self) -> float:
@@ -234,18 +253,19 @@ def _run_cell(
 def _table(cells: list[Cell]) -> str:
     base = {(c.batch, c.concurrency): c for c in cells if c.path == "in-process"}
     lines = [
-        "| batch | concurrency | path | requests | p50 ms | p99 ms | req/s | rows/s "
-        "| p50 vs in-process | req/s vs in-process |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| batch | clients | server | path | requests | p50 ms | p99 ms | req/s | rows/s "
+        "| p50 vs in-process | req/s vs in-process | server CPU ms/req |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for cell in cells:
+    for cell in sorted(cells, key=lambda c: (c.batch, c.concurrency)):
         ref = base[(cell.batch, cell.concurrency)]
         ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.1f}×"
         ratio_rps = "1.0×" if cell is ref else f"{cell.rps / ref.rps:.2f}×"
+        cpu = "-" if cell.server_cpu_ms is None else f"{cell.server_cpu_ms:.2f}"
         lines.append(
-            f"| {cell.batch} | {cell.concurrency} | {cell.path} | {cell.requests} "
+            f"| {cell.batch} | {cell.concurrency} | {cell.server} | {cell.path} | {cell.requests} "
             f"| {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cell.rps:,.0f} | {cell.rows_per_s:,.0f} "
-            f"| {ratio_p50} | {ratio_rps} |"
+            f"| {ratio_p50} | {ratio_rps} | {cpu} |"
         )
     return "\n".join(lines)
 
@@ -270,15 +290,42 @@ def _machine() -> str:
 # --------------------------------------------------------------------------- main
 
 
+def _start_server(
+    work: Path, base: Path, extra: list[str], log: Any
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    rest_port, grpc_port = _free_port(), _free_port()
+    cmd = [
+        sys.executable, "-m", "serving.server", "--model-base", str(base),
+        "--port", str(rest_port), "--grpc-port", str(grpc_port),
+        "--poll-seconds", "5", "--log-level", "warning",
+        *[a.format(work=work) for a in extra],
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    return server, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (~3 minutes)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
     parser.add_argument(
-        "--no-request-log", action="store_true", help="run the server without its request log"
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"server configurations to run, comma-separated (default: {','.join(SERVERS)})",
     )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else DEFAULT
+    chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SERVERS]
+    if unknown or not chosen:
+        parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVERS)}")
     t0 = time.monotonic()
     load_before = os.getloadavg()[0]
 
@@ -289,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     from serving.client import GrpcPredictionClient, PredictionClient
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    (work / "batching.config").write_text(BATCHING_FILE)
     server = None
-    server_log = None
+    server_log = open(work / "server.log", "w")  # noqa: SIM115 - closed in finally
     try:
         source = _existing_demo_version()
         if source is not None:
@@ -301,32 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         base = work / "models"
         layout.publish_version(base, MODEL, 1, source)
         print(f"model: {model_source}", flush=True)
-
-        rest_port, grpc_port = _free_port(), _free_port()
-        cmd = [
-            sys.executable, "-m", "serving.server", "--model-base", str(base),
-            "--port", str(rest_port), "--grpc-port", str(grpc_port),
-            "--poll-seconds", "5", "--log-level", "warning",
-        ]  # fmt: skip
-        if not args.no_request_log:
-            cmd += ["--log-dir", str(work / "requests")]
-        server_log = open(work / "server.log", "w")  # noqa: SIM115 - closed in finally
-        server = subprocess.Popen(cmd, cwd=REPO, stdout=server_log, stderr=subprocess.STDOUT)
-        rest_url, grpc_target = f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
-
         loaded = tf.saved_model.load(str(base / MODEL / "1"))
         fn = loaded.signatures["serving_default"]
         specs = fn.structured_input_signature[1]
-        with PredictionClient(rest_url) as probe:
-            probe.wait_until_available(MODEL, timeout_s=180)
-        with GrpcPredictionClient(grpc_target) as probe:
-            probe.wait_until_available(MODEL, timeout_s=60)
-        print(f"server up ({time.monotonic() - t0:.0f}s)", flush=True)
 
-        cells: list[Cell] = []
-        for batch in BATCHES:
-            rows = _rows(batch)
-            tensors = {
+        def tensors_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
                 name: tf.constant(
                     np.asarray([r[name] for r in rows], dtype=spec.dtype.as_numpy_dtype)
                     if spec.dtype != tf.string
@@ -334,43 +362,94 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, spec in specs.items()
             }
-            in_process = fn(**tensors)["score"].numpy()
-            with PredictionClient(rest_url) as rest, GrpcPredictionClient(grpc_target) as grpc_:
-                served_rest = np.asarray(rest.predict(MODEL, rows).predictions, dtype=np.float32)
-                served_grpc = np.asarray(grpc_.predict(MODEL, rows).predictions, dtype=np.float32)
-            np.testing.assert_allclose(served_rest.reshape(-1), in_process, rtol=1e-5)
-            np.testing.assert_allclose(served_grpc.reshape(-1), in_process, rtol=1e-5)
 
-            def local(
-                tensors: dict[str, Any] = tensors,
-            ) -> tuple[Callable[[], Any], Callable[[], None]]:
-                return (lambda: fn(**tensors)), (lambda: None)
+        cells: list[Cell] = []
+        for batch, concurrency in SHAPES:
+            tensors = tensors_of(_rows(batch))
+            cell = _run_cell(
+                "in-process",
+                batch,
+                concurrency,
+                profile,
+                lambda tensors=tensors: ((lambda: fn(**tensors)), (lambda: None)),
+            )
+            cells.append(cell)
+            print(f"  batch {batch:>2} x{concurrency:<2} in-process  p50 {cell.p50_ms:7.2f} ms")
 
-            def over_rest(
-                rows: list[dict[str, Any]] = rows,
-            ) -> tuple[Callable[[], Any], Callable[[], None]]:
-                client = PredictionClient(rest_url, timeout=60)
-                return (lambda: client.predict(MODEL, rows)), client.close
+        for config in chosen:
+            server, rest_url, grpc_target = _start_server(work, base, SERVERS[config], server_log)
+            with PredictionClient(rest_url) as probe:
+                probe.wait_until_available(MODEL, timeout_s=180)
+            with GrpcPredictionClient(grpc_target) as probe:
+                probe.wait_until_available(MODEL, timeout_s=60)
+            print(f"server '{config}' up ({time.monotonic() - t0:.0f}s)", flush=True)
+            rest_port = int(rest_url.rsplit(":", 1)[1])
+            for batch, concurrency in SHAPES:
+                rows = _rows(batch)
+                in_process = fn(**tensors_of(rows))["score"].numpy()
+                with PredictionClient(rest_url) as rest, GrpcPredictionClient(grpc_target) as g:
+                    served_rest = np.asarray(rest.predict(MODEL, rows).predictions, np.float32)
+                    served_grpc = np.asarray(g.predict(MODEL, rows).predictions, np.float32)
+                np.testing.assert_allclose(served_rest.reshape(-1), in_process, rtol=1e-5)
+                np.testing.assert_allclose(served_grpc.reshape(-1), in_process, rtol=1e-5)
 
-            def over_grpc(
-                rows: list[dict[str, Any]] = rows,
-            ) -> tuple[Callable[[], Any], Callable[[], None]]:
-                client = GrpcPredictionClient(grpc_target, timeout=60)
-                return (lambda: client.predict(MODEL, rows)), client.close
+                def over_bare_rest(
+                    rows: list[dict[str, Any]] = rows, port: int = rest_port
+                ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                    # a bare keep-alive HTTP client, the body encoded once: the server's cost
+                    import http.client
+                    import json
 
-            for concurrency in CONCURRENCY:
-                for path, make in (("in-process", local), ("REST", over_rest), ("gRPC", over_grpc)):
+                    body = json.dumps({"instances": rows}).encode()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    headers = {"Content-Type": "application/json"}
+
+                    def call() -> None:
+                        conn.request("POST", f"/v1/models/{MODEL}:predict", body, headers)
+                        response = conn.getresponse()
+                        payload = response.read()
+                        if response.status != 200:
+                            raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+
+                    return call, conn.close
+
+                def over_rest(
+                    rows: list[dict[str, Any]] = rows, url: str = rest_url
+                ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                    client = PredictionClient(url, timeout=60)
+                    return (lambda: client.predict(MODEL, rows)), client.close
+
+                def over_grpc(
+                    rows: list[dict[str, Any]] = rows, target: str = grpc_target
+                ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                    client = GrpcPredictionClient(target, timeout=60)
+                    return (lambda: client.predict(MODEL, rows)), client.close
+
+                for path, make in (
+                    ("REST bare", over_bare_rest),
+                    ("REST client", over_rest),
+                    ("gRPC client", over_grpc),
+                ):
+                    cpu_before = _cpu_seconds(server.pid)
                     cell = _run_cell(path, batch, concurrency, profile, make)
+                    cell.server = config
+                    warm = max(1, profile.warmup // concurrency) * concurrency
+                    cell.server_cpu_ms = (
+                        (_cpu_seconds(server.pid) - cpu_before) * 1000.0 / (cell.requests + warm)
+                    )
                     cells.append(cell)
                     print(
-                        f"  batch {batch:>2} x{concurrency:<2} {path:<10} {cell.requests:>5} req  "
-                        f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  {cell.rps:8.0f} req/s",
+                        f"  batch {batch:>2} x{concurrency:<2} {config:<16} {path:<11} "
+                        f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  "
+                        f"{cell.rps:8.0f} req/s  server CPU {cell.server_cpu_ms:.2f} ms/req",
                         flush=True,
                     )
-        if server.poll() is not None:
-            raise RuntimeError(
-                f"the server exited early: {(work / 'server.log').read_text()[-2000:]}"
-            )
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited early: {(work / 'server.log').read_text()[-2000:]}"
+                )
+            processes.stop(server)
+            server = None
 
         table = _table(cells)
         elapsed = time.monotonic() - t0
@@ -386,14 +465,16 @@ def main(argv: list[str] | None = None) -> int:
                 "ratios within this table, not absolute numbers across runs).",
                 "",
                 f"Model: {model_source}; signature `serving_default` (6 raw features -> `score`). "
-                "Server: `python -m serving.server` (REST + gRPC in one process, request log "
-                f"{'off' if args.no_request_log else 'on'}) on loopback; clients: "
-                "`PredictionClient` (REST row format) and `GrpcPredictionClient`, one per thread. "
-                "In-process: the SavedModel's signature function called directly with prebuilt "
-                "tensors in the benchmark process. Ratios compare each path with in-process at "
-                "the same batch and concurrency. Client and server share the machine's cores, "
-                "so served latencies include the client's CPU time (JSON encoding, TensorProto "
-                "building) and, at high concurrency, contention between them.",
+                "Servers: `python -m serving.server` (REST + gRPC in one process) on loopback, "
+                "with the request log on, off, and on with server-side batching "
+                "(`--batching-parameters-file`: max_batch_size 2048, batch_timeout_micros "
+                "1000, num_batch_threads 1). Clients, one per thread: REST bare (a keep-alive "
+                "`http.client` connection posting a pre-encoded body: the server's own cost), "
+                "`PredictionClient` (REST row format) and `GrpcPredictionClient`. In-process: "
+                "the SavedModel's signature function called directly with prebuilt tensors. "
+                "Ratios compare with in-process at the same batch and client count; server CPU "
+                "is the server process's user+system time per request (warm-up included). "
+                "Client and server share the machine's cores.",
                 "",
                 table,
                 "",
@@ -408,8 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             processes.stop(server)
-        if server_log is not None:
-            server_log.close()
+        server_log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -493,7 +493,12 @@ class ServingConfig(_Strict):
     features_from: Literal["request", "online_store"] = Field(
         default="request",
         description="online_store: predict requests may send entity keys; the server fetches the "
-        "features from the Feast online store (serving/online_features.py)",
+        "features from the Feast online store (serving/runtime/online_features.py)",
+    )
+    allow_non_finite: bool = Field(
+        default=False,
+        description="the server scores NaN/Infinity in float inputs instead of refusing them "
+        "(400 / INVALID_ARGUMENT); a JSON null is a missing value either way",
     )
 
 

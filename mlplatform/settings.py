@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     serving_grpc_port: int = Field(
         default=8500, description="gRPC PredictionService port; 0 disables"
     )
+    serving_log_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="share of served requests the request log keeps"
+    )
+    serving_log_max_file_mib: float | None = Field(
+        default=None, gt=0, description="rotate a request-log day file at this size; unset: no cap"
+    )
+    serving_log_redact: str = Field(
+        default="",
+        description="comma-separated input/output fields the request log writes as [redacted]",
+    )
     mlflow_ui_url: str = Field(
         default="http://127.0.0.1:5000", description="linked from the Airflow UI"
     )

@@ -1,8 +1,9 @@
 """Model serving: TF Serving layout (:mod:`serving.layout`), a TF-Serving-compatible server
-speaking TF Serving's REST API (:mod:`serving.server`, imports FastAPI; TensorFlow only when
-loading a model) and its gRPC API (:mod:`serving.grpc_server`), the classify/regress and
-signature logic they share (:mod:`serving.inference`), and REST and gRPC clients
-(:mod:`serving.client`).
+(entry point :mod:`serving.server`) in layers: :mod:`serving.api` (errors, constants, limits)
+<- :mod:`serving.codec` (JSON, tf.Example, TensorProto) <- :mod:`serving.runtime` (servables,
+version manager, protocol-neutral predict/classify/regress) <- :mod:`serving.rest` (FastAPI;
+TensorFlow only when loading a model) | :mod:`serving.grpc` | :mod:`serving.request_log`; and
+REST and gRPC clients (:mod:`serving.client`, on api and codec only).
 
 Importing this package does not import TensorFlow, gRPC or FastAPI.
 """

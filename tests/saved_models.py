@@ -50,7 +50,7 @@ def build_scorer(
     if warmup_model is not None:
         import numpy as np
 
-        from serving import warmup
+        from serving.runtime import warmup
 
         batch = {"x": np.array([1.0, 2.0], np.float32), "c": np.array([b"a", b"neg"])}
         warmup.write_warmup_file(

@@ -218,8 +218,8 @@ def test_entity_keys_on_the_redis_online_store(
 
 
 def test_features_from_is_checked_and_two_pipelines_cannot_share_an_entity_model(pipelines_dir):
-    from serving.inference import ApiError
-    from serving.online_features import OnlineFeatureSources
+    from serving.api import ApiError
+    from serving.runtime.online_features import OnlineFeatureSources
 
     text = (REPO / "pipelines" / "demo.yaml").read_text()
     assert parse_pipeline(text).serving.features_from == "request"

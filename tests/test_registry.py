@@ -97,7 +97,8 @@ def _ship(cfg, settings, version, holdout_uri, out):
 
 
 def test_first_model_needs_only_the_floor_and_a_worse_model_is_never_promoted(env):
-    from serving import layout, warmup
+    from serving import layout
+    from serving.runtime import warmup
 
     cfg, settings, holdout, tmp = env
     cfg.gate.min = None  # the regression rule alone must stop the worse model

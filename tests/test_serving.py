@@ -375,6 +375,7 @@ def test_request_log(app_client: Any, tmp_path: Path) -> None:
         f"/v1/models/{MODEL}/versions/2:predict", json={"inputs": {"x": [1.0], "c": ["a"]}}
     )
     app_client.post(f"/v1/models/{MODEL}:predict", content=b"{bad")  # rejected: not logged
+    assert app_client.app.state.request_logger.flush()  # the log is written off the request path
     files = list((tmp_path / "logs" / MODEL).glob("*.jsonl"))
     assert len(files) == 1
     assert len(files[0].stem) == 10  # YYYY-MM-DD
@@ -464,6 +465,7 @@ def test_classify_and_regress_routes(app_client: Any, tmp_path: Path) -> None:
     assert resp.status_code == 400
     assert "Expected regression signature method_name" in resp.json()["error"]
 
+    assert app_client.app.state.request_logger.flush()
     records = [
         json.loads(line)
         for f in (tmp_path / "logs" / MODEL).glob("*.jsonl")

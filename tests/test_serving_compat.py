@@ -249,7 +249,10 @@ class _Server:
     """A live server on loopback: ``http`` (an httpx client on the REST port), ``rest_url``,
     ``grpc_target`` and the request ``log_dir``."""
 
-    def __init__(self, http: Any, rest_url: str, grpc_target: str, log_dir: Path) -> None:
+    def __init__(
+        self, http: Any, rest_url: str, grpc_target: str, log_dir: Path, app: Any = None
+    ) -> None:
+        self.app = app
         self.http, self.rest_url, self.grpc_target, self.log_dir = (
             http,
             rest_url,
@@ -286,7 +289,7 @@ def server(model_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         time.sleep(0.05)
     try:
         with httpx.Client(base_url=rest_url, timeout=30) as http:
-            yield _Server(http, rest_url, f"127.0.0.1:{app.state.grpc_port}", log_dir)
+            yield _Server(http, rest_url, f"127.0.0.1:{app.state.grpc_port}", log_dir, app)
     finally:
         uv.should_exit = True
         thread.join(15)
@@ -900,6 +903,7 @@ def test_grpc_requests_are_logged(server: Any, grpc_client: GrpcPredictionClient
     grpc_client.predict("docs_words", ["logme"])
     grpc_client.classify("docs_mapping", [{"tenure": 5.0, "contract": "month"}])
     server.post("/v1/models/docs_words:predict", json={"instances": ["rest"]})
+    assert server.app.state.request_logger.flush()  # the log is written off the request path
 
     def records(model: str) -> list[dict[str, Any]]:
         return [

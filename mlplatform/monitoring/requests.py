@@ -35,11 +35,18 @@ REQUEST_TIME, REQUEST_ID, PREDICTION, MODEL_VERSION = (
 
 def log_files(log_dir: Path, model: str, window: Window) -> list[Path]:
     """The model's daily log files that may hold records of ``window``, oldest first."""
-    files = sorted((Path(log_dir) / model).glob("*.jsonl"))
+
+    # a day file rotated by the server's size cap is <date>.<n>.jsonl (n = 1 newest): same day,
+    # older lines, so it sorts before <date>.jsonl
+    def key(f: Path) -> tuple[str, int]:
+        day, _, n = f.stem.partition(".")
+        return day, -int(n) if n.isdigit() else 0
+
+    files = sorted((Path(log_dir) / model).glob("*.jsonl"), key=key)
     if window.start is None:
-        return [f for f in files if f.stem <= window.end.date().isoformat()]
+        return [f for f in files if key(f)[0] <= window.end.date().isoformat()]
     first = (window.start - timedelta(days=1)).date().isoformat()
-    return [f for f in files if first <= f.stem <= window.end.date().isoformat()]
+    return [f for f in files if first <= key(f)[0] <= window.end.date().isoformat()]
 
 
 def _rows(inputs: Any, fmt: str) -> list[dict[str, Any]]:

@@ -2,8 +2,8 @@
 
 Contract: ``infra_validate(cfg, version, holdout_uri, out_dir, settings)`` downloads the registered
 version's SavedModel into ``out_dir/candidate``, loads it with the local server's own loader
-(:func:`serving.server.load_servable`), sends ``serving.warmup_requests`` REST-style predict bodies
-built from hold-out rows through the server's request path (:func:`serving.server.predict`), and
+(:func:`serving.runtime.load_servable`), sends ``serving.warmup_requests`` REST-style predict bodies
+built from hold-out rows through the server's request path (:func:`serving.runtime.predict_json`), and
 checks every answer: one finite output per row (scores within [0, 1] for a classifier), under
 ``serving.latency_budget_ms`` at p99 after the first (tracing) call. It then writes TF Serving's
 warm-up file into the candidate (``assets.extra/tf_serving_warmup_requests``) and returns
@@ -78,10 +78,10 @@ def _first_line(exc: BaseException) -> str:
 
 def load_in_server(name: str, version: int, path: Path, what: str = "infra validation"):
     """Load ``path`` with the server's own loader; InfraValidationFailed (one line) if it fails."""
-    from serving import server
+    from serving.runtime import load_servable
 
     try:
-        return server.load_servable(name, version, path)
+        return load_servable(name, version, path)
     except Exception as exc:  # any load error blocks the version; the message says which
         raise InfraValidationFailed(
             f"{what}: {name} v{version} does not load in the server: {_first_line(exc)}"
@@ -102,7 +102,8 @@ def check_published_version(
     it answers its warm-up records, or one ``serving_default`` call without them. Returns
     ``{"sha256", "checked"}``. Changes nothing.
     """
-    from serving import layout, warmup
+    from serving import layout
+    from serving.runtime import warmup
 
     try:
         actual = layout.verify_version_digest(model_base, name, version)
@@ -127,7 +128,8 @@ def infra_validate(
     cfg: PipelineConfig, version: int, holdout_uri: str, out_dir: Path, settings: Settings
 ) -> dict[str, object]:
     from mlplatform.stages.registry import download_saved_model
-    from serving import server, warmup
+    from serving.api import ApiError
+    from serving.runtime import predict_json, warmup
 
     name, scfg = cfg.serving.model_name, cfg.serving
     candidate = out_dir / "candidate"
@@ -148,8 +150,8 @@ def infra_validate(
     for body_rows in [rows[:1], *batches]:  # the first call traces the graph: not timed
         started = time.perf_counter()
         try:
-            _, _, body = server.predict(servable, {"instances": body_rows})
-        except server.ApiError as exc:
+            _, _, body = predict_json(servable, {"instances": body_rows})
+        except ApiError as exc:
             raise InfraValidationFailed(
                 f"infra validation: the server rejected a hold-out request: {exc.message}"
             ) from None

@@ -6,7 +6,7 @@ pipelines_dir=DIR)``; ``python -m serving.server --pipelines DIR``, by default t
 pipelines directory, ``MLP_PIPELINES_PATH`` or ``<repo>/pipelines``). Each valid config maps its
 ``serving.model_name`` to its pipeline; a model whose config asks for ``online_store`` gets this
 pre-step, every other model is served exactly as before (except that a raw-feature row may carry
-the pipeline's entity column, see :func:`strip_entity`). The directory is re-read when its files
+the pipeline's entity column, see :func:`serving.runtime.predict.entity_to_strip`). The directory is re-read when its files
 change (checked at most every ``rescan_seconds``), so a config edit needs no restart.
 
 Requests: for such a model, ``{"instances": [{"<entity>": key}, ...]}`` (every instance an object
@@ -39,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.inference import ApiError, get_signature
+from serving.api.errors import ApiError
+from serving.codec.json_tensors import strip_entity
+from serving.runtime.predict import DEFAULT_POLICY, ModelPolicy, entity_to_strip
+from serving.runtime.signatures import get_signature
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +249,7 @@ class OnlineFeatureSources:
         self._checked = float("-inf")
         self._signature: tuple = ()
         self._sources: dict[str, PipelineFeatures | ApiError] = {}
-        self._entities: dict[str, str] = {}
+        self._policies: dict[str, ModelPolicy] = {}
 
     def apply(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
         """The predict pre-step: for an entity-key request to a model served from the online
@@ -263,20 +266,24 @@ class OnlineFeatureSources:
 
     def _strip_entity(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
         """Raw rows that carry the entity column: the column moves to the request log."""
-        with self._lock:
-            entity = self._entities.get(servable.name)
-        if entity is None or not isinstance(payload, dict):
+        if not isinstance(payload, dict):
             return payload, None
         signature = payload.get("signature_name")
-        try:
-            _key, _fn, specs, _sigdef = get_signature(
-                servable, signature if isinstance(signature, str) else None
-            )
-        except ApiError:
-            return payload, None  # predict answers the error
-        if entity in specs:  # the model takes the column itself
+        entity = entity_to_strip(
+            servable, signature if isinstance(signature, str) else None, self.policy(servable.name)
+        )
+        if entity is None:
             return payload, None
-        return strip_entity(payload, entity)
+        stripped, keys = strip_entity(payload, entity)
+        return stripped, None if keys is None else {"entities": keys}
+
+    def policy(self, model: str) -> ModelPolicy:
+        """What ``model``'s pipeline config allows its requests (:class:`ModelPolicy`;
+        TF Serving's behaviour, ``DEFAULT_POLICY``, for a model no single config serves)."""
+        with self._lock:
+            if time.monotonic() - self._checked >= self.rescan_seconds:
+                self._rescan()
+            return self._policies.get(model, DEFAULT_POLICY)
 
     def for_model(self, model: str) -> PipelineFeatures | None:
         """The model's online features, or None when it takes raw features (``request``).
@@ -303,39 +310,23 @@ class OnlineFeatureSources:
             return
         self._signature = signature
         self._sources = _sources_from(self.pipelines_dir, self._sources)
-        self._entities = _entities_from(self.pipelines_dir)
+        self._policies = _policies_from(self.pipelines_dir)
 
 
-def strip_entity(payload: dict[str, Any], entity: str) -> tuple[Any, dict[str, Any] | None]:
-    """``payload`` without the column ``entity`` (rows of ``instances`` or a column of
-    ``inputs``) and ``{"entities": keys}`` (None for a row without it); unchanged and None when
-    no row carries it."""
-    rows, columns = payload.get("instances"), payload.get("inputs")
-    if isinstance(rows, list) and any(isinstance(r, dict) and entity in r for r in rows):
-        keys = [r.get(entity) if isinstance(r, dict) else None for r in rows]
-        stripped = [
-            {k: v for k, v in r.items() if k != entity} if isinstance(r, dict) else r for r in rows
-        ]
-        return {**payload, "instances": stripped}, {"entities": keys}
-    if isinstance(columns, dict) and entity in columns and len(columns) > 1:
-        keys = columns[entity]
-        rest = {k: v for k, v in columns.items() if k != entity}
-        return {**payload, "inputs": rest}, {"entities": keys if isinstance(keys, list) else [keys]}
-    return payload, None
-
-
-def _entities_from(pipelines_dir: Path) -> dict[str, str]:
-    """Model -> entity column, for the models exactly one valid config of ``pipelines_dir``
-    serves (whatever its ``features_from``)."""
+def _policies_from(pipelines_dir: Path) -> dict[str, ModelPolicy]:
+    """Model -> :class:`ModelPolicy` (entity column, ``serving.allow_non_finite``) for the
+    models exactly one valid config of ``pipelines_dir`` serves (whatever its
+    ``features_from``)."""
     from mlplatform.config import load_pipelines, pipeline_files
 
-    by_model: dict[str, list[str]] = {}
+    by_model: dict[str, list[ModelPolicy]] = {}
     for item in load_pipelines(pipeline_files(pipelines_dir)):
-        if item.config is not None:
-            by_model.setdefault(item.config.serving.model_name, []).append(
-                item.config.source.entity
+        cfg = item.config
+        if cfg is not None:
+            by_model.setdefault(cfg.serving.model_name, []).append(
+                ModelPolicy(cfg.source.entity, cfg.serving.allow_non_finite)
             )
-    return {model: entities[0] for model, entities in by_model.items() if len(entities) == 1}
+    return {model: found[0] for model, found in by_model.items() if len(found) == 1}
 
 
 def _sources_from(

@@ -1,17 +1,16 @@
-"""TF Serving's gRPC API over the same :class:`serving.server.ModelRegistry` as the REST
-server, built on tensorflow-serving-api's generated services.
+"""TF Serving's gRPC services over the runtime, built on tensorflow-serving-api's generated code.
 
 Services (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.proto``):
 
-* ``PredictionService.Predict``: ``PredictRequest.inputs`` are TensorProtos (decoded as
-  ``tf.make_ndarray`` does, :mod:`serving.tensor_proto`) that must name exactly the signature's inputs with its dtypes
-  (no casting, as in TF Serving) and compatible shapes; ``output_filter`` selects
-  outputs (an unknown or repeated alias is INVALID_ARGUMENT). The response's
-  ``model_spec`` echoes the name, the version that answered and the signature key.
+* ``PredictionService.Predict``: ``PredictRequest.inputs`` are TensorProtos that must name
+  exactly the signature's inputs with its dtypes (no casting, as in TF Serving) and compatible
+  shapes (:func:`serving.runtime.predict.run_predict_request`); ``output_filter`` selects
+  outputs. A request may also carry its pipeline's entity column (a column the signature does
+  not take, :func:`serving.runtime.predict.entity_to_strip`): it is removed before the model
+  runs and logged as ``entities``, as over REST. The response's ``model_spec`` echoes the name,
+  the version that answered and the signature key.
 * ``PredictionService.Classify`` / ``Regress``: ``input.example_list`` or
-  ``input.example_list_with_context`` of ``tf.Example``; which signatures can serve them
-  (TF Serving's classify/regress signatures, and this platform's predict signatures by
-  feature name) is defined in :mod:`serving.inference`.
+  ``input.example_list_with_context`` of ``tf.Example`` (:mod:`serving.runtime.examples`).
 * ``PredictionService.GetModelMetadata``: ``metadata_field`` must be ``["signature_def"]``;
   answers a ``SignatureDefMap`` packed in ``metadata["signature_def"]``.
 * ``PredictionService.MultiInference``: UNIMPLEMENTED.
@@ -19,20 +18,9 @@ Services (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.
 * ``ModelService.HandleReloadConfigRequest``: UNIMPLEMENTED (the server re-reads
   ``models.config`` and the model directories every poll instead).
 
-Routing: ``model_spec.version`` or ``model_spec.version_label`` pick a version, as in the
-REST routes; neither means the served (``stable`` or newest) version.
-
-Status codes follow TF Serving: NOT_FOUND for an unknown model or version,
-INVALID_ARGUMENT for a bad request (missing ModelSpec, unknown signature, wrong inputs,
-dtypes or shapes, an unknown version label, a signature that cannot classify/regress),
-FAILED_PRECONDITION for a version that exists but failed to load; a message larger than
-``max_message_bytes`` is refused by gRPC itself with RESOURCE_EXHAUSTED, and a tensor
-declaring more than ``max_elements`` elements is INVALID_ARGUMENT. Errors never kill the
-server: anything unexpected is logged and answered INTERNAL.
-
-Every successful Predict/Classify/Regress is written to the request log like a REST
-request, with ``"protocol": "grpc"`` (predict inputs/outputs as columns: ``"format":
-"inputs"``).
+Routing: ``model_spec.version`` or ``model_spec.version_label`` pick a version; neither means
+the served one. Status codes follow TF Serving (ApiError's ``grpc.StatusCode``); anything
+unexpected is logged and answered INTERNAL: no request can take the server down.
 
 Importing this module imports TensorFlow (tensorflow-serving-api's protos import it).
 """
@@ -41,17 +29,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -62,25 +45,23 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import inference
-from serving.inference import ApiError
-from serving.server import (
-    DEFAULT_MAX_BODY_BYTES,
-    ModelRegistry,
-    RequestLogger,
-    Servable,
-    request_id_of,
-    to_json_value,
+from serving.api.errors import ApiError
+from serving.api.limits import Limits
+from serving.codec.examples import example_to_row, merge_context
+from serving.codec.json_tensors import to_json_value
+from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.runtime.batching import Batcher
+from serving.runtime.examples import classify, regress
+from serving.runtime.predict import (
+    DEFAULT_POLICY,
+    ModelPolicy,
+    entity_to_strip,
+    run_predict_request,
 )
-from serving.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.runtime.registry import ModelRegistry
+from serving.runtime.servable import Servable
 
-__all__ = [
-    "GrpcServer",
-    "ModelServicer",
-    "PredictionServicer",
-    "run_predict_request",
-    "start_grpc_server",
-]
+__all__ = ["ModelServicer", "PredictionServicer", "request_id_of"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +73,18 @@ _ERROR_CODE_ENUM = (
 )
 
 
+def request_id_of(sent: str | None) -> str:
+    """The ``x-request-id`` a client sent (1 to 128 letters, digits and ``._:-``), else a new
+    uuid4 (the REST rule, :func:`serving.rest.app.request_id_of`, kept apart so that the two
+    front ends do not import each other)."""
+    import re
+    import uuid
+
+    if sent and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", sent):
+        return sent
+    return uuid.uuid4().hex
+
+
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a servicer method, turning ApiError into its gRPC status and anything else
     into INTERNAL (logged), so that no request can take the server down."""
@@ -101,7 +94,7 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, request, context)
         except ApiError as exc:
-            context.abort(grpc.StatusCode[exc.code], exc.message)
+            context.abort(exc.grpc_code(), exc.message)
         except Exception as exc:  # noqa: BLE001 - the server must answer, not die
             log.exception("gRPC %s failed", method.__name__)
             context.abort(
@@ -110,13 +103,6 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return wrapper
-
-
-def _dtype_name(enum: int) -> str:
-    try:
-        return types_pb2.DataType.Name(enum)
-    except ValueError:
-        return f"DataType({enum})"
 
 
 def _version_choice(spec: Any) -> tuple[int | None, str | None]:
@@ -134,79 +120,16 @@ def _examples(input_proto: Any) -> list[Any]:
         return list(input_proto.example_list.examples)
     if kind == "example_list_with_context":
         with_context = input_proto.example_list_with_context
-        return inference.merge_context(with_context.context, with_context.examples)
+        return merge_context(with_context.context, with_context.examples)
     raise ApiError(400, "Input is empty")
 
 
 def _set_model_spec(spec: Any, servable: Any, signature_name: str | None = None) -> None:
-    """Echo the model, the version actually used and (if given) the signature, as TF Serving does."""
+    """Echo the model, the version actually used and (if given) the signature."""
     spec.name = servable.name
     spec.version.value = servable.version
     if signature_name is not None:
         spec.signature_name = signature_name
-
-
-def _to_tensor(name: str, proto: Any, spec: Any, max_elements: int) -> Any:
-    if proto.dtype != spec.dtype.as_datatype_enum:
-        raise ApiError(
-            400,
-            f"Expects input '{name}' to be {_dtype_name(spec.dtype.as_datatype_enum)} "
-            f"but {_dtype_name(proto.dtype)} is provided",
-        )
-    try:
-        array = to_ndarray(proto, max_elements)
-    except TensorProtoError as exc:
-        raise ApiError(400, f"Input '{name}': {exc}") from exc
-    if not spec.shape.is_compatible_with(array.shape):
-        raise ApiError(
-            400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
-        )
-    return tf.convert_to_tensor(array, dtype=spec.dtype)
-
-
-def run_predict_request(
-    servable: Servable, request: Any, max_elements: int = DEFAULT_MAX_BODY_BYTES
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Run a ``PredictRequest`` on ``servable`` as TF Serving's Predict does.
-
-    The inputs must name exactly the signature's inputs, with its dtypes (no casting) and
-    compatible shapes; ``output_filter`` selects outputs. Returns ``(signature_key,
-    {output: numpy array}, {input: tensor})``; raises ApiError for a bad request. Used by
-    the Predict RPC and by warm-up replay (:func:`serving.warmup.replay_warmup`).
-    """
-    key, fn, specs, sigdef = inference.get_signature(servable, request.model_spec.signature_name)
-    sent, expected = set(request.inputs), set(specs)
-    if sent != expected:
-        raise ApiError(
-            400,
-            f"input size does not match signature: {len(sent)}!={len(expected)} "
-            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-            f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-            f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
-        )
-    output_names = set((sigdef.get("outputs") or {}).keys())
-    wanted = list(request.output_filter)
-    seen: set[str] = set()
-    for alias in wanted:
-        if output_names and alias not in output_names:
-            raise ApiError(
-                400,
-                f"output tensor alias not found in signature: {alias} Outputs expected to "
-                f"be in the set {{{','.join(sorted(output_names))}}}.",
-            )
-        if alias in seen:
-            raise ApiError(400, f"duplicate output tensor alias: {alias}")
-        seen.add(alias)
-    tensors = {
-        name: _to_tensor(name, request.inputs[name], specs[name], max_elements) for name in specs
-    }
-    outputs = inference.run_signature(fn, tensors)
-    if wanted:
-        missing = [a for a in wanted if a not in outputs]
-        if missing:
-            raise ApiError(400, f"output tensor alias not found: {', '.join(missing)}")
-        outputs = {a: outputs[a] for a in wanted}
-    return key, outputs, tensors
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -215,13 +138,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(
         self,
         registry: ModelRegistry,
-        request_logger: RequestLogger | None = None,
+        request_logger: Any | None = None,
         *,
-        max_elements: int = DEFAULT_MAX_BODY_BYTES,
+        limits: Limits | None = None,
+        online: Any | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.registry = registry
+        self.batcher = batcher
         self.request_logger = request_logger
-        self.max_elements = max_elements
+        self.max_elements = (limits or Limits()).max_elements
+        self.online = online
+
+    def _policy(self, servable: Servable) -> ModelPolicy:
+        return self.online.policy(servable.name) if self.online is not None else DEFAULT_POLICY
 
     # ---------------------------------------------------------------- helpers
 
@@ -240,13 +170,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs: Any,
         start: float,
         context: grpc.ServicerContext | None = None,
+        entities: list[Any] | None = None,
     ) -> None:
         sent = dict(context.invocation_metadata() or ()) if context is not None else {}
         request_id = request_id_of(sent.get("x-request-id"))
         if context is not None:
             context.set_trailing_metadata((("x-request-id", request_id),))
-        if self.request_logger is None:
+        if self.request_logger is None or not self.request_logger.sampled():
             return
+        extra = {} if entities is None else {"entities": entities}
         self.request_logger.log(
             {
                 "request_id": request_id,
@@ -259,41 +191,61 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 "inputs": inputs,
                 "outputs": outputs,
                 "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                **extra,
             }
         )
 
     # ---------------------------------------------------------------- RPCs
+
+    def _strip_entity(self, servable: Servable, request: Any) -> list[Any] | None:
+        """Remove the pipeline's entity column from ``request`` (the rule of
+        :func:`serving.runtime.predict.entity_to_strip`); the keys it held, or None."""
+        entity = entity_to_strip(
+            servable, request.model_spec.signature_name, self._policy(servable)
+        )
+        if entity is None or entity not in request.inputs or len(request.inputs) < 2:
+            return None
+        try:
+            keys = to_json_value(to_ndarray(request.inputs[entity], self.max_elements))
+        except TensorProtoError as exc:
+            raise ApiError(400, f"Input '{entity}': {exc}") from exc
+        del request.inputs[entity]
+        return keys if isinstance(keys, list) else [keys]
 
     @_rpc
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Run a signature on named TensorProtos (TF Serving's Predict)."""
         start = time.perf_counter()
         servable = self._resolve(request)
-        key, outputs, tensors = run_predict_request(servable, request, self.max_elements)
+        entities = self._strip_entity(servable, request)
+        key, outputs, arrays = run_predict_request(
+            servable,
+            request,
+            self.max_elements,
+            allow_non_finite=self._policy(servable).allow_non_finite,
+            batcher=self.batcher,
+        )
         response = predict_pb2.PredictResponse()
         _set_model_spec(response.model_spec, servable, key)
         for name, array in outputs.items():
             response.outputs[name].CopyFrom(to_tensor_proto(array))
-        if self.request_logger is not None:
-            logged_out = {k: to_json_value(v) for k, v in outputs.items()}
-            self._log(
-                servable,
-                "predict",
-                "inputs",
-                {k: to_json_value(v.numpy()) for k, v in tensors.items()},
-                next(iter(logged_out.values())) if len(logged_out) == 1 else logged_out,
-                start,
-                context,
-            )
+        # raw arrays: the request log's writer thread turns them into JSON, off this path
+        logged_out = next(iter(outputs.values())) if len(outputs) == 1 else dict(outputs)
+        self._log(servable, "predict", "inputs", arrays, logged_out, start, context, entities)
         return response
 
     @_rpc
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Classify tf.Examples (see :mod:`serving.inference` for the signature rules)."""
+        """Classify tf.Examples (:mod:`serving.runtime.examples`)."""
         start = time.perf_counter()
         servable = self._resolve(request)
         examples = _examples(request.input)
-        key, results = inference.classify(servable, request.model_spec.signature_name, examples)
+        key, results = classify(
+            servable,
+            request.model_spec.signature_name,
+            examples,
+            allow_non_finite=self._policy(servable).allow_non_finite,
+        )
         response = classification_pb2.ClassificationResponse()
         _set_model_spec(response.model_spec, servable, key)
         for row in results:
@@ -304,7 +256,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable,
             "classify",
             "examples",
-            [inference.example_to_row(e) for e in examples] if self.request_logger else None,
+            [example_to_row(e) for e in examples] if self.request_logger else None,
             results,
             start,
             context,
@@ -313,11 +265,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Regress tf.Examples (see :mod:`serving.inference` for the signature rules)."""
+        """Regress tf.Examples (:mod:`serving.runtime.examples`)."""
         start = time.perf_counter()
         servable = self._resolve(request)
         examples = _examples(request.input)
-        key, values = inference.regress(servable, request.model_spec.signature_name, examples)
+        key, values = regress(
+            servable,
+            request.model_spec.signature_name,
+            examples,
+            allow_non_finite=self._policy(servable).allow_non_finite,
+        )
         response = regression_pb2.RegressionResponse()
         _set_model_spec(response.model_spec, servable, key)
         for value in values:
@@ -326,7 +283,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable,
             "regress",
             "examples",
-            [inference.example_to_row(e) for e in examples] if self.request_logger else None,
+            [example_to_row(e) for e in examples] if self.request_logger else None,
             values,
             start,
             context,
@@ -393,57 +350,3 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             "HandleReloadConfigRequest is not implemented: write <model_base>/models.config "
             "(serving.layout) instead; the server re-reads it every poll",
         )
-
-
-@dataclass
-class GrpcServer:
-    """A started gRPC server: ``port`` is the bound port; ``stop`` shuts it down."""
-
-    server: grpc.Server
-    port: int
-    _stopped: threading.Event
-
-    def stop(self, grace: float | None = 2.0) -> None:
-        """Stop accepting RPCs, let running ones finish for ``grace`` seconds, then end."""
-        if not self._stopped.is_set():
-            self._stopped.set()
-            self.server.stop(grace).wait()
-
-
-def start_grpc_server(
-    registry: ModelRegistry,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    request_logger: RequestLogger | None = None,
-    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_workers: int = 16,
-) -> GrpcServer:
-    """Serve ``PredictionService`` and ``ModelService`` on ``host:port`` (0: a free port).
-
-    Requests run on a pool of ``max_workers`` threads; messages larger than
-    ``max_message_bytes`` are refused (RESOURCE_EXHAUSTED). Raises RuntimeError if the
-    address cannot be bound.
-    """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(registry, request_logger, max_elements=max_message_bytes), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise RuntimeError(f"cannot bind the gRPC server to {address}: {exc}") from exc
-    if not bound:
-        raise RuntimeError(f"cannot bind the gRPC server to {address}")
-    server.start()
-    log.info("gRPC server listening on %s:%s", host, bound)
-    return GrpcServer(server, bound, threading.Event())

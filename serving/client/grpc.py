@@ -1,287 +1,19 @@
-"""Clients for TF Serving's APIs (this package's server or a real TF Serving): REST
-(:class:`PredictionClient`) and gRPC (:class:`GrpcPredictionClient`), with one result type.
+"""gRPC client for TF Serving's API, built only on tensorflow-serving-api's stubs and protos.
 
-Contract:
-
-* ``PredictionClient(base_url).predict(model, instances)`` POSTs the row format to
-  ``/v1/models/<model>[/versions/<v>|/labels/<l>]:predict``; ``classify`` / ``regress``
-  POST ``{"examples", "context"?}`` to ``:classify`` / ``:regress``. All return a
-  :class:`PredictResult`. ``model_version`` comes from the ``X-Model-Version`` response
-  header (set by :mod:`serving.server`); against a real TF Serving, which does not send
-  it, it is the explicitly requested ``version`` or None.
-* ``GrpcPredictionClient(target)`` (``"host:8500"``) has the same methods over
-  ``tensorflow.serving.PredictionService`` / ``ModelService``, using only
-  tensorflow-serving-api's stubs and protos, so it works unchanged against a real
-  TF Serving; ``model_version`` is the ``model_spec.version`` of the response.
-* Both: ``model_status`` (the ``model_version_status`` list, as REST JSON),
-  ``model_metadata`` (the REST metadata JSON), ``wait_until_available``.
-* Any failed request raises :class:`ServingError` whose message is one line (the server's
-  error text when it sent one); ``status_code`` is the HTTP status (REST) and ``code``
-  the canonical status name (``"NOT_FOUND"``, ``"INVALID_ARGUMENT"``, ...; for REST
-  derived from the HTTP status), both None for transport failures over REST.
-
-Importing this module does not import TensorFlow or gRPC. Constructing a
-:class:`GrpcPredictionClient` does: tensorflow-serving-api's generated protos import
-``tensorflow.core.*``, which loads the TensorFlow package (seconds, once per process).
+Importing this module does not import gRPC or TensorFlow; constructing a client does.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-import requests
+from serving.api.constants import DEFAULT_SIGNATURE
+from serving.api.errors import ApiError
+from serving.client.common import PredictResult, ServingError, wait_until_available
 
-from serving.inference import CODE_FOR_HTTP_STATUS  # light: no TensorFlow, no gRPC
-
-__all__ = ["GrpcPredictionClient", "PredictResult", "PredictionClient", "ServingError"]
-
-VERSION_HEADER = "X-Model-Version"
-DEFAULT_SIGNATURE = "serving_default"
-
-
-class ServingError(RuntimeError):
-    """A failed serving request.
-
-    ``status_code``: the HTTP status (REST; None for transport errors and for gRPC).
-    ``code``: the canonical status code name (gRPC's, or derived from the HTTP status).
-    """
-
-    def __init__(
-        self, message: str, status_code: int | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(" ".join(str(message).split()))
-        self.status_code = status_code
-        self.code = code or (
-            CODE_FOR_HTTP_STATUS.get(status_code, "UNKNOWN") if status_code else None
-        )
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    """Answers and the model version that produced them, if known.
-
-    ``predictions``: predict -> one value per instance (one dict per instance when the
-    signature has several outputs), as REST's ``predictions``; classify -> one
-    ``[[label, score], ...]`` list per example; regress -> one float per example.
-    ``outputs``: gRPC predict only, the raw output arrays by name (numpy).
-    """
-
-    predictions: Any
-    model_version: int | None
-    outputs: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-
-
-class PredictionClient:
-    """Client for ``base_url`` (e.g. ``http://127.0.0.1:8501``); usable as a context manager."""
-
-    def __init__(self, base_url: str, timeout: float = 10) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._session = requests.Session()
-
-    def close(self) -> None:
-        """Close pooled connections."""
-        self._session.close()
-
-    def __enter__(self) -> PredictionClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ helpers
-
-    def _model_url(self, model_name: str, version: int | None, label: str | None) -> str:
-        if version is not None and label is not None:
-            raise ValueError("pass either version or label, not both")
-        url = f"{self.base_url}/v1/models/{quote(model_name, safe='')}"
-        if version is not None:
-            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-                raise ValueError(f"invalid version {version!r}: must be a non-negative int")
-            url += f"/versions/{version}"
-        elif label is not None:
-            url += f"/labels/{quote(label, safe='')}"
-        return url
-
-    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        try:
-            response = self._session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ServingError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise ServingError(
-                f"{method} {url} returned HTTP {response.status_code}: {_error_text(response)}",
-                response.status_code,
-            )
-        return response
-
-    @staticmethod
-    def _json(response: requests.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ServingError(
-                f"{response.url} returned a non-JSON body: {response.text[:200]}",
-                response.status_code,
-            ) from exc
-
-    # ------------------------------------------------------------------ API
-
-    def predict(
-        self,
-        model_name: str,
-        instances: list[dict[str, Any]],
-        version: int | None = None,
-        label: str | None = None,
-        *,
-        signature_name: str | None = None,
-    ) -> PredictResult:
-        """Predict ``instances`` (row format) with the default, a specific, or a labelled version."""
-        body: dict[str, Any] = {"instances": instances}
-        if signature_name:
-            body["signature_name"] = signature_name
-        url = self._model_url(model_name, version, label) + ":predict"
-        response = self._request("POST", url, json=body)
-        payload = self._json(response)
-        if not isinstance(payload, dict) or "predictions" not in payload:
-            raise ServingError(f"{url} answered without 'predictions'", response.status_code)
-        header = response.headers.get(VERSION_HEADER)
-        model_version = int(header) if header and header.strip().isdigit() else version
-        return PredictResult(predictions=payload["predictions"], model_version=model_version)
-
-    def _examples_call(
-        self,
-        method: str,
-        model_name: str,
-        examples: Sequence[Mapping[str, Any]],
-        version: int | None,
-        label: str | None,
-        context: Mapping[str, Any] | None,
-        signature_name: str | None,
-    ) -> PredictResult:
-        body: dict[str, Any] = {"examples": list(examples)}
-        if context is not None:
-            body["context"] = dict(context)
-        if signature_name:
-            body["signature_name"] = signature_name
-        url = self._model_url(model_name, version, label) + f":{method}"
-        response = self._request("POST", url, json=body)
-        payload = self._json(response)
-        if not isinstance(payload, dict) or "results" not in payload:
-            raise ServingError(f"{url} answered without 'results'", response.status_code)
-        header = response.headers.get(VERSION_HEADER)
-        model_version = int(header) if header and header.strip().isdigit() else version
-        return PredictResult(predictions=payload["results"], model_version=model_version)
-
-    def classify(
-        self,
-        model_name: str,
-        examples: Sequence[Mapping[str, Any]],
-        version: int | None = None,
-        label: str | None = None,
-        *,
-        context: Mapping[str, Any] | None = None,
-        signature_name: str | None = None,
-    ) -> PredictResult:
-        """Classify ``examples`` (feature -> value|list); predictions are one
-        ``[[label, score], ...]`` list per example."""
-        return self._examples_call(
-            "classify", model_name, examples, version, label, context, signature_name
-        )
-
-    def regress(
-        self,
-        model_name: str,
-        examples: Sequence[Mapping[str, Any]],
-        version: int | None = None,
-        label: str | None = None,
-        *,
-        context: Mapping[str, Any] | None = None,
-        signature_name: str | None = None,
-    ) -> PredictResult:
-        """Regress ``examples`` (feature -> value|list); predictions are one float each."""
-        return self._examples_call(
-            "regress", model_name, examples, version, label, context, signature_name
-        )
-
-    def model_status(
-        self, model_name: str, version: int | None = None, label: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The ``model_version_status`` list of ``GET /v1/models/<model_name>[...]``."""
-        url = self._model_url(model_name, version, label)
-        payload = self._json(self._request("GET", url))
-        status = payload.get("model_version_status") if isinstance(payload, dict) else None
-        if not isinstance(status, list):
-            raise ServingError(f"{url} answered without 'model_version_status'")
-        return status
-
-    def model_metadata(
-        self, model_name: str, version: int | None = None, label: str | None = None
-    ) -> dict[str, Any]:
-        """The JSON of ``GET /v1/models/<model_name>[/versions/<v>|/labels/<l>]/metadata``."""
-        url = self._model_url(model_name, version, label) + "/metadata"
-        payload = self._json(self._request("GET", url))
-        if not isinstance(payload, dict):
-            raise ServingError(f"{url} answered with a non-object")
-        return payload
-
-    def wait_until_available(self, model_name: str, timeout_s: float, poll_s: float = 0.5) -> int:
-        """Poll until ``model_name`` has an AVAILABLE version; return the default-served one.
-
-        The version is the ``model_spec.version`` of the metadata route (what an
-        unversioned predict uses), falling back to the highest AVAILABLE version. 404s,
-        503s and connection errors count as "not yet". Raises TimeoutError after
-        ``timeout_s``.
-        """
-        return _wait_until_available(self, self.base_url, model_name, timeout_s, poll_s)
-
-    def platform_status(self) -> dict[str, Any]:
-        """The JSON of ``GET /v1/mlplatform/status`` (:mod:`serving.server` only, not TF Serving).
-
-        ``{"status": "ok" | "degraded", "reason", "mode", "models": {name: {"served_version",
-        "labels", "degraded"}}}``. A real TF Serving answers 404 (ServingError).
-        """
-        url = f"{self.base_url}/v1/mlplatform/status"
-        payload = self._json(self._request("GET", url))
-        if not isinstance(payload, dict) or not isinstance(payload.get("models"), dict):
-            raise ServingError(f"{url} answered without 'models'")
-        return payload
-
-
-def _wait_until_available(
-    client: Any, where: str, model_name: str, timeout_s: float, poll_s: float
-) -> int:
-    deadline = time.monotonic() + timeout_s
-    last_error = "no answer yet"
-    while True:
-        try:
-            available = [
-                int(s["version"])
-                for s in client.model_status(model_name)
-                if s.get("state") == "AVAILABLE"
-            ]
-            if available:
-                try:
-                    spec = client.model_metadata(model_name).get("model_spec", {})
-                    return int(spec["version"])
-                except (ServingError, KeyError, TypeError, ValueError):
-                    return max(available)
-            last_error = "no AVAILABLE version"
-        except ServingError as exc:
-            if exc.code not in (None, "NOT_FOUND", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                raise
-            last_error = str(exc)
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"model {model_name!r} not available at {where} after {timeout_s:g}s: {last_error}"
-            )
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+__all__ = ["GrpcPredictionClient"]
 
 
 class GrpcPredictionClient:
@@ -474,7 +206,7 @@ class GrpcPredictionClient:
         """
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensor_proto import to_ndarray, to_tensor_proto
+        from serving.codec.tensor_proto import to_ndarray, to_tensor_proto
 
         signature = signature_name or DEFAULT_SIGNATURE
         for attempt in range(2):
@@ -600,7 +332,7 @@ class GrpcPredictionClient:
         """Poll until ``model_name`` has an AVAILABLE version; return the default-served one
         (as :meth:`PredictionClient.wait_until_available`; NOT_FOUND, UNAVAILABLE and
         DEADLINE_EXCEEDED count as "not yet")."""
-        return _wait_until_available(self, self.target, model_name, timeout_s, poll_s)
+        return wait_until_available(self, self.target, model_name, timeout_s, poll_s)
 
 
 def _to_python(array: Any) -> Any:
@@ -620,58 +352,16 @@ def _to_python(array: Any) -> Any:
 
 
 def _example(value: Any) -> Any:
-    """A ``tf.train.Example`` from a dict (feature -> value|list) or an Example.
+    """A ``tf.train.Example`` from a dict (feature -> value|list) or an Example, converted as
+    TF Serving's REST API does (:func:`serving.codec.examples.example_from`). Raises
+    TypeError (not a dict) / ValueError (a value that cannot be a feature)."""
+    from serving.codec.examples import example_from
 
-    Conversion as TF Serving's REST API: float -> float_list; int and bool -> int64_list;
-    str (UTF-8), bytes and ``{"b64": ...}`` -> bytes_list. Raises TypeError/ValueError.
-    """
-    import numpy as np
-    from tensorflow.core.example import example_pb2
-
-    if isinstance(value, example_pb2.Example):
-        return value
-    if not isinstance(value, Mapping):
+    if not isinstance(value, Mapping) and type(value).__name__ != "Example":
         raise TypeError(
             f"an example must be a dict or tf.train.Example, got {type(value).__name__}"
         )
-    example = example_pb2.Example()
-    for name, content in value.items():
-        items = content.tolist() if isinstance(content, np.ndarray) else content
-        items = list(items) if isinstance(items, list | tuple) else [items]
-        kind: str | None = None
-        converted: list[Any] = []
-        for item in items:
-            if isinstance(item, np.generic):
-                item = item.item()
-            if isinstance(item, bool | int):
-                this, item = "int64", int(item)
-            elif isinstance(item, float):
-                this = "float"
-            elif isinstance(item, str):
-                this, item = "bytes", item.encode("utf-8")
-            elif isinstance(item, bytes):
-                this = "bytes"
-            elif isinstance(item, Mapping) and set(item) == {"b64"}:
-                this, item = "bytes", base64.b64decode(item["b64"], validate=True)
-            else:
-                raise TypeError(f"feature {name!r}: unsupported value {item!r}")
-            if kind not in (None, this):
-                raise ValueError(f"feature {name!r} mixes {kind} and {this} values")
-            kind = this
-            converted.append(item)
-        feature = example.features.feature[name]
-        if kind is not None:
-            getattr(feature, f"{kind}_list").value.extend(converted)
-    return example
-
-
-def _error_text(response: requests.Response) -> str:
     try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict) and "error" in payload:
-        text = str(payload["error"])
-    else:
-        text = response.text.strip() or response.reason or "no body"
-    return " ".join(text.split())[:1000]
+        return example_from(value, allow_non_finite=True)
+    except ApiError as exc:
+        raise ValueError(exc.message) from None

@@ -97,11 +97,11 @@ def replay_warmup(servable: Any, saved_model_dir: str | Path) -> int:
     """Replay the version's warm-up predict records on ``servable``; return how many ran.
 
     Each ``predict_log`` record goes through the server's gRPC Predict path
-    (:func:`serving.grpc_server.run_predict_request`: exact dtypes, shapes, signature), as TF
+    (:func:`serving.runtime.predict.run_predict_request`: exact dtypes, shapes, signature), as TF
     Serving replays them at load time; other record kinds are skipped. Raises WarmupFailed.
     """
-    from serving.grpc_server import run_predict_request
-    from serving.inference import ApiError
+    from serving.api.errors import ApiError
+    from serving.runtime.predict import run_predict_request
 
     replayed = 0
     for index, record in enumerate(read_warmup_file(saved_model_dir)[:MAX_RECORDS]):
@@ -122,7 +122,8 @@ def smoke_call(servable: Any, signature_name: str = "serving_default") -> None:
     import numpy as np
     import tensorflow as tf
 
-    from serving.inference import ApiError, get_signature, run_signature
+    from serving.api.errors import ApiError
+    from serving.runtime.signatures import get_signature, run_signature
 
     try:
         _key, fn, specs, _sigdef = get_signature(servable, signature_name)

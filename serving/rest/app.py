@@ -1,0 +1,275 @@
+"""TF Serving's REST API as a Starlette/FastAPI app over a :class:`~serving.runtime.ModelRegistry`.
+
+Routes and error contract: see :mod:`serving.server`. What this module adds to the runtime:
+
+* one exception handler (:func:`error_response`) answers every error, TF Serving style:
+  ``{"error": "<one line>"}`` with the ApiError's HTTP status (unknown routes and methods 404,
+  anything unexpected 500, logged);
+* bodies are read with a size cap, parsed under :class:`~serving.api.Limits` and validated as
+  pydantic envelopes (:mod:`serving.rest.bodies`);
+* at most ``limits.max_concurrent`` predict/classify/regress requests run at once; one more is
+  answered 503 at once, before its body is read;
+* a request costs one hop to the thread pool (resolve, parse, run and log-queue together).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+
+from serving.api.constants import REQUEST_ID_HEADER, STATUS_ROUTE, VERSION_HEADER
+from serving.api.errors import ApiError
+from serving.api.limits import Limits
+from serving.codec.examples import examples_from_body
+from serving.codec.json_body import parse_json
+from serving.rest.bodies import examples_body, predict_body
+from serving.runtime.batching import Batcher
+from serving.runtime.examples import classify, regress
+from serving.runtime.predict import DEFAULT_POLICY, ModelPolicy, predict_json
+from serving.runtime.registry import ModelRegistry
+from serving.runtime.servable import Servable
+
+__all__ = ["build_rest_app", "error_response", "request_id_of"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+#: predict/classify/regress bodies up to this size, to the served version, run on the event loop
+INLINE_BODY_BYTES = 2048
+
+
+class NanJSONResponse(JSONResponse):
+    """JSON response that, like TF Serving, writes NaN/Infinity instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def request_id_of(sent: str | None) -> str:
+    """The request id a client sent (1 to 128 letters, digits and ``._:-``), else a new uuid4."""
+    if sent and _REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
+async def error_response(_request: Request, exc: Exception) -> JSONResponse:
+    """The one error handler: TF Serving's ``{"error": "<one line>"}`` with its status."""
+    if isinstance(exc, ApiError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, StarletteHTTPException):
+        status = 404 if exc.status_code == 405 else exc.status_code
+        message = f"Malformed request: {exc.detail}"
+    elif isinstance(exc, RequestValidationError):
+        status, message = 400, f"Malformed request: {exc.errors()}"
+    else:
+        log.error("unhandled error", exc_info=exc)
+        status, message = 500, f"Internal error: {type(exc).__name__}: {exc}"
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+
+def _parse_version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not _DIGITS.fullmatch(version):
+        raise ApiError(404, f"Malformed request: version '{version}' is not an integer")
+    return int(version)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(400, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(400, f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError.of("CANCELLED", "The client went away before sending its body") from None
+    return b"".join(chunks)
+
+
+def build_rest_app(
+    registry: ModelRegistry,
+    *,
+    limits: Limits,
+    request_log: Any | None = None,
+    online: Any | None = None,
+    batcher: Batcher | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """The REST app over ``registry``.
+
+    ``request_log``: a :class:`serving.request_log.QueuedRequestLog` (None: no log).
+    ``online``: a :class:`serving.runtime.online_features.OnlineFeatureSources` (entity keys,
+    per-model policy; None: every model takes raw features and, as in TF Serving, NaN/Infinity).
+    ``batcher``: server-side batching of predict calls (None: off).
+    ``lifespan``: the app's lifespan (the entry point loads models and starts gRPC there).
+    """
+    app = FastAPI(
+        title="mlplatform model server (TF Serving REST compatible)",
+        lifespan=lifespan,
+        default_response_class=NanJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    for kind in (ApiError, StarletteHTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(kind, error_response)
+    in_flight = 0  # touched only on the event loop: no lock needed
+
+    def policy(servable: Servable) -> ModelPolicy:
+        return online.policy(servable.name) if online is not None else DEFAULT_POLICY
+
+    @app.get("/v1/models/{name}")
+    async def model_status(name: str) -> dict[str, Any]:
+        return {"model_version_status": registry.status(name)}
+
+    @app.get("/v1/models/{name}/versions/{version}")
+    async def model_version_status(name: str, version: str) -> dict[str, Any]:
+        return {"model_version_status": registry.status(name, _parse_version(version))}
+
+    @app.get("/v1/models/{name}/labels/{label}")
+    async def model_label_status(name: str, label: str) -> dict[str, Any]:
+        return {"model_version_status": registry.status(name, None, label)}
+
+    @app.get(STATUS_ROUTE)
+    async def platform_status() -> dict[str, Any]:
+        return registry.integrity_status()
+
+    async def _metadata(name: str, version: str | None, label: str | None) -> dict[str, Any]:
+        servable = await run_in_threadpool(registry.resolve, name, _parse_version(version), label)
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": servable.signature_defs}},
+        }
+
+    @app.get("/v1/models/{name}/metadata")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        return await _metadata(name, None, None)
+
+    @app.get("/v1/models/{name}/versions/{version}/metadata")
+    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
+        return await _metadata(name, version, None)
+
+    @app.get("/v1/models/{name}/labels/{label}/metadata")
+    async def model_label_metadata(name: str, label: str) -> dict[str, Any]:
+        return await _metadata(name, None, label)
+
+    def work(
+        name: str,
+        version: int | None,
+        label: str | None,
+        method: str,
+        raw: bytes,
+        request_id: str,
+        start: float,
+    ) -> tuple[Servable, dict[str, Any]]:
+        servable = registry.resolve(name, version, label)
+        rules = policy(servable)
+        doc = parse_json(
+            raw,
+            max_depth=limits.max_depth,
+            max_elements=limits.max_elements,
+            allow_non_finite=rules.allow_non_finite,
+        )
+        extra: dict[str, Any] | None = None
+        if method == "predict":
+            body = predict_body(doc)
+            if online is not None:
+                body, extra = online.apply(servable, body)
+            fmt, logged_inputs, response = predict_json(servable, body, rules, batcher)
+            logged_outputs = next(iter(response.values()))
+        else:
+            body = examples_body(doc, method)
+            signature_name, examples, logged_inputs = examples_from_body(
+                body, method, allow_non_finite=rules.allow_non_finite
+            )
+            run = classify if method == "classify" else regress
+            _key, results = run(
+                servable, signature_name, examples, allow_non_finite=rules.allow_non_finite
+            )
+            fmt, logged_outputs, response = "examples", results, {"results": results}
+        if request_log is not None and request_log.sampled():
+            request_log.log(
+                {
+                    "time": datetime.now(UTC).isoformat(),
+                    "model": servable.name,
+                    "version": servable.version,
+                    "protocol": "rest",
+                    "method": method,
+                    "format": fmt,
+                    "inputs": logged_inputs,
+                    "outputs": logged_outputs,
+                    "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                    "request_id": request_id,
+                    **(extra or {}),
+                }
+            )
+        return servable, response
+
+    async def infer(
+        request: Request, name: str, version: str | None, label: str | None, method: str
+    ) -> Response:
+        nonlocal in_flight
+        if in_flight >= limits.max_concurrent:
+            raise ApiError.of(
+                "UNAVAILABLE",
+                f"Server busy: {limits.max_concurrent} requests already running; retry later",
+            )
+        in_flight += 1
+        try:
+            start = time.perf_counter()
+            request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+            parsed_version = _parse_version(version)
+            raw = await _read_body(request, limits.max_body_bytes)
+            args = (name, parsed_version, label, method, raw, request_id, start)
+            small = len(raw) <= INLINE_BODY_BYTES and parsed_version is None and label is None
+            if small and batcher is None:
+                # a small request to the served version (always loaded: nothing to wait for)
+                # costs less on the event loop than the hop to a worker thread and back
+                servable, response = work(*args)
+            else:
+                servable, response = await run_in_threadpool(work, *args)
+        finally:
+            in_flight -= 1
+        headers = {VERSION_HEADER: str(servable.version), REQUEST_ID_HEADER: request_id}
+        return NanJSONResponse(response, headers=headers)
+
+    def add_routes(method: str) -> None:
+        # plain Starlette routes: the hot path skips FastAPI's per-request parameter solving
+        async def endpoint(request: Request) -> Response:
+            params = request.path_params
+            return await infer(
+                request, params["name"], params.get("version"), params.get("label"), method
+            )
+
+        for path in (
+            f"/v1/models/{{name}}:{method}",
+            f"/v1/models/{{name}}/versions/{{version}}:{method}",
+            f"/v1/models/{{name}}/labels/{{label}}:{method}",
+        ):
+            app.router.routes.append(Route(path, endpoint, methods=["POST"]))
+
+    for verb in ("predict", "classify", "regress"):
+        add_routes(verb)
+    return app
