@@ -8,8 +8,8 @@ A stage reused from an earlier run (:mod:`operators.caching`) carries ``cached_f
 (:func:`validate_output`), so a stage that grows or loses a key fails
 ``tests/test_contracts.py`` until its contract says so.
 
-Cheap to import (``typing`` only; pydantic is imported by :func:`validate_output`): the DAG
-factory, the CLI and the operators import it at parse time.
+Cheap to import (``typing_extensions`` and ``pydantic``, which the config needs anyway): the
+DAG factory, the CLI and the operators import it at parse time.
 """
 
 from __future__ import annotations
@@ -19,20 +19,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, NotRequired
 
+from pydantic import with_config
+
 # pydantic validates a TypedDict only from typing_extensions on Python < 3.12
 from typing_extensions import TypedDict
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-#: every output's config when validated: an undeclared key is an error (the contract drifted)
-FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
 
-
+# validated, an undeclared key is an error (the contract drifted); subclasses inherit it
+@with_config(extra="forbid")
 class StageOutput(TypedDict):
     """Keys any stage's XCom may carry: those step caching adds to a reused output."""
-
-    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
 
     cached_from: NotRequired[str]
     cache_key: NotRequired[str]

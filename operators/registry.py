@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.contracts import InfraValidateOutput, RegisterOutput, TrainingSetOutput, TrainOutput
 from operators.base import PlatformOperator
 from operators.links import MlflowModelLink
 
@@ -12,6 +13,7 @@ class RegisterOperator(PlatformOperator):
     """Register the trained model (``trained``: train's XCom) as a version with alias challenger."""
 
     stage = "register"
+    trained: TrainOutput  # its XCom, rendered when the task runs
     template_fields = ("trained",)
     operator_extra_links = (MlflowModelLink(),)
     ui_color = "#fbeaea"
@@ -60,6 +62,8 @@ class GateOperator(PlatformOperator):
     """
 
     stage = "gate"
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")
     ui_color = "#fbeaea"
 
@@ -94,6 +98,8 @@ class InfraValidateOperator(PlatformOperator):
     """
 
     stage = "infra_validate"
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")
     ui_color = "#e3f6f5"
 
@@ -127,6 +133,7 @@ class PromoteOperator(PlatformOperator):
     """
 
     stage = "promote"
+    validated: InfraValidateOutput  # its XCom, rendered when the task runs
     template_fields = ("validated",)
     ui_color = "#e3f6f5"
 

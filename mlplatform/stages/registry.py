@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
+from mlplatform.contracts import PromoteOutput, RegisterOutput
 from mlplatform.scoring import find_saved_model, metric_value, predict_frame
 from mlplatform.settings import Settings
 from mlplatform.stages import GateRefused, StageError
@@ -71,7 +72,7 @@ def alias_version(settings: Settings, model_name: str, alias: str) -> int | None
 
 def register(
     cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, str], settings: Settings
-) -> dict[str, object]:
+) -> RegisterOutput:
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
@@ -333,7 +334,7 @@ def _publish_or_reuse(
 
 def promote(
     cfg: PipelineConfig, version: int, settings: Settings, candidate_dir: str | None = None
-) -> dict[str, object]:
+) -> PromoteOutput:
     """Publish ``candidate_dir`` (infra-validated, with warm-up file) or the registered SavedModel.
 
     Without ``serving.canary`` the new version becomes ``stable`` and alias ``champion``; with it,
