@@ -259,8 +259,17 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         start_date=START_DATE,
         catchup=False,
         tags=["mlplatform", "rollback", cfg.name],
+        # both optional: the UI's trigger form requires a field unless its type allows null
         params={
-            "to_version": Param("", type="string", description="version to serve; empty = previous")
+            "to_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="version to serve; empty = the previous published version",
+            ),
+            "reason": Param(
+                None, type=["null", "string"], description="why (kept in the audit trail)"
+            ),
         },
         default_args=dag_default_args(cfg, retries=0),
     ) as dag:

@@ -137,8 +137,28 @@ class PromoteOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import promote
 
+        from mlplatform import audit
+
         v = self.validated
-        return promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+        result = promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+        gate = context["ti"].xcom_pull(task_ids="gate") or {}
+        figures = (
+            f"{gate['metric']} {gate['challenger']} vs champion {gate['champion']}"
+            if gate.get("metric")
+            else "no gate figures"
+        )
+        audit.record(
+            settings,
+            cfg.name,
+            "canary" if result["label"] == "canary" else "promote",
+            actor=audit.actor_from_context(context),
+            reason=f"passed the gate ({figures}) and infra validation",
+            model=cfg.serving.model_name,
+            version=int(v["version"]),
+            run_id=context["run_id"],
+            previous_version=result.get("previous_version"),
+        )
+        return result
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import promote_parts
@@ -165,5 +185,20 @@ class RollbackOperator(PlatformOperator):
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import rollback
 
+        from mlplatform import audit
+
         to = int(self.to_version) if self.to_version not in (None, "", "None") else None
-        return rollback(cfg.serving.model_name, settings, to)
+        result = rollback(cfg.serving.model_name, settings, to)
+        reason = (context.get("params") or {}).get("reason") or "no reason given"
+        audit.record(
+            settings,
+            cfg.name,
+            "rollback",
+            actor=audit.actor_from_context(context),
+            reason=str(reason),
+            model=cfg.serving.model_name,
+            version=int(result["served_version"]),
+            run_id=context["run_id"],
+            from_version=result.get("from_version"),
+        )
+        return result

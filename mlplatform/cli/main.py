@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the published version to serve (default: the one before the current)",
     )
     p.add_argument("--url", help="server to wait for (default http://MLP_SERVING_HOST:PORT)")
+    p.add_argument("--reason", help="why (kept in the pipeline's audit trail)")
     p.add_argument(
         "--wait-s",
         type=float,
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model")
     p.add_argument("--version", type=int, required=True)
+    p.add_argument("--reason", help="why (kept in the pipeline's audit trail)")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser(
