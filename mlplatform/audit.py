@@ -140,7 +140,9 @@ def actor_from_context(context: Mapping[str, Any]) -> str:
     if run_type == "scheduled":
         return "schedule"
     if run_type == "asset_triggered":
-        names = sorted({getattr(a, "name", str(a)) for a in context.get("triggering_asset_events") or {}})
+        names = sorted(
+            {getattr(a, "name", str(a)) for a in context.get("triggering_asset_events") or {}}
+        )
         return f"asset event {', '.join(names)}" if names else "asset event"
     if run_type == "backfill":
         return "backfill"

@@ -135,9 +135,8 @@ class PromoteOperator(PlatformOperator):
         self.validated = validated
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.stages.registry import promote
-
         from mlplatform import audit
+        from mlplatform.stages.registry import promote
 
         v = self.validated
         result = promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
@@ -183,9 +182,8 @@ class RollbackOperator(PlatformOperator):
         self.to_version = to_version
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.stages.registry import rollback
-
         from mlplatform import audit
+        from mlplatform.stages.registry import rollback
 
         to = int(self.to_version) if self.to_version not in (None, "", "None") else None
         result = rollback(cfg.serving.model_name, settings, to)

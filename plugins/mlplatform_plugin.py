@@ -1,4 +1,6 @@
-"""Airflow plugin of the platform: extra links on tasks, and the reports they point to.
+"""Airflow plugin of the platform: extra links on tasks, the reports they point to, and the
+platform view (``platform_pages``: models, versions, gate, drift, lineage, audit, rollback and
+retrain), linked from Airflow's navigation as "ML platform".
 
 * Extra links on task instances: "GX Data Docs" (validate), "Drift report" (the monitor's
   drift_check), "MLflow run" (train), "MLflow model version" (register).
@@ -22,12 +24,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from platform_auth import AirflowUser, airflow_user, authorize_pipeline
+from platform_pages import router as pages_router
 
 from operators.links import (
     REPORTS_PREFIX,
@@ -40,37 +42,6 @@ from operators.links import (
 REPORT_FOLDERS = {"data_docs", "reports"}
 
 log = logging.getLogger(__name__)
-
-# the same token sources as Airflow's API (airflow.api_fastapi.core_api.security)
-_oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
-_bearer_scheme = HTTPBearer(auto_error=False)
-
-
-async def airflow_user(
-    request: Request,
-    oauth_token: Annotated[str | None, Depends(_oauth2_scheme)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
-) -> Any:
-    """The Airflow user of the request, by Airflow's own ``get_user`` (401 without a token,
-    401/403 for an expired or invalid one)."""
-    from airflow.api_fastapi.core_api.security import get_user
-
-    return await get_user(request, oauth_token, bearer)
-
-
-AirflowUser = Annotated[Any, Depends(airflow_user)]
-
-
-def authorize_pipeline(request: Request, user: Any, pipeline: str) -> None:
-    """403 unless ``user`` may read the task instances of ``mlp_<pipeline>_train``."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    check = requires_access_dag(
-        "GET", DagAccessEntity.TASK_INSTANCE, param_dag_id=f"mlp_{pipeline}_train"
-    )
-    check(request, user)
-
 
 reports_app = FastAPI(
     title="mlplatform reports",
@@ -119,9 +90,21 @@ def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
     return FileResponse(target)
 
 
+reports_app.include_router(pages_router)
+
+
 class MlPlatformPlugin(AirflowPlugin):
     name = "mlplatform"
     operator_extra_links = [DataDocsLink(), DriftReportLink(), MlflowRunLink(), MlflowModelLink()]
     fastapi_apps = [
         {"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}
+    ]
+    # the platform view in Airflow's navigation: embedded at /plugin/mlplatform
+    external_views = [
+        {
+            "name": "ML platform",
+            "href": f"{REPORTS_PREFIX}/",
+            "destination": "nav",
+            "url_route": "mlplatform",
+        }
     ]
