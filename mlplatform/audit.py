@@ -6,7 +6,8 @@ through :func:`record`. Each line is an :class:`AuditEntry`: ``time`` (ISO 8601 
 (who or what did it: ``user admin``, ``schedule``, ``asset event mlp_demo_drift``, ``command line
 (root)``), ``reason`` (one line), the ``model`` and ``version`` concerned (when there is one), the
 Airflow ``run_id`` it happened in and ``details`` (small figures). Lines are appended under an
-exclusive lock, flushed and synced; a torn last line is skipped on reading. Nothing rewrites or
+exclusive lock, flushed and synced; a torn last line (a writer killed mid-line) is ended
+before the next entry and skipped on reading. Nothing rewrites or
 deletes lines.
 
 :func:`actor_from_context` names the actor of an Airflow task's run: the user who triggered it
@@ -95,8 +96,11 @@ def record(
         details={k: v for k, v in details.items() if v is not None},
     )
     path = log_path(settings, pipeline)
-    with _locked(path), open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(entry), sort_keys=True, default=str) + "\n")
+    line = json.dumps(asdict(entry), sort_keys=True, default=str) + "\n"
+    with _locked(path), open(path, "a+b") as fh:
+        if fh.tell() and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
+            line = "\n" + line  # after a writer died mid-line: keep that torn line apart
+        fh.write(line.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
     return entry

@@ -130,7 +130,7 @@ def test_pages_render_server_side_without_external_assets(plugin, signed_in, his
     assert "mlp_demo_rollback" in model and "Trigger retrain" in model
 
 
-def test_a_model_name_is_escaped_and_an_unknown_one_is_404(plugin, signed_in, history):
+def test_an_unknown_model_or_version_is_a_json_404(plugin, signed_in, history):
     client = TestClient(plugin.reports_app)
     got = client.get("/models/%3Cscript%3E")
     assert got.status_code == 404 and got.headers["content-type"] == "application/json"
