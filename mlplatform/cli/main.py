@@ -29,6 +29,7 @@ from mlplatform.cli.pipelines import (
 )
 from mlplatform.cli.run import cmd_demo, cmd_run
 from mlplatform.cli.score import cmd_score
+from mlplatform.cli.ui import add_parser as add_ui_parser
 from mlplatform.config import (
     ConfigError,
 )
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for the airflow CLI")
     p.set_defaults(func=cmd_airflow)
+    add_ui_parser(sub)
 
     p = sub.add_parser(
         "rollback", help="serve the previous version again and move alias champion back (seconds)"
