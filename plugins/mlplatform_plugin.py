@@ -7,7 +7,8 @@ retrain), linked from Airflow's navigation as "ML platform".
 * A small FastAPI app mounted in the Airflow API server at ``/mlplatform``: ``/mlplatform/reports/
   <path>`` serves the HTML reports that stages write under the platform storage (GX Data Docs,
   Evidently drift reports) — browsers refuse ``file://`` links from an http page, so the Data Docs
-  link points here. Only files inside a ``data_docs``/``reports`` folder are served.
+  link points here. Only files inside a ``data_docs``/``reports`` folder are served; Data Docs
+  pages with their CDN assets replaced by local copies (``gx_assets``, ``/mlplatform/static/``).
 
 Access is Airflow's own, as for the rest of its API: every route depends on Airflow's
 ``get_user`` (a JWT bearer token, or the cookie the Airflow UI holds), so a request without a
@@ -27,7 +28,9 @@ from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from gx_assets import STATIC, localize
 from platform_auth import AirflowUser, airflow_user, authorize_pipeline
 from platform_pages import router as pages_router
 
@@ -87,10 +90,17 @@ def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
     authorize_pipeline(request, user, pipeline)
     if not target.is_file():
         raise HTTPException(status_code=404, detail="no such report")
+    if target.suffix == ".html" and "data_docs" in target.parts:
+        # GX pages load their scripts and styles from CDNs: served with local copies instead
+        return HTMLResponse(
+            localize(target.read_text(errors="replace"), f"{REPORTS_PREFIX}/static")
+        )
     return FileResponse(target)
 
 
 reports_app.include_router(pages_router)
+# public library files (GX Data Docs' scripts, styles and fonts), vendored: no CDN needed
+reports_app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
 class MlPlatformPlugin(AirflowPlugin):

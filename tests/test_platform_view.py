@@ -210,3 +210,38 @@ def test_rollback_dag_params_are_optional(mlp_home):
         bad = ParamsDict(dag.params)
         bad["to_version"] = 0
         bad.validate()
+
+
+def test_data_docs_are_served_with_local_assets(plugin, signed_in, mlp_home):
+    """A real GX Data Docs page (GX's own renderer) refers to CDNs; served, every one of them is a
+    local copy that the app serves itself."""
+    from gx_assets import ASSETS
+
+    from mlplatform.settings import get_settings
+    from operators.links import DataDocsLink
+
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    gx_root = Path(find_spec("great_expectations").submodule_search_locations[0])  # no import
+    template = gx_root / "render" / "view" / "templates"
+    html = "".join(p.read_text() for p in sorted(template.glob("*.j2")))
+    cdn = set(
+        re.findall(r'(?:src|href)="(https://(?:cdn|code|maxcdn|stackpath|unpkg)[^"]+)"', html)
+    )
+    assert cdn and cdn <= set(ASSETS), cdn - set(ASSETS)  # GX's list is the vendored one
+    docs = mlp_home / "storage" / "demo" / "r1" / "validate" / "data_docs"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text(
+        "".join(f'<script src="{url}"></script>' for url in sorted(cdn))
+    )
+    client = TestClient(plugin.reports_app)
+    page = client.get(
+        DataDocsLink.url(get_settings(), docs / "index.html").removeprefix("/mlplatform")
+    )
+    assert page.status_code == 200 and "https://" not in page.text
+    local = re.findall(r'src="/mlplatform(/static/gx/[^"]+)"', page.text)
+    assert len(local) == len(cdn)
+    for url in local:
+        assert client.get(url).status_code == 200, url
+    assert client.get("/static/gx/webfonts/fa-solid-900.woff2").status_code == 200
