@@ -215,13 +215,13 @@ def test_rollback_dag_params_are_optional(mlp_home):
 def test_data_docs_are_served_with_local_assets(plugin, signed_in, mlp_home):
     """A real GX Data Docs page (GX's own renderer) refers to CDNs; served, every one of them is a
     local copy that the app serves itself."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
     from gx_assets import ASSETS
 
     from mlplatform.settings import get_settings
     from operators.links import DataDocsLink
-
-    from importlib.util import find_spec
-    from pathlib import Path
 
     gx_root = Path(find_spec("great_expectations").submodule_search_locations[0])  # no import
     template = gx_root / "render" / "view" / "templates"
