@@ -26,6 +26,7 @@ DAG it triggers (``platform_auth``). The data comes from :mod:`mlplatform.platfo
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+@functools.cache
 def _templates() -> Any:
-    """The Jinja2 environment of the pages (autoescaped; Jinja2 ships with Airflow)."""
+    """The Jinja2 environment of the pages (autoescaped; Jinja2 ships with Airflow); one per
+    process, so each template is compiled once."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
