@@ -370,6 +370,12 @@ class PipelineConfig(_Strict):
         description="pipeline id (DAG ids and Kubernetes names derive from it)",
     )
     description: str = ""
+    owner: str = Field(
+        default="mlplatform",
+        min_length=1,
+        max_length=100,
+        description="who answers for the pipeline: the Airflow owner of its DAGs, named in the docs",
+    )
     source: SourceConfig
     validation: ValidationConfig
     features: FeaturesConfig
