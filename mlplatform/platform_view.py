@@ -303,3 +303,25 @@ def version_lineage(settings: Settings, cfg: PipelineConfig, version: int) -> di
         "gate": gate,
         "steps": steps,
     }
+
+
+def ui_links(
+    settings: Settings,
+    cfg: PipelineConfig,
+    version: int,
+    airflow_run_id: str,
+    tags: dict[str, str],
+    base_url: str,
+) -> dict[str, str]:
+    """http links into the Airflow UI for a model version's MLflow tags: its Airflow run
+    (``airflow_run_url``), its page in the platform view (``platform_url``) and, when the
+    lineage tags name them, its Data Docs (``data_docs_url``). ``base_url``: the API server."""
+    base = base_url.rstrip("/")
+    links = {
+        "airflow_run_url": base + dag_url(f"mlp_{cfg.name}_train", airflow_run_id),
+        "platform_url": f"{base}{REPORTS_PREFIX}/models/{quote(cfg.serving.model_name)}/versions/{version}",
+    }
+    docs = report_url(settings, tags.get("data_docs"))
+    if docs:
+        links["data_docs_url"] = base + docs
+    return links

@@ -21,10 +21,16 @@ class RegisterOperator(PlatformOperator):
         self.trained = trained
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.stages.registry import register
+        from mlplatform.airflow_runner import ui_url
+        from mlplatform.platform_view import ui_links
+        from mlplatform.stages.registry import client, register
 
         t = self.trained
         result = register(cfg, t["model_uri"], t["mlflow_run_id"], t.get("tags", {}), settings)
+        version = int(result["model_version"])
+        links = ui_links(settings, cfg, version, context["run_id"], t.get("tags", {}), ui_url())
+        for key, url in links.items():  # MLflow links back to the Airflow UI (http, not file://)
+            client(settings).set_model_version_tag(result["model_name"], str(version), key, url)
         context["ti"].xcom_push(
             key=MlflowModelLink.xcom_key,
             value=MlflowModelLink.url(settings, result["model_name"], result["model_version"]),

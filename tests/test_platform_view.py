@@ -245,3 +245,25 @@ def test_data_docs_are_served_with_local_assets(plugin, signed_in, mlp_home):
     for url in local:
         assert client.get(url).status_code == 200, url
     assert client.get("/static/gx/webfonts/fa-solid-900.woff2").status_code == 200
+
+
+def test_mlflow_tags_link_back_into_the_ui_over_http(mlp_home):
+    from mlplatform.config import load_pipeline
+    from mlplatform.platform_view import ui_links
+    from mlplatform.settings import get_settings
+
+    docs = mlp_home / "storage" / "demo" / "run_1" / "validate" / "data_docs" / "index.html"
+    cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
+    tags = {"data_docs": docs.as_uri()}
+    links = ui_links(
+        get_settings(), cfg, 4, "manual__2026-11-28T10:00:00+00:00", tags, "http://ui:8080/"
+    )
+    assert links == {
+        "airflow_run_url": "http://ui:8080/dags/mlp_demo_train/runs/manual__2026-11-28T10%3A00%3A00%2B00%3A00",
+        "platform_url": "http://ui:8080/mlplatform/models/demo/versions/4",
+        "data_docs_url": "http://ui:8080/mlplatform/reports/demo/run_1/validate/data_docs/index.html",
+    }
+    outside = ui_links(
+        get_settings(), cfg, 4, "r", {"data_docs": "file:///etc/passwd"}, "http://ui"
+    )
+    assert "data_docs_url" not in outside  # only files the report server would serve
