@@ -13,7 +13,7 @@ deletes lines.
 :func:`actor_from_context` names the actor of an Airflow task's run: the user who triggered it
 (Airflow 3 records ``triggering_user_name`` on runs triggered from the UI or the REST API), the
 schedule, the asset events that triggered it, or the command line (``mlplatform run`` runs a DAG
-in-process with ``dag.test``, which records no user).
+in-process with ``dag.test``, which records the user ``dag_test``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from mlplatform.settings import Settings
 
 LOG_NAME = "audit.jsonl"
 ACTIONS = ("promote", "canary", "rollback", "retrain_decision")
+#: the triggering user Airflow's ``dag.test`` records (airflow.sdk.definitions.dag), i.e. the
+#: runs of ``mlplatform run``/``demo``: a command typed by a person, not a UI user
+DAG_TEST_USER = "dag_test"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def actor_from_context(context: Mapping[str, Any]) -> str:
     if not run_type:
         run_type = str(getattr(dag_run, "run_type", "") or "")
     user = getattr(dag_run, "triggering_user_name", None)
+    if user == DAG_TEST_USER:
+        return command_line_actor()
     if user:
         return f"user {user}"
     if run_type == "scheduled":

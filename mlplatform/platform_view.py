@@ -207,7 +207,7 @@ def model_view(settings: Settings, cfg: PipelineConfig, history: int = 20) -> di
         "last_drift": last_drift(settings, cfg.name),
         "decisions": [
             {"time": d.time, "run_id": d.run_id, "summary": d.summary()}
-            for d in reversed(decisions.read(settings, cfg.name)[-history:])
+            for d in reversed(decisions.read(settings, cfg.name)[-history:] if history else [])
         ],
         "audit": [
             {
@@ -219,7 +219,7 @@ def model_view(settings: Settings, cfg: PipelineConfig, history: int = 20) -> di
                 "run_id": e.run_id,
                 "details": e.details,
             }
-            for e in reversed(audit.read(settings, cfg.name)[-history:])
+            for e in reversed(audit.read(settings, cfg.name)[-history:] if history else [])
         ],
     }
 

@@ -54,7 +54,7 @@ def test_the_actor_of_a_run(monkeypatch):
         audit.actor_from_context(_context("asset_triggered", events={drift: []}))
         == "asset event mlp_demo_drift"
     )
-    assert audit.actor_from_context(_context("manual")) == "command line (ops)"  # dag.test
+    assert audit.actor_from_context(_context("manual", "dag_test")) == "command line (ops)"
 
 
 def test_a_model_maps_to_its_pipeline(mlp_home):
