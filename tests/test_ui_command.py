@@ -32,7 +32,7 @@ def test_ui_prints_url_and_login_and_sigterm_leaves_no_process(mlp_home, monkeyp
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlplatform.cli", "ui", "--port", "0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     lines: list[str] = []
     try:
