@@ -55,8 +55,8 @@ docs: env ## regenerate docs/reference.md (config fields, operator arguments) fr
 serve: env ## run the local TF-Serving-compatible server on the promoted models
 	$(VENV)/bin/mlplatform serve
 
-ui: env ## start the Airflow UI (standalone) on the embedded home; prints its URL and login
-	$(VENV)/bin/mlplatform airflow standalone
+ui: env ## the Airflow UI + platform view (scheduler included) on the embedded home; prints URL and login; Ctrl-C/SIGTERM stops all
+	$(VENV)/bin/mlplatform ui
 
 clean: ## remove the embedded state (.mlplatform); keeps the environment
 	rm -rf .mlplatform

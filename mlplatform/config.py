@@ -610,6 +610,12 @@ class PipelineConfig(_Strict):
         description="pipeline id (DAG ids and Kubernetes names derive from it)",
     )
     description: str = Field(default="", description="the training DAG's description in Airflow")
+    owner: str = Field(
+        default="mlplatform",
+        min_length=1,
+        max_length=100,
+        description="who answers for the pipeline: the Airflow owner of its DAGs, named in the docs",
+    )
     source: SourceConfig = Field(description="where raw batches come from and their key columns")
     validation: ValidationConfig = Field(description="the blocking Great Expectations check")
     features: FeaturesConfig = Field(description="Feast features, label and training set")

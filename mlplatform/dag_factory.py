@@ -39,6 +39,7 @@ from mlplatform.config import (
     one_line,
     pipeline_files,
 )
+from mlplatform.dag_docs import train_dag_doc
 from mlplatform.settings import get_settings
 
 if TYPE_CHECKING:
@@ -48,26 +49,6 @@ log = logging.getLogger(__name__)
 
 START_DATE = datetime(2026, 1, 1)
 INVALID_TAG = "invalid"
-
-TRAIN_DAG_DOC = """Training DAG of a pipeline config (``pipelines/<name>.yaml``)::
-
-    start_run -> decide -> ingest -> validate -> features -> training_set -> train -> register
-      -> gate -> infra_validate -> promote  (end_run: teardown, always)
-
-``start_run`` takes the pipeline's lease (runs of one pipeline never interleave: a second run
-waits for the first) and freezes the run's config; ``end_run`` gives the lease back.
-
-Scheduled on ``retrain.schedule`` (cron) and/or the pipeline's data asset (``retrain.on_new_data``)
-and drift asset (``retrain.on_drift``). ``decide`` retrains or skips the rest of the run with the
-reason (triggers, cooldown: ``mlplatform.decisions``); the reason is the run's note.
-
-Trigger it from the UI or ``mlplatform run NAME --data URI`` (param ``data_uri``); a run without
-``data_uri`` ingests nothing new: it trains on the validated history up to the newest validated
-batch (``retrain.window_days``).
-A stage whose inputs are unchanged reuses its earlier output ("cached from run R",
-:mod:`mlplatform.cache`); param ``cache`` false (``mlplatform run --no-cache``) runs every stage
-afresh.
-"""
 
 INGEST_DAG_DOC = """Ingest DAG of a pipeline with a landing source (``source.uri``, templated by the
 run's data interval, e.g. ``{{ mlp_home }}/landing/{{ data_interval_start | ds }}/*.csv``)::
@@ -83,13 +64,15 @@ NOT_CRON = ("@once", "@continuous")
 
 
 def dag_default_args(cfg: PipelineConfig, **overrides: Any) -> dict[str, Any]:
-    """The ``default_args`` of every platform DAG of pipeline ``cfg``: ``pipeline`` (every platform
+    """The ``default_args`` of every platform DAG of pipeline ``cfg``: ``owner`` (``cfg.owner``),
+    ``pipeline`` (every platform
     operator takes it) and ``on_failure_callback``, a :class:`~operators.notifiers.FailureAlertNotifier`
     (a task that fails for good sends a ``failure`` alert), plus ``overrides`` (``retries`` ...)."""
     from operators.notifiers import FailureAlertNotifier
 
     return {
         "pipeline": cfg.name,
+        "owner": cfg.owner,
         "on_failure_callback": [FailureAlertNotifier(cfg.name)],
         **overrides,
     }
@@ -180,7 +163,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             ),
         },
         default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
-        doc_md=TRAIN_DAG_DOC,
+        doc_md=train_dag_doc(cfg, get_settings()),
     ) as dag:
         start = StartRunOperator()
         decide = DecideOperator()
@@ -259,8 +242,17 @@ def build_rollback_dag(cfg: PipelineConfig) -> DAG:
         start_date=START_DATE,
         catchup=False,
         tags=["mlplatform", "rollback", cfg.name],
+        # both optional: the UI's trigger form requires a field unless its type allows null
         params={
-            "to_version": Param("", type="string", description="version to serve; empty = previous")
+            "to_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="version to serve; empty = the previous published version",
+            ),
+            "reason": Param(
+                None, type=["null", "string"], description="why (kept in the audit trail)"
+            ),
         },
         default_args=dag_default_args(cfg, retries=0),
     ) as dag:

@@ -78,6 +78,19 @@ class DecideOperator(PlatformOperator):
         line = decision.summary()
         self.log.info("decision: %s", line)
         if new:
+            from mlplatform import audit
+
+            audit.record(
+                settings,
+                cfg.name,
+                "retrain_decision",
+                actor=audit.actor_from_context(context),
+                reason=line,
+                model=cfg.serving.model_name,
+                run_id=decision.run_id,
+                decision=decision.decision,
+                triggers=decision.triggers,
+            )
             alerts.send(
                 cfg,
                 "retrain_decision",

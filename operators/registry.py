@@ -23,10 +23,16 @@ class RegisterOperator(PlatformOperator):
         self.trained = trained
 
     def run_stage(self, cfg, out_dir, settings, context):
-        from mlplatform.stages.registry import register
+        from mlplatform.airflow_runner import ui_url
+        from mlplatform.platform_view import ui_links
+        from mlplatform.stages.registry import client, register
 
         t = self.trained
         result = register(cfg, t["model_uri"], t["mlflow_run_id"], t.get("tags", {}), settings)
+        version = int(result["model_version"])
+        links = ui_links(settings, cfg, version, context["run_id"], t.get("tags", {}), ui_url())
+        for key, url in links.items():  # MLflow links back to the Airflow UI (http, not file://)
+            client(settings).set_model_version_tag(result["model_name"], str(version), key, url)
         context["ti"].xcom_push(
             key=MlflowModelLink.xcom_key,
             value=MlflowModelLink.url(settings, result["model_name"], result["model_version"]),
@@ -142,10 +148,29 @@ class PromoteOperator(PlatformOperator):
         self.validated = validated
 
     def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform import audit
         from mlplatform.stages.registry import promote
 
         v = self.validated
-        return promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+        result = promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
+        gate = context["ti"].xcom_pull(task_ids="gate") or {}
+        figures = (
+            f"{gate['metric']} {gate['challenger']} vs champion {gate['champion']}"
+            if gate.get("metric")
+            else "no gate figures"
+        )
+        audit.record(
+            settings,
+            cfg.name,
+            "canary" if result["label"] == "canary" else "promote",
+            actor=audit.actor_from_context(context),
+            reason=f"passed the gate ({figures}) and infra validation",
+            model=cfg.serving.model_name,
+            version=int(v["version"]),
+            run_id=context["run_id"],
+            previous_version=result.get("previous_version"),
+        )
+        return result
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import promote_parts
@@ -170,7 +195,21 @@ class RollbackOperator(PlatformOperator):
         self.to_version = to_version
 
     def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform import audit
         from mlplatform.stages.registry import rollback
 
         to = int(self.to_version) if self.to_version not in (None, "", "None") else None
-        return rollback(cfg.serving.model_name, settings, to)
+        result = rollback(cfg.serving.model_name, settings, to)
+        reason = (context.get("params") or {}).get("reason") or "no reason given"
+        audit.record(
+            settings,
+            cfg.name,
+            "rollback",
+            actor=audit.actor_from_context(context),
+            reason=str(reason),
+            model=cfg.serving.model_name,
+            version=int(result["served_version"]),
+            run_id=context["run_id"],
+            from_version=result.get("from_version"),
+        )
+        return result

@@ -1,11 +1,14 @@
-"""Airflow plugin of the platform: extra links on tasks, and the reports they point to.
+"""Airflow plugin of the platform: extra links on tasks, the reports they point to, and the
+platform view (``platform_pages``: models, versions, gate, drift, lineage, audit, rollback and
+retrain), linked from Airflow's navigation as "ML platform".
 
 * Extra links on task instances: "GX Data Docs" (validate), "Drift report" (the monitor's
   drift_check), "MLflow run" (train), "MLflow model version" (register).
 * A small FastAPI app mounted in the Airflow API server at ``/mlplatform``: ``/mlplatform/reports/
   <path>`` serves the HTML reports that stages write under the platform storage (GX Data Docs,
   Evidently drift reports) — browsers refuse ``file://`` links from an http page, so the Data Docs
-  link points here. Only files inside a ``data_docs``/``reports`` folder are served.
+  link points here. Only files inside a ``data_docs``/``reports`` folder are served; Data Docs
+  pages with their CDN assets replaced by local copies (``gx_assets``, ``/mlplatform/static/``).
 
 Access is Airflow's own, as for the rest of its API: every route depends on Airflow's
 ``get_user`` (a JWT bearer token, or the cookie the Airflow UI holds), so a request without a
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from gx_assets import STATIC, localize
+from platform_auth import AirflowUser, airflow_user, authorize_pipeline
+from platform_pages import router as pages_router
 
 from operators.links import (
     REPORTS_PREFIX,
@@ -40,37 +45,6 @@ from operators.links import (
 REPORT_FOLDERS = {"data_docs", "reports"}
 
 log = logging.getLogger(__name__)
-
-# the same token sources as Airflow's API (airflow.api_fastapi.core_api.security)
-_oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
-_bearer_scheme = HTTPBearer(auto_error=False)
-
-
-async def airflow_user(
-    request: Request,
-    oauth_token: Annotated[str | None, Depends(_oauth2_scheme)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
-) -> Any:
-    """The Airflow user of the request, by Airflow's own ``get_user`` (401 without a token,
-    401/403 for an expired or invalid one)."""
-    from airflow.api_fastapi.core_api.security import get_user
-
-    return await get_user(request, oauth_token, bearer)
-
-
-AirflowUser = Annotated[Any, Depends(airflow_user)]
-
-
-def authorize_pipeline(request: Request, user: Any, pipeline: str) -> None:
-    """403 unless ``user`` may read the task instances of ``mlp_<pipeline>_train``."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    check = requires_access_dag(
-        "GET", DagAccessEntity.TASK_INSTANCE, param_dag_id=f"mlp_{pipeline}_train"
-    )
-    check(request, user)
-
 
 reports_app = FastAPI(
     title="mlplatform reports",
@@ -116,7 +90,17 @@ def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
     authorize_pipeline(request, user, pipeline)
     if not target.is_file():
         raise HTTPException(status_code=404, detail="no such report")
+    if target.suffix == ".html" and "data_docs" in target.parts:
+        # GX pages load their scripts and styles from CDNs: served with local copies instead
+        return HTMLResponse(
+            localize(target.read_text(errors="replace"), f"{REPORTS_PREFIX}/static")
+        )
     return FileResponse(target)
+
+
+reports_app.include_router(pages_router)
+# public library files (GX Data Docs' scripts, styles and fonts), vendored: no CDN needed
+reports_app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
 class MlPlatformPlugin(AirflowPlugin):
@@ -124,4 +108,13 @@ class MlPlatformPlugin(AirflowPlugin):
     operator_extra_links = [DataDocsLink(), DriftReportLink(), MlflowRunLink(), MlflowModelLink()]
     fastapi_apps = [
         {"app": reports_app, "url_prefix": REPORTS_PREFIX, "name": "mlplatform reports"}
+    ]
+    # the platform view in Airflow's navigation: embedded at /plugin/mlplatform
+    external_views = [
+        {
+            "name": "ML platform",
+            "href": f"{REPORTS_PREFIX}/",
+            "destination": "nav",
+            "url_route": "mlplatform",
+        }
     ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the servers that the tests start themselves: redis-server (the Feast online store) and
-# PostgreSQL (a SQL source); and docker-compose (v1), whose `config` renders docker-compose.yml
-# without a Docker engine (tests/test_compose.py). Idempotent and quiet: does nothing when both are present, otherwise
+# PostgreSQL (a SQL source); docker-compose (v1), whose `config` renders docker-compose.yml
+# without a Docker engine (tests/test_compose.py); and chromium for the browser test of the UI.
+# Idempotent and quiet: does nothing when all are present, otherwise
 # one `apt-get update` and one `apt-get install`. `make env` calls it, so `make test` on a fresh
 # clone has them.
 #
@@ -24,6 +25,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_postgres || need+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser test (Playwright, executable_path)
 [ "${#need[@]}" -eq 0 ] && exit 0
 
 SUDO=()

@@ -81,6 +81,26 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     assert "holdout_auc" in run.data.metrics
     models = mlp_home / "serving" / "models"
     assert layout.served_version(models, "demo") == 1
+    # the audit trail names who promoted and why; MLflow links back into the UI over http
+    from mlplatform import audit
+    from mlplatform.settings import get_settings
+
+    trail = audit.read(get_settings(), "demo")
+    assert [e.action for e in trail] == ["retrain_decision", "promote"], trail
+    assert trail[1].version == 1 and trail[1].actor.startswith("command line (")
+    assert (
+        trail[1].reason.startswith("passed the gate (auc 0.")
+        and "vs champion None" in trail[1].reason
+    )
+    assert (
+        v1.tags["airflow_run_url"].startswith("http")
+        and "/dags/mlp_demo_train/runs/" in v1.tags["airflow_run_url"]
+    )
+    assert v1.tags["platform_url"].endswith("/mlplatform/models/demo/versions/1")
+    assert (
+        v1.tags["data_docs_url"].startswith("http")
+        and "/mlplatform/reports/demo/" in v1.tags["data_docs_url"]
+    )
 
     # 1b. the same batch again: every stage is reused from run 1 (step caching), nothing trains
     (batch,) = (mlp_home / "demo-data").glob("batch-*.csv")
@@ -125,3 +145,16 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     assert int(client.get_model_version_by_alias("demo", "champion").version) == 1
     assert layout.served_version(models, "demo") == 1
     assert layout.list_versions(models, "demo") == [1]
+    # the platform view shows the refusal on v2 and v1's passed gate
+    from mlplatform.config import load_pipeline
+    from mlplatform.platform_view import model_view
+
+    view = model_view(get_settings(), load_pipeline(cfg))
+    gates = {v["version"]: v["gate"] for v in view["versions"]}
+    assert gates[2]["decision"] == "refused" and gates[2]["refused"].startswith(
+        "gate refused demo v2"
+    )
+    assert gates[1]["decision"] == "promote" and gates[1]["champion"] is None
+    assert (
+        view["served_version"] == 1 and [e["action"] for e in view["audit"]].count("promote") == 1
+    )

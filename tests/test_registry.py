@@ -339,8 +339,13 @@ def test_cli_rollback_and_status(env, monkeypatch):
     status = cli("status", "demo")
     assert status.returncode == 0 and f"demo: served version {v2}" in status.stdout
     assert f"'champion': {v2}" in status.stdout
-    back = cli("rollback", "demo")
+    back = cli("rollback", "demo", "--reason", "v2 answers slowly")
     assert back.returncode == 0, back.stderr
+    from mlplatform import audit
+
+    (entry,) = audit.read(settings, "demo")  # who, when, why: in the pipeline's audit trail
+    assert (entry.action, entry.version, entry.reason) == ("rollback", v1, "v2 answers slowly")
+    assert entry.actor.startswith("command line (") and entry.details == {"from_version": v2}
     url = get_settings().serving_url
     assert back.stdout.splitlines() == [
         f"demo: rolled back to v{v1} (was v{v2}): stable label and alias champion -> v{v1}; "
@@ -349,6 +354,7 @@ def test_cli_rollback_and_status(env, monkeypatch):
     ]
     again = cli("rollback", "demo")
     assert again.returncode == 1
+    assert len(audit.read(settings, "demo")) == 1  # a refused rollback records nothing
     assert (
         again.stderr.strip()
         == f"mlplatform: rollback: demo v{v1} is the oldest published version; nothing to roll back to"

@@ -423,6 +423,11 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     assert alert["mlplatform"]["summary"] == logged.summary()
     assert alert["mlplatform"]["decision"] == "skip"
     assert alert["mlplatform"]["champion_version"] == 1
+    from mlplatform import audit
+
+    [entry] = audit.read(settings, "demo")  # the audit trail: who/what, why
+    assert (entry.action, entry.actor, entry.run_id) == ("retrain_decision", "schedule", check["run_id"])  # fmt: skip
+    assert entry.reason == logged.summary()
 
     # 7. a new batch is announced; with a retrain 1 h ago the asset-triggered run is in cooldown
     _batch(landing, "2026-03-08", seed=2)
@@ -437,6 +442,7 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     assert last.reason.startswith("cooldown: last retrain 1.0 h ago (run scheduled__x")
     assert f"deferred: 1 new data version(s) {new_version[:12]} (600 rows)" in last.reason
     assert triggered["note"] == last.summary()
+    assert audit.read(settings, "demo")[-1].actor == "asset event mlp_demo_data"
     status = subprocess.run(
         [sys.executable, "-m", "mlplatform.cli", "status", "demo"], capture_output=True, text=True,
         cwd=REPO, env={**os.environ, "MLP_HOME": str(mlp_home)}, timeout=300,

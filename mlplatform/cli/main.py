@@ -30,6 +30,7 @@ from mlplatform.cli.pipelines import (
 from mlplatform.cli.run import cmd_demo, cmd_run
 from mlplatform.cli.scaffold import cmd_init
 from mlplatform.cli.score import cmd_score
+from mlplatform.cli.ui import add_parser as add_ui_parser
 from mlplatform.config import (
     ConfigError,
 )
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for the airflow CLI")
     p.set_defaults(func=cmd_airflow)
+    add_ui_parser(sub)
 
     p = sub.add_parser(
         "rollback", help="serve the previous version again and move alias champion back (seconds)"
@@ -243,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the published version to serve (default: the one before the current)",
     )
     p.add_argument("--url", help="server to wait for (default http://MLP_SERVING_HOST:PORT)")
+    p.add_argument("--reason", help="why (kept in the pipeline's audit trail)")
     p.add_argument(
         "--wait-s",
         type=float,
@@ -256,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model")
     p.add_argument("--version", type=int, required=True)
+    p.add_argument("--reason", help="why (kept in the pipeline's audit trail)")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser(

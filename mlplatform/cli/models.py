@@ -11,6 +11,7 @@ from mlplatform.settings import Settings
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform import audit
     from mlplatform.reconcile import wait_until_served
     from mlplatform.stages import StageError
     from mlplatform.stages.registry import rollback
@@ -20,6 +21,16 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     except StageError as exc:
         raise OutcomeError(str(exc)) from None
     version, url = result["served_version"], args.url or settings.serving_url
+    audit.record(
+        settings,
+        audit.pipeline_of_model(settings, args.model),
+        "rollback",
+        actor=audit.command_line_actor(),
+        reason=args.reason or "no reason given",
+        model=args.model,
+        version=int(version),
+        from_version=result["from_version"],
+    )
     say(
         f"{args.model}: rolled back to v{version} (was v{result['from_version']}): stable label "
         f"and alias champion -> v{version}; v{version} {result['checked']}"
@@ -39,6 +50,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from mlplatform import audit
     from mlplatform.stages import StageError
     from mlplatform.stages.registry import set_stable
 
@@ -46,6 +58,15 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
         set_stable(args.model, args.version, settings)
     except StageError as exc:
         raise OutcomeError(str(exc)) from None
+    audit.record(
+        settings,
+        audit.pipeline_of_model(settings, args.model),
+        "promote",
+        actor=audit.command_line_actor(),
+        reason=args.reason or "no reason given",
+        model=args.model,
+        version=args.version,
+    )
     say(f"{args.model}: v{args.version} is now stable and champion")
     return 0
 
