@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from mlplatform.contracts import InfraValidateOutput, RegisterOutput, TrainingSetOutput, TrainOutput
+from mlplatform.contracts import (
+    GateOutput,
+    InfraValidateOutput,
+    RegisterOutput,
+    TrainingSetOutput,
+    TrainOutput,
+)
 from operators.base import PlatformOperator
 from operators.links import MlflowModelLink
 
@@ -153,7 +159,8 @@ class PromoteOperator(PlatformOperator):
 
         v = self.validated
         result = promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
-        gate = context["ti"].xcom_pull(task_ids="gate") or {}
+        # the gate's XCom (:class:`~mlplatform.contracts.GateOutput`); none if it left nothing
+        gate = cast("GateOutput", context["ti"].xcom_pull(task_ids="gate") or {})
         figures = (
             f"{gate['metric']} {gate['challenger']} vs champion {gate['champion']}"
             if gate.get("metric")
