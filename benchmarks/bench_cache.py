@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlplatform import datagen  # noqa: E402
-from mlplatform.cli.run import STAGES as RUN_STAGES  # noqa: E402
+from mlplatform.contracts import WORK_STAGES  # noqa: E402
 from mlplatform.storage import read_summaries, run_key  # noqa: E402
 
 #: the stages that have a cache key, in pipeline order (run control and decide have none)
-STAGES = [s for s in RUN_STAGES if s not in ("start_run", "decide", "end_run")]
+STAGES = list(WORK_STAGES)
 
 
 def run_once(home: Path, env: dict[str, str]) -> dict:

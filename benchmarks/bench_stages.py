@@ -45,17 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-STAGES = (
-    "ingest",
-    "validate",
-    "features",
-    "training_set",
-    "train",
-    "register",
-    "gate",
-    "infra_validate",
-    "promote",
-)
+from mlplatform.contracts import WORK_STAGES as STAGES  # noqa: E402
 
 
 def _rss_kib(field: str) -> int:

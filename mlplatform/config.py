@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -586,13 +586,17 @@ class ScoringConfig(_Strict):
         return check_schedule(value)
 
 
+#: the events an alert is sent for (:data:`mlplatform.alerts.EVENTS`)
+AlertEvent = Literal["failure", "gate_refused", "drift", "retrain_decision"]
+
+
 class AlertsConfig(_Strict):
     webhook_url: str | None = Field(
         default=None,
         description="Slack-compatible incoming webhook; null: MLP_ALERT_WEBHOOK_URL, else none",
     )
-    events: list[Literal["failure", "gate_refused", "drift", "retrain_decision"]] = Field(
-        default_factory=lambda: ["failure", "gate_refused", "drift", "retrain_decision"],
+    events: list[AlertEvent] = Field(
+        default_factory=lambda: list(get_args(AlertEvent)),
         description="which events are sent (mlplatform.alerts.EVENTS)",
     )
 

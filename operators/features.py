@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
 
 
@@ -21,6 +22,7 @@ class FeaturesOperator(PlatformOperator):
     """
 
     stage = "features"
+    data: IngestOutput  # its XCom, rendered when the task runs
     template_fields = ("data",)
     ui_color = "#eef7ea"
 
@@ -57,6 +59,7 @@ class TrainingSetOperator(PlatformOperator):
     """
 
     stage = "training_set"
+    data: IngestOutput  # its XCom, rendered when the task runs
     template_fields = ("data",)
     ui_color = "#eef7ea"
 

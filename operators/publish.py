@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
 
 
@@ -18,6 +19,7 @@ class PublishDataOperator(PlatformOperator):
     """
 
     stage = "publish"
+    data: IngestOutput  # its XCom, rendered when the task runs
     template_fields = ("data",)
     ui_color = "#eef7ea"
 

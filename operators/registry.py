@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from mlplatform.contracts import (
+    GateOutput,
+    InfraValidateOutput,
+    RegisterOutput,
+    TrainingSetOutput,
+    TrainOutput,
+)
 from operators.base import PlatformOperator
 from operators.links import MlflowModelLink
 
@@ -12,6 +19,7 @@ class RegisterOperator(PlatformOperator):
     """Register the trained model (``trained``: train's XCom) as a version with alias challenger."""
 
     stage = "register"
+    trained: TrainOutput  # its XCom, rendered when the task runs
     template_fields = ("trained",)
     operator_extra_links = (MlflowModelLink(),)
     ui_color = "#fbeaea"
@@ -66,6 +74,8 @@ class GateOperator(PlatformOperator):
     """
 
     stage = "gate"
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")
     ui_color = "#fbeaea"
 
@@ -100,6 +110,8 @@ class InfraValidateOperator(PlatformOperator):
     """
 
     stage = "infra_validate"
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")
     ui_color = "#e3f6f5"
 
@@ -133,6 +145,7 @@ class PromoteOperator(PlatformOperator):
     """
 
     stage = "promote"
+    validated: InfraValidateOutput  # its XCom, rendered when the task runs
     template_fields = ("validated",)
     ui_color = "#e3f6f5"
 
@@ -146,7 +159,8 @@ class PromoteOperator(PlatformOperator):
 
         v = self.validated
         result = promote(cfg, int(v["version"]), settings, candidate_dir=v["candidate_dir"])
-        gate = context["ti"].xcom_pull(task_ids="gate") or {}
+        # the gate's XCom (:class:`~mlplatform.contracts.GateOutput`); none if it left nothing
+        gate = cast("GateOutput", context["ti"].xcom_pull(task_ids="gate") or {})
         figures = (
             f"{gate['metric']} {gate['challenger']} vs champion {gate['champion']}"
             if gate.get("metric")

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
+from mlplatform.contracts import TrainingSetOutput
 from operators.base import PlatformOperator
 from operators.caching import CacheableStage
 from operators.links import MlflowRunLink
@@ -54,7 +55,7 @@ class TrainCaching(CacheableStage):
     key, the model/training/features sections and the trainer's code (:mod:`mlplatform.cache_keys`);
     a recorded training is reused while its MLflow run and logged model exist."""
 
-    training_set: Any
+    training_set: TrainingSetOutput  # its XCom, rendered when the task runs
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import train_parts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
 from operators.links import DataDocsLink
 
@@ -17,6 +18,7 @@ class ValidateOperator(PlatformOperator):
     """
 
     stage = "validate"
+    data: IngestOutput  # its XCom, rendered when the task runs
     template_fields = ("data",)
     operator_extra_links = (DataDocsLink(),)
     ui_color = "#fdf2e3"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from mlplatform.contracts import TRAIN_STAGES
 from tests.conftest import REPO
 
 HEAVY = [
@@ -60,7 +61,7 @@ def test_train_dag_chains_every_stage(mlp_home):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["mlp_demo_train"]
-    order = ["start_run", "decide", "ingest", "validate", "features", "training_set", "train", "register", "gate", "infra_validate", "promote", "end_run"]  # fmt: skip
+    order = TRAIN_STAGES
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).get_flat_relative_ids(upstream=False), (

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mlplatform.contracts import TRAIN_STAGES, WORK_STAGES, validate_output
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -48,17 +49,7 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     # 1. the demo: a real DAG run through Airflow ending with a prediction from the promoted model
     demo = _cli("demo", "--rows", "1500", home=mlp_home)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for stage in (
-        "ingest",
-        "validate",
-        "features",
-        "training_set",
-        "train",
-        "register",
-        "gate",
-        "infra_validate",
-        "promote",
-    ):
+    for stage in WORK_STAGES:
         assert re.search(rf"^  {stage}\s+ok\s+\d+\.\d+s", demo.stdout, re.M), (
             f"no summary line for {stage}:\n{demo.stdout}"
         )
@@ -69,9 +60,11 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     client = _registry(mlp_home)
     v1 = client.get_model_version_by_alias("demo", "champion")
     assert int(v1.version) == 1
-    ingest_summary = json.loads(
-        next((mlp_home / "storage" / "demo").glob("*/ingest/summary.json")).read_text()
-    )
+    ingest_path = next((mlp_home / "storage" / "demo").glob("*/ingest/summary.json"))
+    ingest_summary = json.loads(ingest_path.read_text())
+    for stage in TRAIN_STAGES:  # every task's real XCom matches its declared contract
+        summary = json.loads((ingest_path.parent.parent / stage / "summary.json").read_text())
+        validate_output(stage, summary["outputs"])
     assert v1.tags["data_version"] == ingest_summary["outputs"]["data_version"]
     for tag in (
         "data_commit",

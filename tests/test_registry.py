@@ -360,3 +360,17 @@ def test_cli_rollback_and_status(env, monkeypatch):
         == f"mlplatform: rollback: demo v{v1} is the oldest published version; nothing to roll back to"
     )
     assert cli("status", "nope").returncode == 2
+
+
+def test_a_label_move_to_a_version_gone_from_the_model_base_fails_in_one_line(env, monkeypatch):
+    """Without a candidate, promote moves labels to a published version; one the model base
+    lost (its content tag names what it held) cannot be published again from nothing."""
+    from mlplatform.stages import StageError, registry
+
+    cfg, settings, _, _ = env
+    monkeypatch.setattr(registry, "_version_tag", lambda *args: "ab" * 32)
+    with pytest.raises(StageError, match=r"^promote: demo v3 has content_sha256 abababababab… but"):
+        promote(cfg, 3, settings)
+    from serving import layout
+
+    assert layout.list_versions(settings.models_dir, "demo") == [], "published from nothing"

@@ -27,36 +27,12 @@ from mlplatform.config import (
     one_line,
     pipeline_files,
 )
+from mlplatform.contracts import TRAIN_DAG, TRAIN_STAGES
 from mlplatform.settings import Settings
 
-STAGES = [
-    "start_run",
-    "decide",
-    "ingest",
-    "validate",
-    "features",
-    "training_set",
-    "train",
-    "register",
-    "gate",
-    "infra_validate",
-    "promote",
-    "end_run",
-]
-KEY_OUTPUT = {
-    "start_run": "config_hash",
-    "end_run": "lease",
-    "decide": "summary",
-    "ingest": "data_version",
-    "validate": "data_docs",
-    "features": "feature_service",
-    "training_set": "training_set_uri",
-    "train": "model_uri",
-    "register": "model_uri",
-    "gate": "challenger",
-    "infra_validate": "p99_ms",
-    "promote": "served_version",
-}
+#: the train DAG's tasks in order, and the output shown on each one's line (:mod:`mlplatform.contracts`)
+STAGES = list(TRAIN_STAGES)
+KEY_OUTPUT = {stage.name: stage.key for stage in TRAIN_DAG}
 
 
 def _stage_line(summary: dict) -> str:

@@ -81,6 +81,7 @@ def feature_store_for(pipeline: str, settings: Settings):
 
     root = feast_root(pipeline, settings)
     root.mkdir(parents=True, exist_ok=True)
+    online: Any  # Feast's Redis or SQLite online store config
     if settings.feast_online_store == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 

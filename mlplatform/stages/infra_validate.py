@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
+from mlplatform.contracts import InfraValidateOutput
 from mlplatform.scoring import feature_columns
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
@@ -126,7 +127,7 @@ def check_published_version(
 
 def infra_validate(
     cfg: PipelineConfig, version: int, holdout_uri: str, out_dir: Path, settings: Settings
-) -> dict[str, object]:
+) -> InfraValidateOutput:
     from mlplatform.stages.registry import download_saved_model
     from serving.api import ApiError
     from serving.runtime import predict_json, warmup

@@ -33,11 +33,13 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
+from mlplatform.contracts import PromoteOutput, RegisterOutput
 from mlplatform.scoring import find_saved_model, metric_value, predict_frame
 from mlplatform.settings import Settings
 from mlplatform.stages import GateRefused, StageError
@@ -70,7 +72,7 @@ def alias_version(settings: Settings, model_name: str, alias: str) -> int | None
 
 def register(
     cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, str], settings: Settings
-) -> dict[str, object]:
+) -> RegisterOutput:
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
@@ -171,7 +173,9 @@ def _judge(
         _refuse_not_finite(
             name, version, g.metric, challenger_value, challenger_slices, why, where, champion
         )
-        champion_value, champion_slices, champion_note = None, {}, None
+        champion_value: float | None = None
+        champion_slices: dict[str, float] = {}
+        champion_note: str | None = None
         if champion is not None and champion != version:
             champion_value, champion_slices, why = _score(
                 cfg, download_saved_model(settings, name, champion, Path(tmp) / "p"), holdout
@@ -182,7 +186,7 @@ def _judge(
                 champion_value = None
             champion_slices = {k: v for k, v in champion_slices.items() if math.isfinite(v)}
     sign = 1 if g.higher_is_better else -1
-    result = {
+    result: dict[str, Any] = {
         "metric": g.metric,
         "challenger_version": version,
         "challenger": round(challenger_value, 4),
@@ -315,6 +319,12 @@ def _publish_or_reuse(
                     f"base disagree; run `mlplatform doctor {name}`"
                 )
             return on_disk
+        if src is None:  # a label move to a version the model base no longer holds
+            raise StageError(
+                f"promote: {name} v{version} has content_sha256 {expected[:12]}… but is not in "
+                f"the model base {base}; publish it again from its infra-validated candidate "
+                f"(run the pipeline) or run `mlplatform doctor {name}`"
+            )
         try:
             layout.publish_version(base, name, version, src, expected_sha256=expected)
         except (FileExistsError, ValueError) as exc:
@@ -324,7 +334,7 @@ def _publish_or_reuse(
 
 def promote(
     cfg: PipelineConfig, version: int, settings: Settings, candidate_dir: str | None = None
-) -> dict[str, object]:
+) -> PromoteOutput:
     """Publish ``candidate_dir`` (infra-validated, with warm-up file) or the registered SavedModel.
 
     Without ``serving.canary`` the new version becomes ``stable`` and alias ``champion``; with it,
@@ -424,6 +434,7 @@ def rollback(
             f"rollback: {model_name} has no valid served version in {base}; name one with --to"
         )
     if to_version is None:
+        assert current is not None  # raised above when neither is known
         older = [v for v in layout.list_versions(base, model_name) if v < current]
         if not older:
             raise StageError(

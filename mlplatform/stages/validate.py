@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlplatform.config import PipelineConfig
+from mlplatform.contracts import ValidateOutput
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError, ValidationFailed
 from mlplatform.storage import to_path, to_uri
@@ -195,7 +196,7 @@ def mark_validated(
 
 def validate(
     cfg: PipelineConfig, data_uri: str, data_version: str, out_dir: Path, settings: Settings
-) -> dict[str, object]:
+) -> ValidateOutput:
     """Run the validation stage (see module docstring)."""
     suite_def = with_platform_expectations(
         load_suite_definition(settings, cfg.validation.suite), cfg
