@@ -44,6 +44,7 @@ def train_dag_doc(cfg: PipelineConfig, settings: Settings) -> str:
     g, f, s = cfg.gate, cfg.features, cfg.source
     direction = "at least" if g.higher_is_better else "at most"
     regression = "drop" if g.higher_is_better else "rise"
+    bound = "" if g.threshold is None else f"is {direction} {g.threshold} and "
     predicts = _KIND[cfg.model.kind].format(label=f.label)
     columns = [s.entity, s.timestamp, *f.numeric, *f.categorical, f.label]
     storage = f"{settings.storage}/{cfg.name}/<run>/<stage>/"
@@ -67,7 +68,7 @@ link says which expectations failed. At least {f.min_rows} rows are needed to tr
 **When it retrains**: {_retrain(cfg)}
 
 **The gate**: the new model (alias `challenger`) replaces the served one (alias `champion`) only
-if its `{g.metric}` on the hold-out is {direction} {g.min} and does not {regression} by more than
+if its `{g.metric}` on the hold-out {bound}does not {regression} by more than
 {g.max_regression} against the champion, overall and per slice. A refusal ends the run with the
 `gate` task *skipped* and the figures in its log; nothing changes for the served model.
 

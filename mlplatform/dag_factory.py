@@ -78,6 +78,21 @@ def dag_default_args(cfg: PipelineConfig, **overrides: Any) -> dict[str, Any]:
     }
 
 
+def pipeline_dag(cfg: PipelineConfig, kind: str, **kwargs: Any) -> DAG:
+    """A platform DAG of pipeline ``cfg``: ``mlp_<name>_<kind>``, starting at ``START_DATE``
+    with no catch-up, tagged ``mlplatform``, ``kind`` and the pipeline's name; ``kwargs`` are the
+    rest of ``DAG``'s arguments (``schedule``, ``description``, ``max_active_runs``, ...)."""
+    from airflow.sdk import DAG
+
+    return DAG(
+        dag_id=f"mlp_{cfg.name}_{kind}",
+        start_date=START_DATE,
+        catchup=False,
+        tags=["mlplatform", kind, cfg.name],
+        **kwargs,
+    )
+
+
 def train_operator_class() -> type:
     """The train operator of ``MLP_TRAINING_BACKEND`` (``local`` | ``kubernetes``)."""
     if get_settings().training_backend == "kubernetes":
@@ -124,7 +139,7 @@ def train_schedule(cfg: PipelineConfig) -> Any:
 
 def build_train_dag(cfg: PipelineConfig) -> DAG:
     """The training DAG of one pipeline; every task is a platform operator."""
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import Param
 
     from operators import (
         FeaturesOperator,
@@ -139,16 +154,14 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
     from operators.decide import DecideOperator
     from operators.run_control import EndRunOperator, StartRunOperator
 
-    with DAG(
-        dag_id=f"mlp_{cfg.name}_train",
+    with pipeline_dag(
+        cfg,
+        "train",
         description=cfg.description or f"train {cfg.name}",
         schedule=train_schedule(cfg),
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
         # a backstop: a run whose driver died outright is failed by the scheduler after this
         dagrun_timeout=timedelta(hours=get_settings().run_timeout_hours),
-        tags=["mlplatform", "train", cfg.name],
         params={
             "data_uri": Param(
                 "",
@@ -192,7 +205,7 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
     """The ingest DAG of a pipeline with a landing source (``source.uri``): the batch of each data
     interval, validated, stored in the offline store and announced (data asset). Same operators
     and pipeline lease as the train DAG; its runs are scoped ``ingest`` (``run_scope``)."""
-    from airflow.sdk import DAG, CronDataIntervalTimetable
+    from airflow.sdk import CronDataIntervalTimetable
 
     from operators import FeaturesOperator, IngestOperator, ValidateOperator
     from operators.publish import PublishDataOperator
@@ -201,15 +214,13 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
     assert cfg.source.uri, "an ingest DAG needs source.uri"
     cron = cfg.source.schedule
     schedule = cron if cron is None or cron in NOT_CRON else CronDataIntervalTimetable(cron, "UTC")
-    with DAG(
-        dag_id=f"mlp_{cfg.name}_ingest",
+    with pipeline_dag(
+        cfg,
+        "ingest",
         description=f"ingest {cfg.name}'s landing batches: {cfg.source.uri}",
         schedule=schedule,
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=get_settings().run_timeout_hours),
-        tags=["mlplatform", "ingest", cfg.name],
         default_args=dag_default_args(
             cfg, run_scope="ingest", retries=1, retry_delay=timedelta(seconds=30)
         ),
@@ -231,17 +242,15 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
 
 def build_rollback_dag(cfg: PipelineConfig) -> DAG:
     """Manual DAG: serve the previous version again (param ``to_version`` to pick one)."""
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import Param
 
     from operators import RollbackOperator
 
-    with DAG(
-        dag_id=f"mlp_{cfg.name}_rollback",
+    with pipeline_dag(
+        cfg,
+        "rollback",
         description=f"roll {cfg.serving.model_name} back to the previous served version",
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        tags=["mlplatform", "rollback", cfg.name],
         # both optional: the UI's trigger form requires a field unless its type allows null
         params={
             "to_version": Param(

@@ -41,20 +41,17 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG | None:
     """The monitor DAG of one pipeline, or None when ``monitoring.schedule`` is null."""
     if cfg.monitoring.schedule is None:
         return None
-    from airflow.sdk import DAG
 
     from mlplatform.assets import drift_asset
-    from mlplatform.dag_factory import START_DATE, dag_default_args
+    from mlplatform.dag_factory import dag_default_args, pipeline_dag
     from operators.monitor import DriftCheckOperator, PublishDriftOperator
 
-    with DAG(
-        dag_id=monitor_dag_id(cfg.name),
+    with pipeline_dag(
+        cfg,
+        "monitor",
         description=f"drift and live-metric checks of {cfg.serving.model_name}",
         schedule=cfg.monitoring.schedule,
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
-        tags=["mlplatform", "monitor", cfg.name],
         default_args=dag_default_args(cfg, retries=1, retry_delay=timedelta(seconds=30)),
         doc_md=MONITOR_DAG_DOC,
     ) as dag:

@@ -37,19 +37,17 @@ def score_dag_id(pipeline: str) -> str:
 
 def build_score_dag(cfg: PipelineConfig) -> DAG:
     """The scoring DAG of one pipeline (see the module doc)."""
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import Param
 
-    from mlplatform.dag_factory import START_DATE, dag_default_args
+    from mlplatform.dag_factory import dag_default_args, pipeline_dag
     from operators.score import ScoreOperator
 
-    with DAG(
-        dag_id=score_dag_id(cfg.name),
+    with pipeline_dag(
+        cfg,
+        "score",
         description=f"score with the champion of {cfg.serving.model_name} in batch",
         schedule=cfg.scoring.schedule,
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
-        tags=["mlplatform", "score", cfg.name],
         params={
             "input_uri": Param(
                 cfg.scoring.input_uri or "",

@@ -39,7 +39,7 @@ def test_train_dag_docs_say_what_users_need(mlp_home):
 def test_the_docs_and_owner_follow_the_config(mlp_home):
     from mlplatform.dag_factory import build_train_dag
 
-    cfg = _demo(owner="team-churn", gate={"metric": "rmse", "min": 3.5, "max_regression": 0.1},
+    cfg = _demo(owner="team-churn", gate={"metric": "rmse", "max": 3.5, "max_regression": 0.1},
                 model={"kind": "tabular_regressor"}, retrain={"schedule": None, "on_drift": False, "on_new_data": False})  # fmt: skip
     dag = build_train_dag(cfg)
     doc = " ".join(dag.doc_md.split())
