@@ -18,17 +18,15 @@ in-process with ``dag.test``, which records the user ``dag_test``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
-import json
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlplatform import jsonl_log
 from mlplatform.settings import Settings
 
 LOG_NAME = "audit.jsonl"
@@ -56,17 +54,6 @@ class AuditEntry:
 def log_path(settings: Settings, pipeline: str) -> Path:
     """``<home>/runs/<pipeline>/audit.jsonl``."""
     return settings.home_dir / "runs" / pipeline / LOG_NAME
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def record(
@@ -98,32 +85,13 @@ def record(
         run_id=run_id,
         details={k: v for k, v in details.items() if v is not None},
     )
-    path = log_path(settings, pipeline)
-    line = json.dumps(asdict(entry), sort_keys=True, default=str) + "\n"
-    with _locked(path), open(path, "a+b") as fh:
-        if fh.tell() and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
-            line = "\n" + line  # after a writer died mid-line: keep that torn line apart
-        fh.write(line.encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
+    jsonl_log.append(log_path(settings, pipeline), entry)
     return entry
-
-
-def _parse(line: str) -> AuditEntry | None:
-    try:
-        data = json.loads(line)
-        return AuditEntry(**data) if isinstance(data, Mapping) else None
-    except (ValueError, TypeError):  # a torn last line: skipped
-        return None
 
 
 def read(settings: Settings, pipeline: str) -> list[AuditEntry]:
     """The pipeline's audit trail, oldest first (unreadable lines skipped)."""
-    path = log_path(settings, pipeline)
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [e for e in map(_parse, lines) if e is not None]
+    return jsonl_log.read(log_path(settings, pipeline), AuditEntry)
 
 
 def command_line_actor() -> str:

@@ -30,16 +30,13 @@ it in cooldown).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlplatform import jsonl_log
 from mlplatform.config import PipelineConfig, one_line
 from mlplatform.settings import Settings
 
@@ -97,9 +94,6 @@ class Decision:
     def summary(self) -> str:
         """The one line the task logs, the run's note and ``mlplatform status`` show."""
         return f"{self.decision}: {self.reason}"
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
 def _short(version: str | None) -> str:
@@ -301,32 +295,9 @@ def log_path(settings: Settings, pipeline: str) -> Path:
     return settings.home_dir / "runs" / pipeline / LOG_NAME
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _parse(line: str) -> Decision | None:
-    try:
-        data = json.loads(line)
-        return Decision(**data) if isinstance(data, Mapping) else None
-    except (ValueError, TypeError):  # a torn last line: skipped
-        return None
-
-
 def read(settings: Settings, pipeline: str) -> list[Decision]:
     """The pipeline's decisions, oldest first (unreadable lines skipped)."""
-    path = log_path(settings, pipeline)
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [d for d in map(_parse, lines) if d is not None]
+    return jsonl_log.read(log_path(settings, pipeline), Decision)
 
 
 def find(settings: Settings, pipeline: str, run_id: str) -> Decision | None:
@@ -336,11 +307,7 @@ def find(settings: Settings, pipeline: str, run_id: str) -> Decision | None:
 
 def record(settings: Settings, decision: Decision) -> None:
     """Append ``decision`` to its pipeline's decisions log (one line, flushed and synced)."""
-    path = log_path(settings, decision.pipeline)
-    with _locked(path), open(path, "a", encoding="utf-8") as fh:
-        fh.write(decision.to_json() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    jsonl_log.append(log_path(settings, decision.pipeline), decision)
 
 
 def decide_and_record(
