@@ -51,7 +51,7 @@ HEADER = """# Reference: pipeline config fields and operator arguments
 
 Generated from the code by `python -m mlplatform.docs_reference`; do not edit by hand
 (`tests/test_docs_reference.py` fails when this file is stale). The descriptions come from the
-pydantic models in `mlplatform/config.py` and the operators' docstrings in `operators/`.
+pydantic models in `mlplatform/config/` and the operators' docstrings in `operators/`.
 """
 
 

@@ -17,7 +17,7 @@ def rendered() -> str:
 
 def test_every_config_field_has_a_description():
     missing = docs_reference.missing_descriptions()
-    assert missing == [], f"add Field(description=...) in mlplatform/config.py for: {missing}"
+    assert missing == [], f"add Field(description=...) in mlplatform/config/ for: {missing}"
 
 
 def test_reference_is_current(rendered):
