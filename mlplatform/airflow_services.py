@@ -103,7 +103,12 @@ class AirflowServices:
     # ------------------------------------------------------------------ start / stop
 
     def start(self) -> AirflowServices:
-        """Start every service (each logs to ``<log_dir>/<name>.log``); returns ``self``."""
+        """Start every service (each logs to ``<log_dir>/<name>.log``); returns ``self``. The
+        registry's tables are created first: the API server's platform view and the scheduler's
+        first tasks would otherwise both migrate a fresh MLflow SQLite file at once."""
+        from mlplatform.stages.registry import ensure_registry
+
+        ensure_registry(self.settings)
         env = self.env()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         airflow_bin = str(Path(sys.executable).parent / "airflow")

@@ -136,8 +136,6 @@ def cmd_demo_drift(args: argparse.Namespace, settings: Settings) -> int:
     say(
         "starting Airflow's scheduler, dag-processor, triggerer and API server on the embedded home"
     )
-    # the registry DB is created here, before the scheduler's first runs (a fresh home's
-    # scheduled monitor run reads it too: two first users would both migrate the SQLite file)
     champion = alias_version(settings, cfg.serving.model_name, "champion")
     services = AirflowServices(settings)
     server: subprocess.Popen[bytes] | None = None

@@ -61,6 +61,13 @@ def client(settings: Settings):
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+def ensure_registry(settings: Settings) -> None:
+    """Create the registry's tables now (an embedded SQLite registry migrates on first use). Call
+    before starting processes that share it: two first users of a fresh SQLite file run MLflow's
+    migrations at once, and one fails (``CircularDependencyError`` / "duplicate column")."""
+    client(settings).search_registered_models(max_results=1)
+
+
 def alias_version(settings: Settings, model_name: str, alias: str) -> int | None:
     from mlflow.exceptions import MlflowException
 
