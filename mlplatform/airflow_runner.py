@@ -21,8 +21,9 @@ No orphans, no zombies:
 * Before starting, a run of the same pipeline left behind by a driver that was killed outright
   (``kill -9``, a crash) is reaped the same way.
 
-``dag.test`` runs the tasks in this process: no API server, so no login is involved. The embedded
-UI (``mlplatform airflow standalone``) logs in with :func:`ensure_ui_login`'s user and password.
+``dag.test`` runs the tasks in this process: no API server, so no login is involved; each task's
+output is also written to its log file where the UI reads it (:mod:`mlplatform.task_logs`).
+The embedded UI (``mlplatform ui``) logs in with :func:`ensure_ui_login`'s user and password.
 The platform home and the Airflow home are ``0700``, the SQLite DB and the password file ``0600``
 (:mod:`mlplatform.permissions`).
 """
@@ -281,15 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.environ[runs.RUNNER_PID_ENV] = str(os.getpid())
-    prepare_airflow()
+    env = prepare_airflow()
 
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunType
 
+    from mlplatform import task_logs
+
+    task_logs.install()  # each task's log where the UI reads it (dag.test runs tasks in here)
     settings = get_settings()
     result_path = Path(args.result)
-    bag = DagBag(dag_folder=str(settings.dags_dir))
+    bag = DagBag(dag_folder=env["AIRFLOW__CORE__DAGS_FOLDER"])
     dag = bag.dags.get(args.dag_id)
     if dag is None:
         errors = "; ".join(
