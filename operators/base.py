@@ -81,6 +81,9 @@ class PlatformOperator(CacheableStage, BaseOperator):
     #: empty the stage directory before the stage runs (False: the stage replaces its outputs
     #: atomically itself, so a failed try leaves an earlier try's outputs intact)
     fresh_stage_dir: bool = True
+    #: the stage loads TensorFlow in this process: import it first without its start-up noise
+    #: on stderr (:mod:`mlplatform.quiet_tf`)
+    imports_tensorflow: bool = False
     ui_color = "#e8f1fb"
 
     def __init__(self, *, pipeline: str, run_scope: str = "", **kwargs: Any) -> None:
@@ -129,6 +132,10 @@ class PlatformOperator(CacheableStage, BaseOperator):
         if cached is not None:
             write_summary(out_dir, self.stage, time.monotonic() - started, cached)
             return cached
+        if self.imports_tensorflow:
+            from mlplatform.quiet_tf import import_tensorflow
+
+            import_tensorflow()
         try:
             with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
                 result = self.run_stage(cfg, out_dir, settings, context)

@@ -74,6 +74,7 @@ class GateOperator(PlatformOperator):
     """
 
     stage = "gate"
+    imports_tensorflow = True
     registered: RegisterOutput  # their XComs, rendered when the task runs
     training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")
@@ -110,6 +111,7 @@ class InfraValidateOperator(PlatformOperator):
     """
 
     stage = "infra_validate"
+    imports_tensorflow = True
     registered: RegisterOutput  # their XComs, rendered when the task runs
     training_set: TrainingSetOutput
     template_fields = ("registered", "training_set")

@@ -22,6 +22,7 @@ class ScoreOperator(PlatformOperator):
     # both DAGs run at the same logical date (same run id): <storage>/<pipeline>/score__<run>/
     run_prefix = SCORE_RUN_PREFIX
     fresh_stage_dir = False
+    imports_tensorflow = True
     template_fields = ("input_uri",)
     ui_color = "#eef7e8"
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlplatform.config import PipelineConfig
+from mlplatform.quiet_tf import is_startup_noise
 from mlplatform.settings import Settings
 from mlplatform.stages import StageError
 from mlplatform.storage import to_path
@@ -211,6 +212,8 @@ def run_local(
     tail: list[str] = []
     for line in proc.stdout:
         line = line.rstrip()
+        if is_startup_noise(line):
+            continue
         emit(line)
         tail = (tail + [line])[-200:]
     code = proc.wait()
