@@ -36,15 +36,15 @@ class DriftCheckOperator(PlatformOperator):
         super().__init__(**kwargs)
 
     def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.airflow_runner import ui_url
         from mlplatform.monitoring.check import run_check
         from mlplatform.storage import to_path
 
         result = run_check(cfg, out_dir, settings, context["run_id"])
         if result.get("report"):
-            context["ti"].xcom_push(
-                key=DriftReportLink.xcom_key,
-                value=DriftReportLink.url(settings, to_path(result["report"])),
-            )
+            link = DriftReportLink.url(settings, to_path(result["report"]))
+            context["ti"].xcom_push(key=DriftReportLink.xcom_key, value=link)
+            self.log.info("drift report: %s%s", ui_url(), link)
         return result
 
 

@@ -39,10 +39,10 @@ class RegisterOperator(PlatformOperator):
         links = ui_links(settings, cfg, version, context["run_id"], t.get("tags", {}), ui_url())
         for key, url in links.items():  # MLflow links back to the Airflow UI (http, not file://)
             client(settings).set_model_version_tag(result["model_name"], str(version), key, url)
-        context["ti"].xcom_push(
-            key=MlflowModelLink.xcom_key,
-            value=MlflowModelLink.url(settings, result["model_name"], result["model_version"]),
-        )
+        mlflow_url = MlflowModelLink.url(settings, result["model_name"], result["model_version"])
+        context["ti"].xcom_push(key=MlflowModelLink.xcom_key, value=mlflow_url)
+        self.log.info("MLflow model version: %s", mlflow_url)
+        self.log.info("in the platform view: %s", links["platform_url"])
         return result
 
     def cache_parts(self, cfg, settings, context):
@@ -66,6 +66,23 @@ class RegisterOperator(PlatformOperator):
         )
 
 
+def gate_decision_line(result: GateOutput) -> str:
+    """``promote v2: auc 0.8311 vs champion v1 0.8290 on 800 hold-out rows`` (``champion
+    none`` for a first model; ``(cached from run R)`` for a reused decision)."""
+    champion = (
+        f"champion v{result['champion_version']} {result['champion']}"
+        if result.get("champion") is not None
+        else "champion none"
+    )
+    line = (
+        f"{result.get('decision', 'promote')} v{result['challenger_version']}: "
+        f"{result['metric']} {result['challenger']} vs {champion} "
+        f"on {result['holdout_rows']} hold-out rows"
+    )
+    cached = cast("dict[str, Any]", result).get("cached_from")
+    return line + (f" (cached from run {cached})" if cached else "")
+
+
 class GateOperator(PlatformOperator):
     """Compare challenger (``registered``) with champion on the hold-out (``training_set``).
 
@@ -84,6 +101,19 @@ class GateOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.registered = registered
         self.training_set = training_set
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """The stage (:meth:`PlatformOperator.execute`); the task's last line of its own states
+        the decision: ``gate decision: promote ...`` or ``gate decision: refused ...``."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        try:
+            result = super().execute(context)
+        except AirflowSkipException as exc:
+            self.log.info("gate decision: refused: %s", exc)
+            raise
+        self.log.info("gate decision: %s", gate_decision_line(cast("GateOutput", result)))
+        return result
 
     def run_stage(self, cfg, out_dir, settings, context):
         from mlplatform.stages.registry import gate

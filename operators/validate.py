@@ -29,6 +29,7 @@ class ValidateOperator(PlatformOperator):
         self.data = data
 
     def run_stage(self, cfg, out_dir, settings, context):
+        from mlplatform.airflow_runner import ui_url
         from mlplatform.stages.validate import validate
 
         link = DataDocsLink.url(settings, out_dir / "data_docs" / "index.html")
@@ -38,6 +39,7 @@ class ValidateOperator(PlatformOperator):
             )
         finally:  # the Data Docs exist for failed batches too: link them either way
             context["ti"].xcom_push(key=DataDocsLink.xcom_key, value=link)
+            self.log.info("GX Data Docs: %s%s", ui_url(), link)
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import validate_parts

@@ -101,7 +101,8 @@ def test_validation_passes_and_writes_data_docs(mlp_home, tmp_path, cfg):
     )
 
 
-def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, cfg):
+def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, cfg, caplog):
+    caplog.set_level("INFO", logger="mlplatform.stages.validate")
     settings = get_settings()
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
     datagen.generate(300, seed=1, end=END).to_parquet(good)
@@ -124,6 +125,20 @@ def test_validation_failure_quarantines_and_keeps_last_good(mlp_home, tmp_path, 
     message = str(err.value)
     assert "\n" not in message
     assert "4 of 18 expectations" in message
+    # the task log lists each expectation's outcome of each run, one row each
+    rows = [r.getMessage() for r in caplog.records if r.getMessage().startswith("  ")]
+    assert rows[0].split() == ["outcome", "expectation", "column", "unexpected"]
+    bad_rows = rows[len(rows) // 2 :]
+    assert len(rows) == 2 * 19 and bad_rows[0].split()[0] == "outcome"
+    assert sum(row.split()[0] == "ok" for row in rows[1:19]) == 18
+    failed = {tuple(row.split()[1:3]): row.split()[3] for row in bad_rows if "FAILED" in row}
+    assert set(failed) == {
+        ("expect_column_values_to_not_be_null", "customer_id"),
+        ("expect_column_values_to_be_between", "monthly_charges"),
+        ("expect_column_values_to_be_between", "tenure_months"),
+        ("expect_column_values_to_be_in_set", "contract_type"),
+    }
+    assert all(int(count) > 0 for count in failed.values())  # the unexpected counts
     for part in (
         "expect_column_values_to_not_be_null(customer_id)",
         "expect_column_values_to_be_between(monthly_charges)",

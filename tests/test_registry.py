@@ -374,3 +374,25 @@ def test_a_label_move_to_a_version_gone_from_the_model_base_fails_in_one_line(en
     from serving import layout
 
     assert layout.list_versions(settings.models_dir, "demo") == [], "published from nothing"
+
+
+def test_gate_decision_line_states_the_decision():
+    from operators.registry import gate_decision_line
+
+    passed = {
+        "metric": "auc",
+        "challenger_version": 2,
+        "challenger": 0.8311,
+        "champion_version": 1,
+        "champion": 0.829,
+        "holdout_rows": 800,
+        "slices": {},
+        "decision": "promote",
+    }
+    assert gate_decision_line(passed) == (
+        "promote v2: auc 0.8311 vs champion v1 0.829 on 800 hold-out rows"
+    )
+    first = {**passed, "challenger_version": 1, "champion_version": None, "champion": None}
+    assert gate_decision_line({**first, "cached_from": "manual__x"}) == (
+        "promote v1: auc 0.8311 vs champion none on 800 hold-out rows (cached from run manual__x)"
+    )
