@@ -85,6 +85,11 @@ def _summaries(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def read_run(settings: Settings, pipeline: str, run: str) -> dict[str, dict[str, Any]]:
+    """Stage -> outputs of one run (its directory ``run``: :func:`~mlplatform.storage.run_key`)."""
+    return _summaries(to_path(settings.storage) / pipeline / run)
+
+
 def _ordered(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     rank = {stage: i for i, stage in enumerate(STAGE_ORDER)}
     return sorted(summaries.items(), key=lambda item: rank.get(item[0], len(rank)))

@@ -1,12 +1,14 @@
-"""Airflow plugin: a train run's retrain decision becomes the run's note in the Airflow UI.
+"""Airflow plugin: a train run's note in the Airflow UI: its retrain decision, and for a run that
+retrained its data version, rows, metric, gate decision and served version
+(:func:`mlplatform.run_notes.run_note`).
 
 The ``decide`` task (:mod:`operators.decide`) records each decision in the pipeline's decisions
 log (:mod:`mlplatform.decisions`). A task cannot set its own run's note in Airflow 3: the task
 SDK's execution API can read a run's note but not write it, and tasks have no database access.
 This listener runs where the run's state is decided (the scheduler, or ``dag.test``'s process),
 which holds the run's database row: when a ``mlp_<pipeline>_train`` run ends (success, which a
-skip decision is, or failure), it sets the run's note to the decision's summary line, unless
-someone wrote a note already. It never raises: a listener error must not disturb the scheduler.
+skip decision is, or failure), it sets the run's note, unless someone wrote a note already.
+It never raises: a listener error must not disturb the scheduler.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ TRAIN_DAG = re.compile(r"^mlp_(?P<pipeline>[a-z][a-z0-9_]*)_train$")
 
 
 def decision_note(dag_id: str, run_id: str) -> str | None:
-    """The note for a run of ``dag_id``: its decision's summary line, or None."""
+    """The note for a run of ``dag_id``: its decision's summary line and the run's facts, or
+    None."""
     from mlplatform import decisions
+    from mlplatform.run_notes import run_note
     from mlplatform.settings import get_settings
 
     match = TRAIN_DAG.match(dag_id)
     if match is None:
         return None
-    decision = decisions.find(get_settings(), match["pipeline"], run_id)
-    return decision.summary() if decision else None
+    settings = get_settings()
+    decision = decisions.find(settings, match["pipeline"], run_id)
+    return run_note(settings, match["pipeline"], run_id, decision.summary() if decision else None)
 
 
 def _set_note(dag_run: Any) -> None:
