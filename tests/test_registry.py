@@ -396,3 +396,48 @@ def test_gate_decision_line_states_the_decision():
     assert gate_decision_line({**first, "cached_from": "manual__x"}) == (
         "promote v1: auc 0.8311 vs champion none on 800 hold-out rows (cached from run manual__x)"
     )
+
+
+def test_rollback_operator_records_who_when_and_why(env):
+    """The rollback DAG's task (RollbackOperator) writes the audit record: the user who
+    triggered the run, when, the reason given in the form, from which version to which."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from mlplatform import audit
+    from operators.registry import RollbackOperator
+    from serving import layout
+
+    cfg, settings, holdout, tmp = env
+    v1 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "good")
+    _ship(cfg, settings, v2, holdout, tmp)
+    before = datetime.now(UTC).replace(microsecond=0)  # the trail keeps whole seconds
+    run_id = "manual__2026-11-28T12:00:00+00:00"
+    context = {
+        "run_id": run_id,
+        "dag_run": SimpleNamespace(run_type="manual", triggering_user_name="alice"),
+        "params": {"to_version": "", "reason": "v2 answers slowly"},
+    }
+    result = RollbackOperator(pipeline="demo", to_version="").execute(context)
+    assert (
+        result["served_version"] == v1 and layout.served_version(settings.models_dir, "demo") == v1
+    )
+    [*_, entry] = audit.read(settings, "demo")
+    assert (entry.action, entry.actor, entry.reason) == (
+        "rollback",
+        "user alice",
+        "v2 answers slowly",
+    )
+    assert (entry.model, entry.version, entry.run_id) == ("demo", v1, run_id)
+    assert entry.details["from_version"] == v2
+    assert before <= datetime.fromisoformat(entry.time) <= datetime.now(UTC)
+
+    # from the command line (dag.test's user), with no reason: the OS user, and it says so
+    context["dag_run"] = SimpleNamespace(run_type="manual", triggering_user_name="dag_test")
+    context["params"] = {}
+    RollbackOperator(pipeline="demo", to_version=str(v2)).execute(context)
+    last = audit.read(settings, "demo")[-1]
+    assert last.actor.startswith("command line (") and last.reason == "no reason given"
+    assert (last.version, last.details["from_version"]) == (v2, v1)
