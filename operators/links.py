@@ -18,10 +18,12 @@ class _XComLink(BaseOperatorLink):
     xcom_key = ""
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        # Airflow 3 resolves links in the task process at its end (the SDK's XCom); importing
+        # the core one there logs a DeprecatedImportWarning into every linked task's log
         try:
-            from airflow.models.xcom import XCom
-        except ImportError:  # pragma: no cover - task-side SDK
             from airflow.sdk.execution_time.xcom import XCom
+        except ImportError:  # pragma: no cover - an installation without the task SDK
+            from airflow.models.xcom import XCom
         return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
 
 

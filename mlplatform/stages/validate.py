@@ -189,7 +189,7 @@ def describe_failures(result, df: pd.DataFrame | None = None) -> list[str]:
 def expectation_table(result) -> str:
     """Each expectation's outcome, one row each (``outcome``, ``expectation``, ``column``,
     ``unexpected``: count and percent where GX reports them), as a fixed-width text table for the
-    task log (pandas renders it)."""
+    task log."""
     rows = []
     for run in result.run_results.values():
         for r in run.results:
@@ -211,7 +211,12 @@ def expectation_table(result) -> str:
             )
     if not rows:
         return "(no expectations)"
-    return pd.DataFrame(rows).to_string(index=False, justify="left")
+    # left-aligned by hand: pandas' to_string right-aligns text cells, which scatters names
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in rows[0]}
+    lines = [{key: key for key in widths}, *rows]
+    return "\n".join(
+        "  ".join(row[key].ljust(width) for key, width in widths.items()).rstrip() for row in lines
+    )
 
 
 def mark_validated(
