@@ -17,6 +17,7 @@ import pytest
 
 from mlplatform.contracts import TRAIN_STAGES, WORK_STAGES, validate_output
 from tests.conftest import REPO
+from tests.run_checks import assert_run_explains_itself, own_lines, task_log
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +82,9 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     assert "holdout_auc" in run.data.metrics
     models = mlp_home / "serving" / "models"
     assert layout.served_version(models, "demo") == 1
+    # the run explains itself in the UI: task logs, the validate table, the gate's decision, note
+    demo_run = re.search(r"^run (\S+): success", demo.stdout, re.M).group(1)
+    assert_run_explains_itself(mlp_home, demo_run, list(TRAIN_STAGES))
     # the audit trail names who promoted and why; MLflow links back into the UI over http
     from mlplatform import audit
     from mlplatform.settings import get_settings
@@ -140,6 +144,11 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     )
     assert res.returncode == 1, res.stdout + res.stderr
     assert re.search(r"gate\s+SKIPPED", res.stdout)
+    refused_run = re.search(r"^run (\S+): ", res.stdout, re.M).group(1)
+    gate_log = own_lines(task_log(mlp_home, "mlp_demo_train", refused_run, "gate"))
+    assert gate_log[-1].startswith("gate decision: refused: gate refused demo v2: auc="), gate_log[
+        -3:
+    ]
     assert "not promoted: gate refused demo v2: auc=" in res.stderr
     assert int(client.get_model_version_by_alias("demo", "challenger").version) == 2
     assert int(client.get_model_version_by_alias("demo", "champion").version) == 1
