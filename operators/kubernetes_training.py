@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -146,7 +147,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
 
         return training_run_tags(
             self.lineage,
-            self.training_set,
+            dict(self.training_set),
             settings.repo_root,
             cfg.config_hash(),
             context["run_id"],
@@ -164,7 +165,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         run_id = context["run_id"]
         return k8s_objects.trainer_spec(
             cfg,
-            self.training_set,
+            dict(self.training_set),
             output_dir=f"{settings.storage.rstrip('/')}/{cfg.name}/{run_key(run_id)}/{self.stage}",
             tracking_uri=k8s_objects.pod_tracking_uri(settings, k8s),
             artifact_location=f"{settings.artifact_uri}/{cfg.name}",
@@ -276,9 +277,8 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
 
     def mpijob_client(self, name: str, namespace: str) -> MPIJobClient:
         """The MPIJob's calls through this operator's hook (its Kubernetes connection)."""
-        return MPIJobClient(
-            self.hook, name, namespace, log=self.log, poll_interval=self.poll_interval
-        )
+        hook = cast(KubernetesHook, self.hook)  # the provider builds a KubernetesHook
+        return MPIJobClient(hook, name, namespace, log=self.log, poll_interval=self.poll_interval)
 
     def execute_mpijob(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings

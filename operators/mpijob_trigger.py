@@ -102,21 +102,12 @@ class MPIJobTrigger(BaseTrigger):
             config_file=self.config_file,
         )
 
-    def _api_kwargs(self) -> dict[str, str]:
-        return {
-            "group": MPIJOB_GROUP,
-            "version": MPIJOB_VERSION,
-            "plural": MPIJOB_PLURAL,
-            "namespace": self.namespace,
-            "name": self.name,
-        }
-
     @generic_api_retry
     async def get_job(self) -> dict[str, Any]:
         """The MPIJob object (retried on transient API errors by the provider's policy)."""
         async with self.hook.get_conn() as api:
             job: dict[str, Any] = await CustomObjectsApi(api).get_namespaced_custom_object(
-                **self._api_kwargs()
+                MPIJOB_GROUP, MPIJOB_VERSION, self.namespace, MPIJOB_PLURAL, self.name
             )
             return job
 
@@ -126,7 +117,12 @@ class MPIJobTrigger(BaseTrigger):
         async with self.hook.get_conn() as api:
             try:
                 await CustomObjectsApi(api).delete_namespaced_custom_object(
-                    **self._api_kwargs(), propagation_policy="Foreground"
+                    MPIJOB_GROUP,
+                    MPIJOB_VERSION,
+                    self.namespace,
+                    MPIJOB_PLURAL,
+                    self.name,
+                    propagation_policy="Foreground",
                 )
             except ApiException as exc:
                 if exc.status != 404:

@@ -48,7 +48,7 @@ MLFLOW_SECRET_KEYS = (
 
 def trainer_spec(
     cfg: PipelineConfig,
-    training_set: dict[str, Any],
+    training_set: dict[str, object],
     *,
     output_dir: str,
     tracking_uri: str | None,
