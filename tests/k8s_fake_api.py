@@ -7,7 +7,8 @@ clients, over HTTP, through an Airflow connection whose kubeconfig points here):
   and ``.../mpijobs/{name}`` (GET: the job, its status advancing one step of ``timeline`` per GET;
   DELETE: the job and its pods go, ``propagationPolicy`` recorded; 404 when absent);
 * ``/api/v1/namespaces/{ns}/pods`` (GET with ``labelSelector``: equality selectors matched
-  against the pods' labels), ``.../pods/{name}`` and ``.../pods/{name}/log`` (``timestamps``).
+  against the pods' labels; POST: the pod is scheduled and ``Running`` at once, on ``pod_ip``),
+  ``.../pods/{name}`` (GET, DELETE) and ``.../pods/{name}/log`` (``timestamps``).
 
 It plays the mpi-operator by ``tests/data/mpi_operator_conventions.yaml`` (its published labels,
 not the code's constants): once a job is ``Running`` its launcher pod exists with those labels.
@@ -62,15 +63,20 @@ def state_of(job: dict[str, Any]) -> str:
 class FakeKubernetes:
     """The fake API server; :meth:`start` serves on ``127.0.0.1`` (:attr:`url`), :meth:`stop`."""
 
-    def __init__(self, timeline: list[dict[str, Any]], launcher_log: list[str]) -> None:
-        self.timeline = timeline
-        self.launcher_log = launcher_log
+    def __init__(
+        self, timeline: list[dict[str, Any]] | None = None, launcher_log: list[str] | None = None
+    ) -> None:
+        self.timeline = timeline or []
+        self.launcher_log = launcher_log or []
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.created: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str | None]] = []
+        self.created_pods: list[dict[str, Any]] = []
+        self.deleted_pods: list[str] = []
+        self.pod_ip = "127.0.0.1"
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -224,6 +230,35 @@ class FakeKubernetes:
             {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
         )
 
+    async def create_pod(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        body = await request.json()
+        key = (request.match_info["ns"], body["metadata"]["name"])
+        if key in self.pods:
+            return self._status(409, "AlreadyExists", f'pods "{key[1]}" already exists')
+        self.created_pods.append(copy.deepcopy(body))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body["metadata"]["creationTimestamp"] = now
+        body["status"] = {
+            "phase": "Running",
+            "podIP": self.pod_ip,
+            "containerStatuses": [
+                {"name": c["name"], "image": c["image"], "imageID": f"{c['image']}@sha256:0",
+                 "ready": True, "restartCount": 0, "state": {"running": {"startedAt": now}}}
+                for c in body["spec"]["containers"]
+            ],
+        }  # fmt: skip
+        self.pods[key] = body
+        return web.json_response(body, status=201)
+
+    async def delete_pod(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        pod = self.pods.pop((request.match_info["ns"], request.match_info["name"]), None)
+        if pod is None:
+            return self._status(404, "NotFound", "pod not found")
+        self.deleted_pods.append(request.match_info["name"])
+        return web.json_response(pod)
+
     async def get_pod(self, request: web.Request) -> web.Response:
         await self._record(request)
         pod = self.pods.get((request.match_info["ns"], request.match_info["name"]))
@@ -249,7 +284,9 @@ class FakeKubernetes:
         app.router.add_get(jobs + "/{name}", self.get_job)
         app.router.add_delete(jobs + "/{name}", self.delete_job)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self.list_pods)
+        app.router.add_post("/api/v1/namespaces/{ns}/pods", self.create_pod)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self.get_pod)
+        app.router.add_delete("/api/v1/namespaces/{ns}/pods/{name}", self.delete_pod)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.pod_log)
         return app
 
