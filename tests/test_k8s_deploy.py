@@ -160,9 +160,13 @@ def test_launcher_role_grants_what_the_operators_call(rbac):
     assert (MPIJOB_PLURAL, "create") in launcher
 
 
-def test_watcher_role_only_reads(rbac):
+def test_watcher_role_reads_and_deletes_only_on_kill(rbac):
     watcher = _grants(_by_kind(rbac, "Role")["mlplatform-trainer-watcher"])
-    assert {verb for _, verb in watcher} <= {"get", "list", "watch"}
+    # the triggers' on_kill deletes (MPIJobTrigger.delete_job, KubernetesPodTrigger's pod)
+    writes = {(r, v) for r, v in watcher if v not in {"get", "list", "watch"}}
+    assert writes == {("mpijobs", "delete"), ("pods", "delete")}
+    trigger_source = (REPO / "operators" / "mpijob_trigger.py").read_text()
+    assert "delete_namespaced_custom_object(" in trigger_source
     assert ("pods/log", "get") in watcher
     assert ("mpijobs", "watch") in watcher
 

@@ -139,7 +139,7 @@ def finish(
 
 
 def hand_back_result(result: TrainResult) -> None:
-    """Give the result to a Kubernetes launcher (see ``mlplatform/k8s.py``).
+    """Give the result to a Kubernetes launcher (see ``mlplatform/k8s/``).
 
     In the single-pod case ``MLPLATFORM_XCOM_PATH`` names the file that the KubernetesPodOperator's
     XCom sidecar reads (``/airflow/xcom/return.json``); for MPIJobs the operator parses the last

@@ -1,7 +1,7 @@
 """The trainer's contract: its input spec and its result, with no TensorFlow.
 
 The platform builds a :class:`TrainSpec` (``mlplatform/stages/train.py`` locally,
-``mlplatform/k8s.py`` for pods and MPIJobs), the trainer (``python -m training.train``) validates
+``mlplatform/k8s/`` for pods and MPIJobs), the trainer (``python -m training.train``) validates
 the same model from ``--spec PATH`` / ``--spec-json TEXT``, and hands back a :class:`TrainResult`
 (``result.json``, the ``MLPLATFORM_RESULT`` line, the pod's XCom file). When it fails it writes a
 :class:`TrainError` (``error-rank<r>.json`` in ``output_dir``) and prints one

@@ -2,7 +2,7 @@
 
 The trainer itself is ``training/train.py`` (run as ``python -m training.train --spec SPEC``);
 its contract is :mod:`training.spec` (the spec, the result, the ``horovodrun`` command), which
-this module and ``mlplatform/k8s.py`` import: this module writes the spec (TFX-style: spec apart
+this module and ``mlplatform/k8s/`` import: this module writes the spec (TFX-style: spec apart
 from executor), picks the number of processes (:meth:`TrainingConfig.processes`: on CPU fitted to
 the training rows unless the config fixes it) and runs the trainer as a subprocess with its
 output streamed line by line into the caller's log: under ``horovodrun`` for more than one
