@@ -77,6 +77,8 @@ class FakeKubernetes:
         self.created_pods: list[dict[str, Any]] = []
         self.deleted_pods: list[str] = []
         self.pod_ip = "127.0.0.1"
+        #: statuses the next MPIJob GETs answer with instead of the job (an API server in trouble)
+        self.job_get_faults: list[int] = []
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -194,6 +196,9 @@ class FakeKubernetes:
     async def get_job(self, request: web.Request) -> web.Response:
         await self._record(request)
         key = (request.match_info["ns"], request.match_info["name"])
+        if self.job_get_faults:
+            code = self.job_get_faults.pop(0)
+            return self._status(code, "ServiceUnavailable", "etcdserver: leader changed")
         if key not in self.jobs:
             return self._status(404, "NotFound", f'mpijobs.kubeflow.org "{key[1]}" not found')
         queue = self.queues.get(key)

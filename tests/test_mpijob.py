@@ -143,6 +143,15 @@ def test_trigger_polls_the_conditions_until_the_job_succeeds(cluster):
     assert job_gets(fake) == 4  # one poll per status, through the async hook's connection
 
 
+def test_trigger_rides_out_a_transient_api_error_with_the_providers_retry(cluster):
+    fake = cluster([])
+    fake.add_job({"metadata": {"name": NAME, "namespace": NS}}, [RUNNING, SUCCEEDED])
+    fake.job_get_faults = [503]  # retried (generic_api_retry: 5xx is transient), not an event
+    event = first_event(trigger())
+    assert event["status"] == "success"
+    assert job_gets(fake) == 3 and fake.job_get_faults == []
+
+
 def test_trigger_reports_a_failed_job_on_one_line(cluster):
     fake = cluster([])
     fake.add_job({"metadata": {"name": NAME, "namespace": NS}}, [RUNNING, FAILED])
