@@ -37,7 +37,7 @@ from mlplatform import k8s as k8s_objects
 from mlplatform.k8s import KubernetesSettings
 from operators.caching import cache_key, remember, reuse
 from operators.links import MlflowRunLink
-from operators.mpijob import MPIJobClient, MPIJobFailed
+from operators.mpijob import MPIJobClient, MPIJobFailed, api_error_line
 from operators.mpijob_trigger import MPIJobTrigger
 from operators.training import TrainCaching, train_xcom
 from training.spec import TrainSpec
@@ -302,7 +302,12 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
             manifest["metadata"]["namespace"] = self.namespace
         namespace = manifest["metadata"]["namespace"]
         self._mpijob = self.mpijob_client(name, namespace)
-        self._mpijob.submit(manifest)
+        try:
+            self._mpijob.submit(manifest)
+        except ApiException as exc:  # RBAC, the CRD's validation, a missing mpi-operator ...
+            raise AirflowException(
+                f"train: could not submit {self._mpijob.where}: {api_error_line(exc)}"
+            ) from None
         ti.xcom_push(key="mpijob_name", value=name)
         ti.xcom_push(key="mpijob_namespace", value=namespace)
         self.defer(
@@ -342,7 +347,15 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         self._mpijob = client
         status = event.get("status")
         if status in ("success", "failed"):
-            launcher = client.read_launcher_log(KubernetesSettings().mpi_ttl_seconds_after_finished)
+            try:
+                launcher = client.read_launcher_log(
+                    KubernetesSettings().mpi_ttl_seconds_after_finished
+                )
+            except ApiException as exc:
+                raise AirflowException(
+                    f"train: {client.where} ended ({status}) but its launcher log could not be "
+                    f"read: {api_error_line(exc)}"
+                ) from None
         self._cleanup_mpijob(client, str(status))
         if status == "success":
             if launcher.result is None:

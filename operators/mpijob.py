@@ -16,6 +16,7 @@ submitted this name; a job still running or succeeded is followed, a failed one 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -53,11 +54,9 @@ class LauncherLog:
     result: dict[str, Any] | None = None
     trainer_error: str = ""
     last_line: str = ""
-    lines: int = 0
 
     def add(self, message: str) -> None:
         for line in message.splitlines():
-            self.lines += 1
             if line.strip():
                 self.last_line = line.strip()
             if (error := read_error_line(line)) is not None:
@@ -70,6 +69,16 @@ class LauncherLog:
         if self.trainer_error:
             return f"; trainer error: {self.trainer_error}"
         return f"; last launcher line: {self.last_line}" if self.last_line else ""
+
+
+def api_error_line(exc: ApiException) -> str:
+    """``<status> <reason>: <the API server's message>`` on one line (the ``Status`` body's)."""
+    message = ""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = str(exc.body or "")
+    return " ".join(f"{exc.status} {exc.reason or ''}: {message or 'no message'}".split())
 
 
 class MPIJobClient:

@@ -79,6 +79,8 @@ class FakeKubernetes:
         self.pod_ip = "127.0.0.1"
         #: statuses the next MPIJob GETs answer with instead of the job (an API server in trouble)
         self.job_get_faults: list[int] = []
+        #: a ``(status, reason, message)`` the next MPIJob create answers with
+        self.create_fault: tuple[int, str, str] | None = None
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -183,6 +185,9 @@ class FakeKubernetes:
         await self._record(request)
         body = await request.json()
         key = (request.match_info["ns"], body["metadata"]["name"])
+        if self.create_fault is not None:
+            fault, self.create_fault = self.create_fault, None
+            return self._status(*fault)
         if key in self.jobs:
             return self._status(
                 409, "AlreadyExists", f'mpijobs.kubeflow.org "{key[1]}" already exists'

@@ -285,6 +285,23 @@ def test_success_without_a_result_line_fails(cluster, production_env):
     assert fake.deleted == [(NAME, "Foreground")]
 
 
+def test_a_refused_submission_fails_on_one_line(cluster, production_env):
+    set_training(production_env, workers=2, gpus_per_worker=4)
+    fake = cluster([])
+    fake.create_fault = (
+        422,
+        "Invalid",
+        'MPIJob.kubeflow.org "x" is invalid:\n spec.slotsPerWorker: Invalid value: -1',
+    )
+    with pytest.raises(AirflowException) as info:
+        operator().execute(make_context())
+    assert str(info.value) == (
+        f"train: could not submit MPIJob {NS}/{NAME}: 422 Unprocessable Entity: MPIJob.kubeflow.org "
+        '"x" is invalid: spec.slotsPerWorker: Invalid value: -1'
+    )
+    assert fake.created == []
+
+
 def test_a_retry_reattaches_to_a_running_job(cluster, production_env):
     set_training(production_env, workers=2, gpus_per_worker=4)
     fake = cluster([])
