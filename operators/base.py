@@ -27,6 +27,7 @@ log say "cached from run R".
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ class PlatformOperator(CacheableStage, BaseOperator):
 
     def run_stage(
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         raise NotImplementedError
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class PlatformOperator(CacheableStage, BaseOperator):
             return cached
         try:
             with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
-                result = self.run_stage(cfg, out_dir, settings, context)
+                result = dict(self.run_stage(cfg, out_dir, settings, context))
         except StageSkipped as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise airflow_outcome(exc) from None

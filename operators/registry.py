@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from mlplatform.contracts import (
     GateOutput,
@@ -11,8 +13,13 @@ from mlplatform.contracts import (
     TrainingSetOutput,
     TrainOutput,
 )
+from mlplatform.stages import StageError
 from operators.base import PlatformOperator
 from operators.links import MlflowModelLink
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class RegisterOperator(PlatformOperator):
@@ -28,13 +35,18 @@ class RegisterOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.trained = trained
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.airflow_runner import ui_url
         from mlplatform.platform_view import ui_links
         from mlplatform.stages.registry import client, register
 
         t = self.trained
-        result = register(cfg, t["model_uri"], t["mlflow_run_id"], t.get("tags", {}), settings)
+        model_uri, mlflow_run_id = t.get("model_uri"), t.get("mlflow_run_id")
+        if not model_uri or not mlflow_run_id:
+            raise StageError(f"register: the train task's output names no model ({t!r})")
+        result = register(cfg, model_uri, mlflow_run_id, t.get("tags", {}), settings)
         version = int(result["model_version"])
         links = ui_links(settings, cfg, version, context["run_id"], t.get("tags", {}), ui_url())
         for key, url in links.items():  # MLflow links back to the Airflow UI (http, not file://)
@@ -84,7 +96,9 @@ class GateOperator(PlatformOperator):
         self.registered = registered
         self.training_set = training_set
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.registry import gate
         from operators.notifiers import run_facts
 
@@ -121,7 +135,9 @@ class InfraValidateOperator(PlatformOperator):
         self.registered = registered
         self.training_set = training_set
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.infra_validate import infra_validate
 
         return infra_validate(
@@ -153,7 +169,9 @@ class PromoteOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.validated = validated
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import audit
         from mlplatform.stages.registry import promote
 
@@ -201,7 +219,9 @@ class RollbackOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.to_version = to_version
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import audit
         from mlplatform.stages.registry import rollback
 
@@ -215,7 +235,7 @@ class RollbackOperator(PlatformOperator):
             actor=audit.actor_from_context(context),
             reason=str(reason),
             model=cfg.serving.model_name,
-            version=int(result["served_version"]),
+            version=int(str(result["served_version"])),
             run_id=context["run_id"],
             from_version=result.get("from_version"),
         )
