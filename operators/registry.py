@@ -78,7 +78,26 @@ class RegisterOperator(PlatformOperator):
         )
 
 
-class GateOperator(PlatformOperator):
+class _ChallengerOperator(PlatformOperator):
+    """A stage judging the registered challenger (``registered``: register's XCom) on the
+    hold-out of its training set (``training_set``: training_set's XCom)."""
+
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
+    template_fields = ("registered", "training_set")
+
+    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registered = registered
+        self.training_set = training_set
+
+    @property
+    def challenger(self) -> tuple[int, str]:
+        """``(model version, hold-out URI)``."""
+        return int(self.registered["model_version"]), self.training_set["holdout_uri"]
+
+
+class GateOperator(_ChallengerOperator):
     """Compare challenger (``registered``) with champion on the hold-out (``training_set``).
 
     A refusal skips this task and everything downstream, with the reason in the task log, and
@@ -86,15 +105,7 @@ class GateOperator(PlatformOperator):
     """
 
     stage = "gate"
-    registered: RegisterOutput  # their XComs, rendered when the task runs
-    training_set: TrainingSetOutput
-    template_fields = ("registered", "training_set")
     ui_color = "#fbeaea"
-
-    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.registered = registered
-        self.training_set = training_set
 
     def run_stage(
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
@@ -102,13 +113,8 @@ class GateOperator(PlatformOperator):
         from mlplatform.stages.registry import gate
         from operators.notifiers import run_facts
 
-        return gate(
-            cfg,
-            int(self.registered["model_version"]),
-            self.training_set["holdout_uri"],
-            settings,
-            alert_fields=run_facts(context),
-        )
+        version, holdout_uri = self.challenger
+        return gate(cfg, version, holdout_uri, settings, alert_fields=run_facts(context))
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import gate_parts
@@ -116,7 +122,7 @@ class GateOperator(PlatformOperator):
         return gate_parts(cfg, self.registered, self.training_set, settings)
 
 
-class InfraValidateOperator(PlatformOperator):
+class InfraValidateOperator(_ChallengerOperator):
     """Load the challenger in the serving runtime, replay hold-out requests, write warm-up records.
 
     XCom: ``candidate_dir`` (what promotion publishes), ``p50_ms``/``p99_ms``, ``warmup_file``.
@@ -124,29 +130,19 @@ class InfraValidateOperator(PlatformOperator):
     """
 
     stage = "infra_validate"
-    registered: RegisterOutput  # their XComs, rendered when the task runs
-    training_set: TrainingSetOutput
-    template_fields = ("registered", "training_set")
     ui_color = "#e3f6f5"
 
-    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
-        self.registered = registered
-        self.training_set = training_set
 
     def run_stage(
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
     ) -> Mapping[str, Any]:
         from mlplatform.stages.infra_validate import infra_validate
 
-        return infra_validate(
-            cfg,
-            int(self.registered["model_version"]),
-            self.training_set["holdout_uri"],
-            out_dir,
-            settings,
-        )
+        version, holdout_uri = self.challenger
+        return infra_validate(cfg, version, holdout_uri, out_dir, settings)
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import infra_validate_parts
