@@ -83,12 +83,12 @@ def test_unsupported_uri_scheme_is_one_line_naming_the_key(
 ) -> None:
     from training.train import main
 
-    raw = make_spec(tmp_path, "out", **{key: "s3://bucket/some/key"})
+    raw = make_spec(tmp_path, "out", **{key: "gs://bucket/some/key"})
     assert main(["--spec-json", json.dumps(raw)]) == 2
     errors = errors_of(capsys)
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"training.train: error: spec: {key}: unsupported URI scheme")
-    assert "'s3://'" in errors[0]
+    assert "'gs://'" in errors[0]
 
 
 def test_spec_sources_are_exclusive_and_checked(
