@@ -51,6 +51,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "mlplatform/stages/features.py",
         "mlplatform/stages/materialize.py",
         "mlplatform/stages/offline_schema.py",
+        "mlplatform/stages/offline_sync.py",
         "feature_repo/definitions.py",
     ),
     "training_set": ("mlplatform/stages/features.py", "feature_repo/definitions.py"),
