@@ -108,6 +108,8 @@ def production(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
             "MLP_HOME": str(home),
             "AIRFLOW_HOME": str(home / "airflow"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{base}/airflow",
+            # Airflow 3's async engine would default to asyncpg; psycopg 3 speaks async too
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"{base}/airflow",
             "MLP_STORAGE_URI": f"s3://{BUCKET}/storage",
             "MLP_DVC_REMOTE": f"s3://{BUCKET}/dvc",
             "MLP_MLFLOW_ARTIFACT_URI": f"s3://{BUCKET}/mlflow",
