@@ -116,10 +116,11 @@ def production(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
             "MLP_S3_ENDPOINT_URL": s3,
             "MLP_FEAST_ONLINE_STORE": "redis",
             "MLP_FEAST_REDIS_CONNECTION": redis,
-            "MLFLOW_S3_ENDPOINT_URL": s3,
         }
+        # the platform's clients get MLFLOW_S3_ENDPOINT_URL from MLP_S3_ENDPOINT_URL themselves
+        server_env = {**env, "MLFLOW_S3_ENDPOINT_URL": s3}
         proc, url, log = _mlflow_server(
-            f"{base}/mlflow", f"s3://{BUCKET}/mlflow", env, tmp_path / "mlflow-server.log"
+            f"{base}/mlflow", f"s3://{BUCKET}/mlflow", server_env, tmp_path / "mlflow-server.log"
         )
         stack.callback(log.close)
         stack.callback(_stop, proc)
