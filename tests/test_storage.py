@@ -112,3 +112,24 @@ def test_objects_outside_the_storage_are_fetched_once_per_version(mlp_home, s3):
         object_store.fetch(
             f"s3://{s3.name}/nothing/here", mlp_home / "x", get_settings().s3_endpoint_url
         )
+
+
+def test_feast_offline_files_are_published_and_restored(mlp_home, s3, monkeypatch, tmp_path):
+    """Feast reads local offline files; on s3:// storage the features stage publishes them and a
+    worker without a copy restores them (local storage: neither copies anything)."""
+    from mlplatform.stages import offline_sync
+
+    local = tmp_path / "offline"
+    local.mkdir()
+    (local / "v1.parquet").write_bytes(b"rows")
+    assert offline_sync.publish("demo", local, get_settings()) is None  # local storage
+
+    monkeypatch.setenv("MLP_STORAGE_URI", f"s3://{s3.name}/mlp")
+    settings = get_settings()
+    assert offline_sync.publish("demo", local, settings) == f"s3://{s3.name}/mlp/demo/feast/offline"
+    elsewhere = tmp_path / "other-worker" / "offline"
+    assert offline_sync.restore("demo", elsewhere, settings)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["v1.parquet"]
+    (local / "v2.parquet").write_bytes(b"more rows")
+    assert not offline_sync.restore("demo", local, settings)  # a local copy is never replaced
+    assert not offline_sync.restore("other", tmp_path / "none", settings)  # nothing published
