@@ -105,9 +105,16 @@ class PlatformOperator(CacheableStage, BaseOperator):
         from mlplatform import runs
         from mlplatform.config import ConfigError
         from mlplatform.stages import StageSkipped
-        from mlplatform.storage import run_key, stage_dir, write_summary
+        from mlplatform.storage import (
+            configure_clients,
+            publish_stage,
+            run_key,
+            stage_dir,
+            write_summary,
+        )
 
         settings = get_settings()
+        configure_clients(settings)
         run_id = self.platform_run_id(context)
         run = self.run_prefix + run_key(run_id)
         try:
@@ -129,6 +136,7 @@ class PlatformOperator(CacheableStage, BaseOperator):
         cached = reuse(self, cfg, settings, context, key)
         if cached is not None:
             write_summary(out_dir, self.stage, time.monotonic() - started, cached)
+            publish_stage(settings, out_dir, cfg.name, run, self.stage)
             return cached
         try:
             with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
@@ -151,5 +159,8 @@ class PlatformOperator(CacheableStage, BaseOperator):
             raise type(outcome)(line) from None
         result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
+        published = publish_stage(settings, out_dir, cfg.name, run, self.stage)
+        if published:
+            self.log.info("%s published to %s", self.stage, published)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
         return result

@@ -95,7 +95,15 @@ def register(
     if existing:
         mv = existing[0]
     else:
-        mv = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
+        # a logged model's URI (models:/m-...) must name its model id too: an MLflow server
+        # refuses the source without it (the SQLite store let it pass); mlflow.register_model
+        # passes it the same way
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
+        mv = c.create_model_version(
+            name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+        )
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
     return {
