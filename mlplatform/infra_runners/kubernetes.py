@@ -102,16 +102,16 @@ class KubernetesRunner(InfraRunner):
     def model_base(self, cfg: PipelineConfig, out_dir: Path) -> tuple[str, str | None]:
         """``(model base the pod reads, storage mount path or None)`` for this stage directory."""
         storage = self.settings.storage
+        from mlplatform.object_store import is_remote
+
         if self.k8s.storage_pvc:
             from mlplatform.storage import to_path
 
-            try:
-                mount = str(to_path(storage))
-            except ValueError:
+            if is_remote(storage):
                 raise _fail(
                     f"MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path, not {storage!r}"
-                ) from None
-            return str(out_dir / "tfs"), mount
+                )
+            return str(out_dir / "tfs"), str(to_path(storage))
         if storage.startswith("s3://"):
             run, stage = out_dir.parent.name, out_dir.name
             return f"{storage.rstrip('/')}/{cfg.name}/{run}/{stage}/tfs", None

@@ -236,14 +236,14 @@ def _training_pod_spec(
     if k8s.storage_pvc:
         # The trainer reads and writes plain paths (train/hold-out Parquet, checkpoints, the
         # SavedModel): the run storage must be the same path in the pod as on the Airflow worker.
+        from mlplatform.object_store import is_remote
         from mlplatform.storage import to_path
 
-        try:
-            mount_path = str(to_path(settings.storage))
-        except ValueError:
+        if is_remote(settings.storage):  # s3:// storage: the trainer fetches and publishes itself
             raise ValueError(
                 f"MLP_K8S_STORAGE_PVC needs MLP_STORAGE_URI to be a shared local path, not {settings.storage!r}"
-            ) from None
+            )
+        mount_path = str(to_path(settings.storage))
         volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": k8s.storage_pvc}})
         container["volumeMounts"].append({"name": "storage", "mountPath": mount_path})
     return {

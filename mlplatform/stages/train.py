@@ -18,7 +18,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlplatform.config import PipelineConfig
@@ -59,7 +59,7 @@ def local_world_size(cfg: PipelineConfig, train_uri: str) -> int:
     return cfg.training.world_size(parquet_rows(to_path(train_uri)), os.cpu_count())
 
 
-def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object], np: int) -> str:
+def checkpoint_key(cfg: PipelineConfig, training_set: Mapping[str, object], np: int) -> str:
     """What determines a training job's checkpoints: the exact train/hold-out bytes, the model,
     the features and the world size. A run that trains on the same batch with the same config
     (say, after the previous run died mid-training) resumes from the same checkpoints."""
@@ -77,7 +77,7 @@ def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object], np: int
 
 
 def checkpoint_dir(
-    cfg: PipelineConfig, training_set: dict[str, object], settings: Settings, np: int
+    cfg: PipelineConfig, training_set: Mapping[str, object], settings: Settings, np: int
 ) -> Path:
     """``<storage>/<pipeline>/checkpoints/<checkpoint_key>``: outside the run's own directory so
     that an Airflow retry and a later run on the same batch both resume; removed on success."""
@@ -112,7 +112,7 @@ def build_spec(
 
 def write_spec(
     cfg: PipelineConfig,
-    training_set: dict[str, object],
+    training_set: Mapping[str, object],
     out_dir: Path,
     settings: Settings,
     run_name: str,
