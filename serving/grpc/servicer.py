@@ -5,9 +5,10 @@ Services (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.
 * ``PredictionService.Predict``: ``PredictRequest.inputs`` are TensorProtos that must name
   exactly the signature's inputs with its dtypes (no casting, as in TF Serving) and compatible
   shapes (:func:`serving.runtime.predict.run_predict_request`); ``output_filter`` selects
-  outputs. A request may also carry its pipeline's entity column (a column the signature does
-  not take, :func:`serving.runtime.predict.entity_to_strip`): it is removed before the model
-  runs and logged as ``entities``, as over REST. The response's ``model_spec`` echoes the name,
+  outputs. Entity keys in place of features, and a pipeline's entity column beside them, are
+  handled by the runtime's pre-step, the one REST uses
+  (:meth:`serving.runtime.online_features.OnlineFeatureSources.apply_to_request`): the
+  keys are logged as ``entities``. The response's ``model_spec`` echoes the name,
   the version that answered and the signature key.
 * ``PredictionService.Classify`` / ``Regress``: ``input.example_list`` or
   ``input.example_list_with_context`` of ``tf.Example`` (:mod:`serving.runtime.examples`).
@@ -48,14 +49,12 @@ from tensorflow_serving.apis import (
 from serving.api.errors import ApiError
 from serving.api.limits import Limits
 from serving.codec.examples import example_to_row, merge_context
-from serving.codec.json_tensors import to_json_value
-from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.codec.tensor_proto import to_tensor_proto
 from serving.runtime.batching import Batcher
 from serving.runtime.examples import classify, regress
 from serving.runtime.predict import (
     DEFAULT_POLICY,
     ModelPolicy,
-    entity_to_strip,
     run_predict_request,
 )
 from serving.runtime.registry import ModelRegistry
@@ -197,27 +196,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     # ---------------------------------------------------------------- RPCs
 
-    def _strip_entity(self, servable: Servable, request: Any) -> list[Any] | None:
-        """Remove the pipeline's entity column from ``request`` (the rule of
-        :func:`serving.runtime.predict.entity_to_strip`); the keys it held, or None."""
-        entity = entity_to_strip(
-            servable, request.model_spec.signature_name, self._policy(servable)
-        )
-        if entity is None or entity not in request.inputs or len(request.inputs) < 2:
-            return None
-        try:
-            keys = to_json_value(to_ndarray(request.inputs[entity], self.max_elements))
-        except TensorProtoError as exc:
-            raise ApiError(400, f"Input '{entity}': {exc}") from exc
-        del request.inputs[entity]
-        return keys if isinstance(keys, list) else [keys]
-
     @_rpc
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Run a signature on named TensorProtos (TF Serving's Predict)."""
         start = time.perf_counter()
         servable = self._resolve(request)
-        entities = self._strip_entity(servable, request)
+        entities = (
+            self.online.apply_to_request(servable, request, self.max_elements)
+            if self.online is not None
+            else None
+        )
         key, outputs, arrays = run_predict_request(
             servable,
             request,

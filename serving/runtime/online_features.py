@@ -10,7 +10,9 @@ the pipeline's entity column, see :func:`serving.runtime.predict.entity_to_strip
 change (checked at most every ``rescan_seconds``), so a config edit needs no restart.
 
 Requests: for such a model, ``{"instances": [{"<entity>": key}, ...]}`` (every instance an object
-holding only the pipeline's entity column) or ``{"inputs": {"<entity>": [key, ...]}}`` is
+holding only the pipeline's entity column) or ``{"inputs": {"<entity>": [key, ...]}}`` over REST
+(:meth:`OnlineFeatureSources.apply`), or a gRPC ``PredictRequest`` whose only input is the entity
+column (:meth:`OnlineFeatureSources.apply_to_request`), is
 replaced, before the SavedModel runs, by the same request with the model signature's inputs
 fetched from the pipeline's feature view (Feast ``get_online_features``, from the online store the
 platform settings name: SQLite under ``MLP_HOME`` or Redis). Any other request (raw feature
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.api.errors import ApiError
-from serving.codec.json_tensors import strip_entity
+from serving.codec.json_tensors import strip_entity, to_array, to_json_value
+from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
 from serving.runtime.predict import DEFAULT_POLICY, ModelPolicy, entity_to_strip
 from serving.runtime.signatures import get_signature
 
@@ -264,6 +267,35 @@ class OnlineFeatureSources:
         _key, _fn, specs, _sigdef = get_signature(servable, wanted.signature_name)
         return source.expand(wanted, sorted(specs)), {"entities": wanted.keys}
 
+    def apply_to_request(self, servable: Any, request: Any, max_elements: int) -> list[Any] | None:
+        """The same pre-step for a gRPC ``PredictRequest``, changed in place: a request whose
+        only input is the entity column of a model served from the online store gets the
+        signature's inputs fetched (:meth:`PipelineFeatures.fetch`, as over REST) as
+        TensorProtos of the signature's dtypes; a raw-feature request carrying the entity
+        column (which the model does not take) loses it. Returns the entity keys for the
+        request log, or None when the request is left as it came."""
+        signature = request.model_spec.signature_name or None
+        source = self.for_model(servable.name)
+        if source is not None and set(request.inputs) == {source.entity}:
+            keys = _proto_keys(request.inputs[source.entity], source.entity, max_elements)
+            _key, _fn, specs, _sigdef = get_signature(servable, signature)
+            names = sorted(specs)
+            columns = source.expand(EntityRequest(keys, True, signature), names)["inputs"]
+            del request.inputs[source.entity]
+            for name in names:
+                # nulls become what a JSON null is for that dtype (NaN, ""): the REST rule
+                array = to_array(columns[name], specs[name], name, allow_non_finite=True)
+                request.inputs[name].CopyFrom(
+                    to_tensor_proto(array, specs[name].dtype.as_datatype_enum)
+                )
+            return keys
+        entity = entity_to_strip(servable, signature, self.policy(servable.name))
+        if entity is None or entity not in request.inputs or len(request.inputs) < 2:
+            return None
+        keys = _proto_keys(request.inputs[entity], entity, max_elements)
+        del request.inputs[entity]
+        return keys
+
     def _strip_entity(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
         """Raw rows that carry the entity column: the column moves to the request log."""
         if not isinstance(payload, dict):
@@ -311,6 +343,15 @@ class OnlineFeatureSources:
         self._signature = signature
         self._sources = _sources_from(self.pipelines_dir, self._sources)
         self._policies = _policies_from(self.pipelines_dir)
+
+
+def _proto_keys(proto: Any, entity: str, max_elements: int) -> list[Any]:
+    """The entity keys a TensorProto holds, as JSON values (ints, text)."""
+    try:
+        keys = to_json_value(to_ndarray(proto, max_elements))
+    except TensorProtoError as exc:
+        raise ApiError(400, f"Input '{entity}': {exc}") from exc
+    return keys if isinstance(keys, list) else [keys]
 
 
 def _policies_from(pipelines_dir: Path) -> dict[str, ModelPolicy]:
