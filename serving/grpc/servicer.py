@@ -131,6 +131,18 @@ def _set_model_spec(spec: Any, servable: Any, signature_name: str | None = None)
         spec.signature_name = signature_name
 
 
+def _fill_classifications(result: Any, rows: list[Any]) -> None:
+    for row in rows:
+        classifications = result.classifications.add()
+        for label, score in row:
+            classifications.classes.add(label=label, score=score)
+
+
+def _fill_regressions(result: Any, values: list[Any]) -> None:
+    for value in values:
+        result.regressions.add(value=value)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService`` over a :class:`ModelRegistry`."""
 
@@ -222,61 +234,49 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._log(servable, "predict", "inputs", arrays, logged_out, start, context, entities)
         return response
 
-    @_rpc
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Classify tf.Examples (:mod:`serving.runtime.examples`)."""
+    def _run_examples(
+        self,
+        request: Any,
+        context: grpc.ServicerContext,
+        method: str,
+        response: Any,
+        fill: Callable[[Any, list[Any]], None],
+    ) -> Any:
+        """Classify or regress ``request.input``'s tf.Examples (:mod:`serving.runtime.examples`)
+        into ``response`` (``fill(response.result, results)``), and log it."""
         start = time.perf_counter()
         servable = self._resolve(request)
         examples = _examples(request.input)
-        key, results = classify(
+        run = classify if method == "classify" else regress
+        key, results = run(
             servable,
             request.model_spec.signature_name,
             examples,
             allow_non_finite=self._policy(servable).allow_non_finite,
         )
-        response = classification_pb2.ClassificationResponse()
         _set_model_spec(response.model_spec, servable, key)
-        for row in results:
-            classifications = response.result.classifications.add()
-            for label, score in row:
-                classifications.classes.add(label=label, score=score)
-        self._log(
-            servable,
-            "classify",
-            "examples",
-            [example_to_row(e) for e in examples] if self.request_logger else None,
-            results,
-            start,
-            context,
-        )
+        fill(response.result, results)
+        logged = [example_to_row(e) for e in examples] if self.request_logger else None
+        self._log(servable, method, "examples", logged, results, start, context)
         return response
 
     @_rpc
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Regress tf.Examples (:mod:`serving.runtime.examples`)."""
-        start = time.perf_counter()
-        servable = self._resolve(request)
-        examples = _examples(request.input)
-        key, values = regress(
-            servable,
-            request.model_spec.signature_name,
-            examples,
-            allow_non_finite=self._policy(servable).allow_non_finite,
-        )
-        response = regression_pb2.RegressionResponse()
-        _set_model_spec(response.model_spec, servable, key)
-        for value in values:
-            response.result.regressions.add(value=value)
-        self._log(
-            servable,
-            "regress",
-            "examples",
-            [example_to_row(e) for e in examples] if self.request_logger else None,
-            values,
-            start,
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Classify tf.Examples: per example, ``(label, score)`` classes."""
+        return self._run_examples(
+            request,
             context,
+            "classify",
+            classification_pb2.ClassificationResponse(),
+            _fill_classifications,
         )
-        return response
+
+    @_rpc
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Regress tf.Examples: one value per example."""
+        return self._run_examples(
+            request, context, "regress", regression_pb2.RegressionResponse(), _fill_regressions
+        )
 
     @_rpc
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
