@@ -16,21 +16,29 @@ What it does (loopback only, bounded request counts, stops by itself):
    (``--servers``: request log on, off, and on with server-side batching from a TF Serving
    batching parameters file), starts ``python -m serving.server`` (REST + gRPC) on free
    loopback ports in a subprocess.
-3. For batch 1 with one client and batch 64 with 32 clients (threads), runs the same rows
-   through: the signature function called directly in-process (tensors prebuilt: the model's
-   own cost), a bare keep-alive ``http.client`` connection posting a pre-encoded body (the
-   server's own cost), :class:`serving.client.PredictionClient` and
-   :class:`serving.client.GrpcPredictionClient`. Each cell runs a fixed number of requests or
-   until its time cap, after untimed warm-up requests; the server process's CPU time is read
-   around each cell (psutil).
+3. For batch 1 with one client and batch 64 with 32 clients, runs the same rows through:
+   in-process, the signature function as a user calls it (``fn(**tensors)``, tensors prebuilt:
+   the model's own cost), the flat call the server makes
+   (:class:`serving.runtime.signatures.SignatureFunction`), one caller at batch 64 (the other
+   reading of "in-process throughput"), and 32 callers through the server's
+   :class:`~serving.runtime.batching.Batcher` (the batching implementation's own cost, no
+   protocol); served, **wrk** (a C load generator in its own process, one thread, keep-alive
+   connections, the body pre-encoded: the lightest client there is, its CPU per request
+   reported; skipped when ``wrk`` is not installed, ``apt-get install wrk``), a bare
+   keep-alive ``http.client`` posting a pre-encoded body, :class:`serving.client.PredictionClient`,
+   a bare gRPC stub sending a pre-serialized ``PredictRequest``, and
+   :class:`serving.client.GrpcPredictionClient` (Python clients: one thread each, in this
+   process). Each cell runs a fixed number of requests or until its time cap (wrk: the cap),
+   after untimed warm-up requests; the server process's CPU time is read around each cell
+   (psutil).
 4. Prints a markdown table — p50/p99 latency, requests/s, rows/s, the ratios to the in-process
-   call at the same batch and client count, and the server's CPU per request — and writes it,
-   with the machine's description, to ``--out``.
+   call at the same batch and client count, the server's CPU per request, wrk's CPU per
+   request — and writes it, with the machine's description and load, to ``--out``.
 
 Client and server share the machine's cores, so on a 2-core box the served numbers include
 the client's own CPU time (JSON encoding, TensorProto building) and contention at high
-concurrency; the in-process rows have no client. Default run: under ~8 minutes on 2 cores;
-``--quick``: under ~4 minutes.
+concurrency; the in-process rows have no client. Default run: ≈12 minutes on 2 cores;
+``--quick``: ≈5 minutes.
 """
 
 from __future__ import annotations
@@ -620,13 +628,18 @@ def main(argv: list[str] | None = None) -> int:
                 "Servers: `python -m serving.server` (REST + gRPC in one process) on loopback, "
                 "with the request log on, off, and on with server-side batching "
                 "(`--batching-parameters-file`: max_batch_size 2048, batch_timeout_micros "
-                "1000, num_batch_threads 1). Clients, one per thread: REST bare (a keep-alive "
-                "`http.client` connection posting a pre-encoded body: the server's own cost), "
-                "`PredictionClient` (REST row format) and `GrpcPredictionClient`. In-process: "
-                "the SavedModel's signature function called directly with prebuilt tensors. "
-                "Ratios compare with in-process at the same batch and client count; server CPU "
-                "is the server process's user+system time per request (warm-up included). "
-                "Client and server share the machine's cores.",
+                "1000, num_batch_threads 1). In-process: the SavedModel's signature function "
+                "called as a user calls it (`fn(**tensors)`, prebuilt tensors); `server's call`: "
+                "the flat call the server makes (`SignatureFunction`); `+ batcher`: 32 callers "
+                "through the server's Batcher, no protocol. Clients: REST wrk (C, one thread, "
+                "keep-alive connections, its own process; its CPU per request in the last "
+                "column), REST bare (a keep-alive `http.client` posting a pre-encoded body), "
+                "`PredictionClient` (REST row format), gRPC bare (a stub sending a "
+                "pre-serialized request) and `GrpcPredictionClient`; Python clients run one "
+                "thread each in the benchmark's process. Ratios compare with `in-process` at "
+                "the same batch and client count; server CPU is the server process's "
+                "user+system time per request (Python clients: warm-up included). Client and "
+                "server share the machine's cores.",
                 "",
                 table,
                 "",
