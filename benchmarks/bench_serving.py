@@ -37,8 +37,8 @@ What it does (loopback only, bounded request counts, stops by itself):
 
 Client and server share the machine's cores, so on a 2-core box the served numbers include
 the client's own CPU time (JSON encoding, TensorProto building) and contention at high
-concurrency; the in-process rows have no client. Default run: ≈12 minutes on 2 cores;
-``--quick``: ≈5 minutes.
+concurrency; the in-process rows have no client. Default run: ≈6–8 minutes on 2 cores;
+``--quick``: ≈3–4 minutes.
 """
 
 from __future__ import annotations
