@@ -19,11 +19,8 @@ class DigestMismatch(ValueError):
 
 
 def _file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+        return hashlib.file_digest(fh, "sha256").digest()
 
 
 def saved_model_digest(saved_model_dir: str | os.PathLike[str]) -> str:
