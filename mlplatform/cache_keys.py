@@ -58,7 +58,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "register": ("mlplatform/stages/registry.py",),
     "gate": ("mlplatform/stages/registry.py", "mlplatform/scoring.py"),
     "infra_validate": ("mlplatform/stages/infra_validate.py", "mlplatform/scoring.py", "serving"),
-    "promote": ("mlplatform/stages/registry.py", "serving/layout.py"),
+    "promote": ("mlplatform/stages/registry.py", "serving/layout"),
 }
 
 
