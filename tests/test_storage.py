@@ -133,3 +133,28 @@ def test_feast_offline_files_are_published_and_restored(mlp_home, s3, monkeypatc
     (local / "v2.parquet").write_bytes(b"more rows")
     assert not offline_sync.restore("demo", local, settings)  # a local copy is never replaced
     assert not offline_sync.restore("other", tmp_path / "none", settings)  # nothing published
+
+
+def test_the_report_server_fetches_a_report_another_worker_published(mlp_home, s3, monkeypatch):
+    """Data Docs written by a worker on another host are fetched from the bucket on first view."""
+    import shutil
+    import sys
+
+    from tests.conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "plugins"))  # as Airflow loads plugins
+    sys.modules.pop("mlplatform_plugin", None)
+    from mlplatform_plugin import fetch_remote_report, report_target
+
+    monkeypatch.setenv("MLP_STORAGE_URI", f"s3://{s3.name}/mlp")
+    settings = get_settings()
+    out = stage_dir(settings.storage, "demo", "r1", "validate")
+    (out / "data_docs").mkdir()
+    (out / "data_docs" / "index.html").write_text("<html>suite demo_raw</html>")
+    publish_stage(settings, out, "demo", "r1", "validate")
+    shutil.rmtree(local_root(settings) / "demo")  # this host never ran the stage
+
+    target, pipeline = report_target("demo/r1/validate/data_docs/index.html")
+    assert pipeline == "demo" and not target.exists()
+    fetch_remote_report(("demo", "r1", "validate", "data_docs", "index.html"))
+    assert target.read_text() == "<html>suite demo_raw</html>"
