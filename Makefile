@@ -43,7 +43,7 @@ test: env lint ## lint, then all tests (slow end-to-end ones included; PYTEST_AR
 test-fast: env ## run the tests without the slow end-to-end ones
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: env ## ruff check + ruff format --check over the whole tree, import-linter's layer contracts (.importlinter), mypy on the stage contracts, stages, operator base and config ([tool.mypy]) (part of `make test`, so of CI)
+lint: env ## ruff check + ruff format --check over the whole tree, import-linter's layer contracts (.importlinter), mypy on the stage contracts, stages, operators, config, Kubernetes builders and infra runners ([tool.mypy]) (part of `make test`, so of CI)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

@@ -18,7 +18,7 @@ What it does (loopback only, bounded, stops by itself; about 10 minutes on 2 cor
    warm-up calls) for 1 and 100 entities per call, each entity set drawn at random per call, of
 
    * Feast ``get_online_features`` (the six demo features),
-   * the server's pre-step (:meth:`serving.online_features.PipelineFeatures.fetch`: Feast plus
+   * the server's pre-step (:meth:`serving.runtime.entity_features.PipelineFeatures.fetch`: Feast plus
      key checks and the missing-entity test),
    * a raw read of the same keys from the same store: SQLite ``SELECT entity_key, feature_name,
      value FROM <table> WHERE entity_key IN (...)`` on Feast's table, Redis ``HGETALL`` of Feast's

@@ -16,26 +16,36 @@ What it does (loopback only, bounded request counts, stops by itself):
    (``--servers``: request log on, off, and on with server-side batching from a TF Serving
    batching parameters file), starts ``python -m serving.server`` (REST + gRPC) on free
    loopback ports in a subprocess.
-3. For batch 1 with one client and batch 64 with 32 clients (threads), runs the same rows
-   through: the signature function called directly in-process (tensors prebuilt: the model's
-   own cost), a bare keep-alive ``http.client`` connection posting a pre-encoded body (the
-   server's own cost), :class:`serving.client.PredictionClient` and
-   :class:`serving.client.GrpcPredictionClient`. Each cell runs a fixed number of requests or
-   until its time cap, after untimed warm-up requests; the server process's CPU time is read
-   around each cell (psutil).
+3. For batch 1 with one client and batch 64 with 32 clients, runs the same rows through:
+   in-process, the signature function as a user calls it (``fn(**tensors)``, tensors prebuilt:
+   the model's own cost), the flat call the server makes
+   (:class:`serving.runtime.signatures.SignatureFunction`), one caller at batch 64 (the other
+   reading of "in-process throughput"), and 32 callers through the server's
+   :class:`~serving.runtime.batching.Batcher` (the batching implementation's own cost, no
+   protocol); served, **wrk** (a C load generator in its own process, one thread, keep-alive
+   connections, the body pre-encoded: the lightest client there is, its CPU per request
+   reported; skipped when ``wrk`` is not installed, ``apt-get install wrk``), a bare
+   keep-alive ``http.client`` posting a pre-encoded body, :class:`serving.client.PredictionClient`,
+   a bare gRPC stub sending a pre-serialized ``PredictRequest``, and
+   :class:`serving.client.GrpcPredictionClient` (Python clients: one thread each, in this
+   process). Each cell runs a fixed number of requests or until its time cap (wrk: the cap),
+   after untimed warm-up requests; the server process's CPU time is read around each cell
+   (psutil).
 4. Prints a markdown table — p50/p99 latency, requests/s, rows/s, the ratios to the in-process
-   call at the same batch and client count, and the server's CPU per request — and writes it,
-   with the machine's description, to ``--out``.
+   call at the same batch and client count, the server's CPU per request, wrk's CPU per
+   request — and writes it, with the machine's description and load, to ``--out``.
 
 Client and server share the machine's cores, so on a 2-core box the served numbers include
 the client's own CPU time (JSON encoding, TensorProto building) and contention at high
-concurrency; the in-process rows have no client. Default run: under ~8 minutes on 2 cores;
-``--quick``: under ~4 minutes.
+concurrency; the in-process rows have no client. Default run: ≈6–8 minutes on 2 cores;
+``--quick``: ≈3–4 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import platform
 import shutil
@@ -66,6 +76,8 @@ CATEGORICAL = {
 }
 #: (batch, concurrency) cells: one client at batch 1 (latency), 32 clients at batch 64 (load)
 SHAPES = ((1, 1), (64, 32))
+#: in-process only: one caller at batch 64, the other reading of "in-process throughput"
+IN_PROCESS_ONLY = ((64, 1),)
 #: server configurations: name -> extra arguments of ``python -m serving.server``
 SERVERS = {
     "log-on": ["--log-dir", "{work}/requests"],
@@ -92,7 +104,7 @@ class Profile:
 
 
 DEFAULT = Profile(requests={1: 1000, 8: 2400, 32: 4800}, cap_s=15.0, warmup=40)
-QUICK = Profile(requests={1: 200, 8: 480, 32: 960}, cap_s=5.0, warmup=16)
+QUICK = Profile(requests={1: 400, 8: 480, 32: 960}, cap_s=5.0, warmup=16)
 
 
 @dataclass
@@ -106,6 +118,7 @@ class Cell:
     rps: float
     server: str = "-"
     server_cpu_ms: float | None = None  # server process CPU time per request
+    client_cpu_ms: float | None = None  # the load generator's CPU per request (wrk only)
 
     @property
     def rows_per_s(self) -> float:
@@ -168,6 +181,27 @@ def _rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
     return rows
 
 
+GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+def _predict_request(rows: list[dict[str, Any]]) -> Any:
+    """A ``PredictRequest`` for ``demo`` with ``rows`` as one TensorProto per input."""
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.codec.tensor_proto import to_tensor_proto
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    for name in NUMERIC:
+        values = np.asarray([r[name] for r in rows], dtype=np.float32)
+        request.inputs[name].CopyFrom(to_tensor_proto(values))
+    for name in CATEGORICAL:
+        values = np.asarray([r[name].encode() for r in rows], dtype=object)
+        request.inputs[name].CopyFrom(to_tensor_proto(values))
+    return request
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -175,6 +209,81 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: wrk's request script: POST the body file named by $BODY (read once, sent as is)
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+"""
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    """A wrk latency (``812.00us``, ``1.20ms``, ``2.01s``) in milliseconds."""
+    for unit in ("us", "ms", "s"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * _WRK_UNITS[unit]
+    raise ValueError(f"unreadable wrk latency {text!r}")
+
+
+def _wrk_cell(
+    url: str,
+    body: bytes,
+    batch: int,
+    concurrency: int,
+    seconds: float,
+    work: Path,
+    server_cpu: Callable[[], float],
+) -> tuple[Cell, float]:
+    """Drive ``url`` with wrk (C, one thread, ``concurrency`` keep-alive connections, the body
+    sent as is) for ``seconds`` after a 1 s warm-up: a load generator light enough that on 2
+    cores the server gets the CPU. Returns the cell (``server_cpu()``, the server's CPU
+    seconds, read around the timed run) and wrk's own CPU ms per request."""
+    import resource
+
+    (work / "wrk.lua").write_text(WRK_SCRIPT)
+    (work / "body.json").write_bytes(body)
+    env = {**os.environ, "BODY": str(work / "body.json")}
+
+    def wrk(duration: float) -> str:
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency",
+               "-s", str(work / "wrk.lua"), url]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
+        if done.returncode != 0:
+            raise RuntimeError(f"wrk failed: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    wrk(1)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server_cpu()
+    out = wrk(seconds)
+    server_after = server_cpu()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw failed requests:\n{out}")
+    fields: dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            fields[parts[0]] = parts[1]
+        elif parts[:1] == ["Requests/sec:"]:
+            fields["rps"] = parts[1]
+        elif len(parts) > 2 and parts[1] == "requests" and parts[2] == "in":
+            fields["n"] = parts[0]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    n = int(fields["n"])
+    cell = Cell(
+        "REST wrk",
+        batch,
+        concurrency,
+        n,
+        _wrk_ms(fields["50%"]),
+        _wrk_ms(fields["99%"]),
+        float(fields["rps"]),
+    )
+    cell.server_cpu_ms = (server_after - server_before) * 1000.0 / max(1, n)
+    return cell, cpu * 1000.0 / max(1, n)
 
 
 def _run_cell(
@@ -254,18 +363,19 @@ def _table(cells: list[Cell]) -> str:
     base = {(c.batch, c.concurrency): c for c in cells if c.path == "in-process"}
     lines = [
         "| batch | clients | server | path | requests | p50 ms | p99 ms | req/s | rows/s "
-        "| p50 vs in-process | req/s vs in-process | server CPU ms/req |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p50 vs in-process | req/s vs in-process | server CPU ms/req | wrk CPU ms/req |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in sorted(cells, key=lambda c: (c.batch, c.concurrency)):
         ref = base[(cell.batch, cell.concurrency)]
-        ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.1f}×"
+        ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.2f}×"
         ratio_rps = "1.0×" if cell is ref else f"{cell.rps / ref.rps:.2f}×"
         cpu = "-" if cell.server_cpu_ms is None else f"{cell.server_cpu_ms:.2f}"
+        client = "-" if cell.client_cpu_ms is None else f"{cell.client_cpu_ms:.3f}"
         lines.append(
             f"| {cell.batch} | {cell.concurrency} | {cell.server} | {cell.path} | {cell.requests} "
             f"| {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cell.rps:,.0f} | {cell.rows_per_s:,.0f} "
-            f"| {ratio_p50} | {ratio_rps} | {cpu} |"
+            f"| {ratio_p50} | {ratio_rps} | {cpu} | {client} |"
         )
     return "\n".join(lines)
 
@@ -363,18 +473,37 @@ def main(argv: list[str] | None = None) -> int:
                 for name, spec in specs.items()
             }
 
+        from serving.runtime import load_servable
+        from serving.runtime.batching import Batcher, read_batching_parameters
+        from serving.runtime.predict import call
+
+        servable = load_servable(MODEL, 1, base / MODEL / "1")
+        server_fn = servable.signatures["serving_default"]  # the flat call the server makes
+        server_specs = servable.input_specs["serving_default"]
+        batcher = Batcher(read_batching_parameters(work / "batching.config"))
+
         cells: list[Cell] = []
-        for batch, concurrency in SHAPES:
-            tensors = tensors_of(_rows(batch))
-            cell = _run_cell(
-                "in-process",
-                batch,
-                concurrency,
-                profile,
-                lambda tensors=tensors: ((lambda: fn(**tensors)), (lambda: None)),
-            )
-            cells.append(cell)
-            print(f"  batch {batch:>2} x{concurrency:<2} in-process  p50 {cell.p50_ms:7.2f} ms")
+        for batch, concurrency in sorted(SHAPES + IN_PROCESS_ONLY):
+            rows = _rows(batch)
+            tensors = tensors_of(rows)
+            arrays = {name: tensor.numpy() for name, tensor in tensors.items()}
+            variants: list[tuple[str, Callable[[], Any]]] = [
+                ("in-process", lambda tensors=tensors: fn(**tensors)),
+                ("in-process, server's call", lambda tensors=tensors: server_fn(**tensors)),
+            ]
+            if concurrency > 1:  # the batching implementation's own cost, without a protocol
+                variants.append(
+                    (
+                        "in-process + batcher",
+                        lambda arrays=arrays: call(server_fn, server_specs, arrays, batcher),
+                    )
+                )
+            for path, run in variants:
+                cell = _run_cell(
+                    path, batch, concurrency, profile, lambda run=run: (run, (lambda: None))
+                )
+                cells.append(cell)
+                print(f"  batch {batch:>2} x{concurrency:<2} {path:<26} p50 {cell.p50_ms:7.2f} ms")
 
         for config in chosen:
             server, rest_url, grpc_target = _start_server(work, base, SERVERS[config], server_log)
@@ -398,7 +527,6 @@ def main(argv: list[str] | None = None) -> int:
                 ) -> tuple[Callable[[], Any], Callable[[], None]]:
                     # a bare keep-alive HTTP client, the body encoded once: the server's cost
                     import http.client
-                    import json
 
                     body = json.dumps({"instances": rows}).encode()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -425,9 +553,41 @@ def main(argv: list[str] | None = None) -> int:
                     client = GrpcPredictionClient(target, timeout=60)
                     return (lambda: client.predict(MODEL, rows)), client.close
 
+                def over_bare_grpc(
+                    rows: list[dict[str, Any]] = rows, target: str = grpc_target
+                ) -> tuple[Callable[[], Any], Callable[[], None]]:
+                    # the request serialized once, the answer left as bytes: the server's cost
+                    import grpc
+
+                    channel = grpc.insecure_channel(target)
+                    predict = channel.unary_unary(GRPC_PREDICT)
+                    payload = _predict_request(rows).SerializeToString()
+                    return (lambda: predict(payload, timeout=60)), channel.close
+
+                if shutil.which("wrk"):
+                    body = json.dumps({"instances": rows}).encode()
+                    cell, wrk_cpu = _wrk_cell(
+                        f"{rest_url}/v1/models/{MODEL}:predict",
+                        body,
+                        batch,
+                        concurrency,
+                        profile.cap_s,
+                        work,
+                        functools.partial(_cpu_seconds, server.pid),
+                    )
+                    cell.server, cell.client_cpu_ms = config, wrk_cpu
+                    cells.append(cell)
+                    print(
+                        f"  batch {batch:>2} x{concurrency:<2} {config:<16} REST wrk    "
+                        f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  "
+                        f"{cell.rps:8.0f} req/s  server CPU {cell.server_cpu_ms:.2f} ms/req  "
+                        f"wrk CPU {wrk_cpu:.3f} ms/req",
+                        flush=True,
+                    )
                 for path, make in (
                     ("REST bare", over_bare_rest),
                     ("REST client", over_rest),
+                    ("gRPC bare", over_bare_grpc),
                     ("gRPC client", over_grpc),
                 ):
                     cpu_before = _cpu_seconds(server.pid)
@@ -468,13 +628,18 @@ def main(argv: list[str] | None = None) -> int:
                 "Servers: `python -m serving.server` (REST + gRPC in one process) on loopback, "
                 "with the request log on, off, and on with server-side batching "
                 "(`--batching-parameters-file`: max_batch_size 2048, batch_timeout_micros "
-                "1000, num_batch_threads 1). Clients, one per thread: REST bare (a keep-alive "
-                "`http.client` connection posting a pre-encoded body: the server's own cost), "
-                "`PredictionClient` (REST row format) and `GrpcPredictionClient`. In-process: "
-                "the SavedModel's signature function called directly with prebuilt tensors. "
-                "Ratios compare with in-process at the same batch and client count; server CPU "
-                "is the server process's user+system time per request (warm-up included). "
-                "Client and server share the machine's cores.",
+                "1000, num_batch_threads 1). In-process: the SavedModel's signature function "
+                "called as a user calls it (`fn(**tensors)`, prebuilt tensors); `server's call`: "
+                "the flat call the server makes (`SignatureFunction`); `+ batcher`: 32 callers "
+                "through the server's Batcher, no protocol. Clients: REST wrk (C, one thread, "
+                "keep-alive connections, its own process; its CPU per request in the last "
+                "column), REST bare (a keep-alive `http.client` posting a pre-encoded body), "
+                "`PredictionClient` (REST row format), gRPC bare (a stub sending a "
+                "pre-serialized request) and `GrpcPredictionClient`; Python clients run one "
+                "thread each in the benchmark's process. Ratios compare with `in-process` at "
+                "the same batch and client count; server CPU is the server process's "
+                "user+system time per request (Python clients: warm-up included). Client and "
+                "server share the machine's cores.",
                 "",
                 table,
                 "",

@@ -45,19 +45,20 @@ from mlplatform.storage import to_path
 
 #: each stage's code (relative to the platform checkout), part of its key
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": ("mlplatform/stages/ingest.py", "mlplatform/sources.py"),
+    "ingest": ("mlplatform/stages/ingest.py", "mlplatform/sources", "mlplatform/object_store.py"),
     "validate": ("mlplatform/stages/validate.py",),
     "features": (
         "mlplatform/stages/features.py",
         "mlplatform/stages/materialize.py",
         "mlplatform/stages/offline_schema.py",
+        "mlplatform/stages/offline_sync.py",
         "feature_repo/definitions.py",
     ),
     "training_set": ("mlplatform/stages/features.py", "feature_repo/definitions.py"),
     "register": ("mlplatform/stages/registry.py",),
     "gate": ("mlplatform/stages/registry.py", "mlplatform/scoring.py"),
     "infra_validate": ("mlplatform/stages/infra_validate.py", "mlplatform/scoring.py", "serving"),
-    "promote": ("mlplatform/stages/registry.py", "serving/layout.py"),
+    "promote": ("mlplatform/stages/registry.py", "serving/layout"),
 }
 
 

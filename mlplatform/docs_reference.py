@@ -198,24 +198,30 @@ def operator_classes() -> list[type]:
     for module_info in sorted(pkgutil.iter_modules(operators.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"operators.{module_info.name}")
         for _, cls in sorted(inspect.getmembers(module, inspect.isclass)):
-            if cls.__module__ == module.__name__ and issubclass(cls, BaseOperator):
+            public = not cls.__name__.startswith("_")  # a private base shows in its subclasses
+            if public and cls.__module__ == module.__name__ and issubclass(cls, BaseOperator):
                 found[f"{cls.__module__}.{cls.__qualname__}"] = cls
     return list(found.values())
 
 
 def constructor_args(cls: type) -> list[tuple[str, str, str]]:
-    """``(name, type, default)`` of the arguments ``cls.__init__`` declares itself (``**kwargs``,
-    passed on to the base classes, left out)."""
-    signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
-    args = []
-    for name, param in signature.parameters.items():
-        if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+    """``(name, type, default)`` of the arguments ``cls.__init__`` and its private base classes
+    (``_Name``, not documented apart) declare; ``**kwargs``, passed on to the public base
+    classes, left out."""
+    args: dict[str, tuple[str, str, str]] = {}
+    owners = [cls] + [base for base in cls.__mro__[1:] if base.__name__.startswith("_")]
+    for owner in owners:
+        if "__init__" not in vars(owner):
             continue
-        typ = type_name(hints[name]) if name in hints else "Any"
-        default = "required" if param.default is param.empty else repr(param.default)
-        args.append((name, typ, default))
-    return args
+        signature = inspect.signature(owner.__init__)
+        hints = typing.get_type_hints(owner.__init__)
+        for name, param in signature.parameters.items():
+            if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            typ = type_name(hints[name]) if name in hints else "Any"
+            default = "required" if param.default is param.empty else repr(param.default)
+            args.setdefault(name, (name, typ, default))
+    return list(args.values())
 
 
 def operator_section(cls: type) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,8 +120,8 @@ def lineage_tags(values: dict[str, object]) -> dict[str, str]:
 
 
 def training_run_tags(
-    upstream: list[dict[str, object] | None],
-    training_set: dict[str, object] | None,
+    upstream: Sequence[Mapping[str, object] | None],
+    training_set: Mapping[str, object] | None,
     repo_root: Path,
     config_hash: str,
     airflow_run_id: str,

@@ -4,7 +4,9 @@ The defaults are the *embedded* profile: everything lives under ``MLP_HOME`` (de
 ``.mlplatform/`` in the working directory) and needs no server — SQLite for Airflow and MLflow,
 local directories for storage, the DVC remote and the served models, Feast's SQLite online store.
 The production profile only changes URIs (``MLP_MLFLOW_TRACKING_URI=http://mlflow:5000``,
-``MLP_STORAGE_URI=s3://bucket/mlp`` ...); the same code runs in both.
+``MLP_STORAGE_URI=s3://bucket/mlp``, ``MLP_DVC_REMOTE=s3://bucket/dvc``,
+``MLP_MLFLOW_ARTIFACT_URI=s3://bucket/mlflow``, ``MLP_S3_ENDPOINT_URL`` ...); the same code runs
+in both (README "Production profile").
 
 The embedded Airflow UI has a login: Airflow's Simple auth manager with the user ``admin`` (role
 admin) and a generated password (``mlplatform airflow standalone`` prints both); every visitor is
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
         description="expectation suites (<suite>.json); default <repo>/great_expectations/expectations",
     )
     storage_uri: str | None = Field(
-        default=None, description="run artifacts; default <home>/storage"
+        default=None,
+        description="run artifacts: a local path or s3://bucket/prefix (stages work in "
+        "<home>/storage and publish there, mlplatform.storage); default <home>/storage",
     )
     mlflow_tracking_uri: str | None = Field(default=None, description="default sqlite in <home>")
     mlflow_artifact_uri: str | None = Field(default=None, description="default <home>/mlartifacts")
@@ -57,8 +61,9 @@ class Settings(BaseSettings):
     feast_redis_connection: str = "localhost:6379"
     s3_endpoint_url: str | None = Field(
         default=None,
-        description="S3 endpoint for s3:// sources (MinIO, moto); default boto3's own "
-        "(AWS_ENDPOINT_URL_S3, profile); credentials from boto3's chain (AWS_* variables)",
+        description="S3 endpoint (MinIO, moto) of every s3:// URI: storage, sources, the DVC "
+        "remote, MLflow artifacts (MLFLOW_S3_ENDPOINT_URL), the trainer; default botocore's own "
+        "(AWS_ENDPOINT_URL_S3, profile); credentials from botocore's chain (AWS_* variables)",
     )
     ingest_chunk_rows: int = Field(
         default=500_000,

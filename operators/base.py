@@ -27,6 +27,7 @@ log say "cached from run R".
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,23 @@ class PlatformOperator(CacheableStage, BaseOperator):
 
     def run_stage(
         self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         raise NotImplementedError
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlplatform import runs
         from mlplatform.config import ConfigError
         from mlplatform.stages import StageSkipped
-        from mlplatform.storage import run_key, stage_dir, write_summary
+        from mlplatform.storage import (
+            configure_clients,
+            publish_stage,
+            run_key,
+            stage_dir,
+            write_summary,
+        )
 
         settings = get_settings()
+        configure_clients(settings)
         run_id = self.platform_run_id(context)
         run = self.run_prefix + run_key(run_id)
         try:
@@ -131,6 +139,7 @@ class PlatformOperator(CacheableStage, BaseOperator):
         cached = reuse(self, cfg, settings, context, key)
         if cached is not None:
             write_summary(out_dir, self.stage, time.monotonic() - started, cached)
+            publish_stage(settings, out_dir, cfg.name, run, self.stage)
             return cached
         if self.imports_tensorflow:
             from mlplatform.quiet_tf import import_tensorflow
@@ -138,7 +147,7 @@ class PlatformOperator(CacheableStage, BaseOperator):
             import_tensorflow()
         try:
             with runs.heartbeating(settings, cfg.name, run_id) if leased else nullcontext():
-                result = self.run_stage(cfg, out_dir, settings, context)
+                result = dict(self.run_stage(cfg, out_dir, settings, context))
         except StageSkipped as exc:
             write_summary(out_dir, self.stage, time.monotonic() - started, {"skipped": str(exc)})
             raise airflow_outcome(exc) from None
@@ -157,5 +166,8 @@ class PlatformOperator(CacheableStage, BaseOperator):
             raise type(outcome)(line) from None
         result = remember(self, cfg, settings, context, key, result)
         write_summary(out_dir, self.stage, time.monotonic() - started, result)
+        published = publish_stage(settings, out_dir, cfg.name, run, self.stage)
+        if published:
+            self.log.info("%s published to %s", self.stage, published)
         self.log.info("%s done in %.1fs: %s", self.stage, time.monotonic() - started, result)
         return result

@@ -17,9 +17,15 @@ platform's listener (``plugins/decision_notes.py``) sets it when the run ends.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from operators.base import PlatformOperator
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 def triggering_events(context: Any, pipeline: str) -> tuple[list[dict], list[dict]]:
@@ -31,7 +37,7 @@ def triggering_events(context: Any, pipeline: str) -> tuple[list[dict], list[dic
     data: list[dict] = []
     drift: list[dict] = []
     for asset in accessor:
-        name = getattr(asset, "name", None)
+        name = str(getattr(asset, "name", ""))
         target = {data_asset_name(pipeline): data, drift_asset_name(pipeline): drift}.get(name)
         if target is None:
             continue
@@ -53,7 +59,9 @@ class DecideOperator(PlatformOperator):
         kwargs.setdefault("retries", 1)
         super().__init__(**kwargs)
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import alerts, decisions
         from mlplatform.history import newest_validated
         from mlplatform.lineage import trainer_code_hash, training_config_hash

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class FeaturesOperator(PlatformOperator):
@@ -30,7 +36,9 @@ class FeaturesOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.data = data
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.features import materialize_features
 
         return materialize_features(
@@ -67,7 +75,9 @@ class TrainingSetOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.data = data
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.features import build_training_set
 
         return build_training_set(cfg, self.data["data_uri"], out_dir, settings)

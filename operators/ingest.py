@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from operators.base import PlatformOperator
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 def describe_interval(context: Any) -> str:
@@ -46,7 +52,9 @@ class IngestOperator(PlatformOperator):
         self.source_uri = source_uri
         self.landing = landing
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.history import is_validated
         from mlplatform.sources import NoBatch
         from mlplatform.stages import NothingToDo

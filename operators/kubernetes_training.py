@@ -6,8 +6,10 @@ pipeline config, builds the trainer's spec and the pod from :func:`mlplatform.k8
 to the triggerer while it runs, stream its log, read the result from the XCom sidecar
 (``/airflow/xcom/return.json``, written by the trainer's rank 0) and delete the pod if it
 succeeded. With ``training.workers > 1`` it submits the Kubeflow MPIJob of
-:func:`mlplatform.k8s.mpijob_manifest` instead, follows it until it succeeds or fails, streams the
-launcher's log into the task log and parses the trainer's ``MLPLATFORM_RESULT`` line from it.
+:func:`mlplatform.k8s.mpijob_manifest` instead through the provider's hook
+(:class:`operators.mpijob.MPIJobClient`), defers to :class:`operators.mpijob_trigger.MPIJobTrigger`
+while it runs, and on its end reads the launcher's log with the provider's PodManager, parsing the
+trainer's ``MLPLATFORM_RESULT`` line from it.
 
 Both paths push the XCom of ``LocalHorovodTrainOperator``: ``mlflow_run_id``, ``model_uri``,
 ``metrics``, ``world_size``, ``samples_per_sec``, ``tags``.
@@ -21,13 +23,13 @@ its base class), which costs ≈3.6 s on top of ``airflow.sdk`` on the 2-core de
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client.exceptions import ApiException
 
@@ -35,259 +37,14 @@ from mlplatform import k8s as k8s_objects
 from mlplatform.k8s import KubernetesSettings
 from operators.caching import cache_key, remember, reuse
 from operators.links import MlflowRunLink
+from operators.mpijob import MPIJobClient, MPIJobFailed, api_error_line
+from operators.mpijob_trigger import MPIJobTrigger
 from operators.training import TrainCaching, train_xcom
-from training.spec import TrainSpec, read_error_line
+from training.spec import TrainSpec
 
 _log = logging.getLogger(__name__)
 
-
-class MPIJobFailed(RuntimeError):
-    """The MPIJob ended in ``Failed``; ``str()`` is one line: job, reason, message, last log line."""
-
-
-def _ts_key(stamp: str) -> tuple[str, int]:
-    """Sortable key of a log line's RFC3339Nano timestamp: the seconds as text, the fraction as
-    nanoseconds (Go trims trailing zeros, so ``.5`` and ``.25`` do not compare as text)."""
-    seconds, _, fraction = stamp.rstrip("Z").partition(".")
-    return seconds, int(fraction[:9].ljust(9, "0")) if fraction.isdigit() else 0
-
-
-class MPIJobRunner:
-    """Submit one MPIJob (or re-attach to it) and follow it to its end, streaming the launcher log.
-
-    ``custom_api`` and ``core_api`` are a ``kubernetes.client.CustomObjectsApi`` and a
-    ``CoreV1Api`` (or objects with the same methods). Re-attach: a create answered with 409
-    Conflict means a previous try (or a worker that died) already submitted this name; a job still
-    running or already succeeded is followed, a failed one is deleted (foreground, so that its pods
-    are gone) and created again — that is what an Airflow retry asks for.
-
-    Launcher log lines are read with timestamps and emitted once each, even when the stream is
-    re-opened (after ``log_read_timeout`` seconds of silence, a dropped connection, or a launcher
-    restart). :attr:`result` is the last ``MLPLATFORM_RESULT`` JSON seen. A job that is not
-    ``Running`` within ``startup_timeout`` seconds (no GPUs free, an image that does not pull)
-    fails the follow with one line; the job itself is left for the next try to re-attach to.
-    """
-
-    def __init__(
-        self,
-        custom_api: Any,
-        core_api: Any,
-        manifest: dict[str, Any],
-        *,
-        log: Any = _log,
-        poll_interval: float = 10.0,
-        log_read_timeout: float = 300.0,
-        startup_timeout: float | None = None,
-        delete_timeout: float = 600.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.custom = custom_api
-        self.core = core_api
-        self.manifest = manifest
-        self.name: str = manifest["metadata"]["name"]
-        self.namespace: str = manifest["metadata"]["namespace"]
-        self.log = log
-        self.poll_interval = poll_interval
-        self.log_read_timeout = log_read_timeout
-        self.startup_timeout = startup_timeout
-        self.delete_timeout = delete_timeout
-        self._sleep = sleep
-        self._clock = clock
-        self.result: dict[str, Any] | None = None
-        self.last_line = ""
-        self.trainer_error = ""  # the trainer's own ``training.train: error:`` line, if any
-        # launcher pod name -> (newest line's timestamp key, clock at the end of the read)
-        self._seen: dict[str, tuple[tuple[str, int] | None, float]] = {}
-
-    # -- the custom object ---------------------------------------------------------------------
-
-    def _api_kwargs(self) -> dict[str, str]:
-        return {
-            "group": k8s_objects.MPIJOB_GROUP,
-            "version": k8s_objects.MPIJOB_VERSION,
-            "namespace": self.namespace,
-            "plural": k8s_objects.MPIJOB_PLURAL,
-        }
-
-    def get(self) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(name=self.name, **self._api_kwargs())
-
-    def _create(self) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(body=self.manifest, **self._api_kwargs())
-
-    def submit(self) -> dict[str, Any]:
-        """Create the MPIJob, or re-attach to the one of the same name (see the class doc)."""
-        try:
-            job = self._create()
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        else:
-            self.log.info("submitted MPIJob %s/%s", self.namespace, self.name)
-            return job
-        job = self.get()
-        state, reason, message = k8s_objects.mpijob_state(job)
-        if state != "Failed":
-            self.log.info("re-attaching to MPIJob %s/%s (%s)", self.namespace, self.name, state)
-            return job
-        self.log.info(
-            "MPIJob %s/%s exists and failed (%s: %s): deleting it to run again",
-            self.namespace, self.name, reason, message,
-        )  # fmt: skip
-        self.delete(wait=True)
-        job = self._create()
-        self.log.info("submitted MPIJob %s/%s", self.namespace, self.name)
-        return job
-
-    def delete(self, *, wait: bool = False) -> None:
-        """Delete the MPIJob with its pods (foreground); with ``wait``, until it is gone."""
-        try:
-            self.custom.delete_namespaced_custom_object(
-                name=self.name, propagation_policy="Foreground", **self._api_kwargs()
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return
-        deadline = self._clock() + self.delete_timeout
-        while wait:
-            try:
-                self.get()
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise
-            if self._clock() > deadline:
-                raise MPIJobFailed(
-                    f"train: MPIJob {self.namespace}/{self.name} still exists "
-                    f"{self.delete_timeout:.0f}s after deleting it"
-                )
-            self._sleep(self.poll_interval)
-
-    # -- the launcher's log --------------------------------------------------------------------
-
-    def _launcher_pod(self) -> Any | None:
-        pods = self.core.list_namespaced_pod(
-            namespace=self.namespace, label_selector=k8s_objects.launcher_selector(self.name)
-        ).items
-        if not pods:
-            return None
-
-        def created(pod: Any) -> datetime:
-            return pod.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC)
-
-        return max(pods, key=created)  # a launcher retry (backoffLimit > 0) is a new pod
-
-    def _emit(self, message: str) -> None:
-        self.log.info("[launcher] %s", message)
-        if message.strip():
-            self.last_line = message.strip()
-        if (error := read_error_line(message)) is not None:
-            self.trainer_error = error
-        if (result := k8s_objects.parse_result_line(message)) is not None:
-            self.result = result
-
-    def stream_launcher_log(self, *, follow: bool) -> bool:
-        """Emit the launcher's new log lines; with ``follow``, block while it runs (until it ends,
-        the connection drops or ``log_read_timeout`` seconds pass without a line). Returns whether
-        a launcher pod exists yet.
-
-        Lines carry their timestamps: a re-opened stream asks for the seconds since the last read
-        (``sinceSeconds``, with a margin) and drops lines not newer than the last one emitted.
-        """
-        pod = self._launcher_pod()
-        if pod is None:
-            return False
-        phase = pod.status.phase if pod.status else None
-        if phase in (None, "Pending"):
-            return True
-        name = pod.metadata.name
-        cutoff, read_end = self._seen.get(name, (None, None))
-        since = None if read_end is None else math.ceil(self._clock() - read_end) + 10
-        newest = cutoff
-        resp = None
-        try:
-            resp = self.core.read_namespaced_pod_log(
-                name=name,
-                namespace=self.namespace,
-                container=k8s_objects.LAUNCHER_CONTAINER,
-                follow=follow and phase == "Running",
-                timestamps=True,
-                since_seconds=since,
-                _preload_content=False,
-                _request_timeout=(30, self.log_read_timeout),
-            )
-            for raw in resp:
-                text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
-                for line in text.splitlines():
-                    stamp, _, message = line.partition(" ")
-                    key = _ts_key(stamp)
-                    if cutoff is not None and key <= cutoff:
-                        continue  # emitted before the stream was re-opened
-                    newest = key if newest is None else max(newest, key)
-                    self._emit(message)
-        except Exception as exc:  # noqa: BLE001 - read timeouts, dropped streams: poll, re-open
-            self.log.debug("launcher log stream of %s ended: %r", name, exc)
-        finally:
-            release = getattr(resp, "release_conn", None)
-            if callable(release):
-                release()
-            self._seen[name] = (newest, self._clock())
-        return True
-
-    # -- follow to the end ---------------------------------------------------------------------
-
-    def wait(self) -> dict[str, Any]:
-        """Follow the job until ``Succeeded`` (returns the job) or ``Failed`` (raises
-        :class:`MPIJobFailed` with a one-line message)."""
-        last = None
-        started = self._clock()
-        while True:
-            job = self.get()
-            state, reason, message = k8s_objects.mpijob_state(job)
-            if (
-                self.startup_timeout is not None
-                and state in ("Pending", "Created")
-                and self._clock() - started > self.startup_timeout
-            ):
-                raise MPIJobFailed(
-                    f"train: MPIJob {self.namespace}/{self.name} not running after "
-                    f"{self.startup_timeout:.0f}s (state {state}; see kubectl describe of its pods)"
-                )
-            if state != last:
-                self.log.info(
-                    "MPIJob %s/%s: %s%s", self.namespace, self.name, state,
-                    f" ({message})" if message else "",
-                )  # fmt: skip
-                last = state
-            if state in ("Succeeded", "Failed"):
-                break
-            self.stream_launcher_log(follow=True)
-            self._sleep(self.poll_interval)
-        self.stream_launcher_log(follow=False)  # the tail written since the last read
-        if state == "Failed":
-            detail = f"; last launcher line: {self.last_line}" if self.last_line else ""
-            if self.trainer_error:
-                detail = f"; trainer error: {self.trainer_error}"
-            raise MPIJobFailed(
-                " ".join(
-                    f"train: MPIJob {self.namespace}/{self.name} failed ({reason or 'Failed'}): "
-                    f"{message or 'no message'}{detail}".split()
-                )
-            )
-        return job
-
-    def run(self) -> dict[str, Any]:
-        """Submit (or re-attach), follow to the end, return the trainer's result."""
-        self.submit()
-        self.wait()
-        if self.result is None:
-            raise MPIJobFailed(
-                f"train: MPIJob {self.namespace}/{self.name} succeeded but its launcher log has no "
-                f"'{k8s_objects.RESULT_MARKER} {{json}}' line (launcher pod gone? see its ttl)"
-            )
-        return self.result
+__all__ = ["HorovodKubernetesTrainOperator", "MPIJobFailed", "train_xcom"]
 
 
 class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
@@ -310,13 +67,21 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
     * ``do_xcom_push=True``: the provider's sidecar reads ``/airflow/xcom/return.json``;
     * ``termination_message_policy="FallbackToLogsOnError"``: a failed pod's last log lines
       become the task's error message; ``log_pod_spec_on_failure=False`` keeps that message short;
-    * namespace, connection, service account, ``startup_timeout_seconds`` and the poll interval
-      from :class:`~mlplatform.k8s.KubernetesSettings` (``MLP_K8S_*``), read when the DAG is
-      parsed: they must be the same when a deferred task resumes on another machine. The pod
+    * namespace, connection id, service account, ``startup_timeout_seconds`` and the poll
+      interval from :class:`~mlplatform.k8s.KubernetesSettings` (``MLP_K8S_*``), read when the
+      DAG is parsed: they must be the same when a deferred task resumes on another machine. How
+      to reach the cluster (in-cluster, kubeconfig, context) is the Airflow connection's. The pod
       itself is built from the settings read at execute time.
 
-    The MPIJob path runs on the worker (synchronously) for the whole training; its name is
-    :func:`mlplatform.k8s.mpijob_name` (same on every try), which is how it re-attaches.
+    The MPIJob path defers too: submit (or re-attach: the name is
+    :func:`mlplatform.k8s.mpijob_name`, the same on every try), then
+    :class:`~operators.mpijob_trigger.MPIJobTrigger` polls it in the triggerer and
+    :meth:`execute_mpijob_complete` reads the result. ``on_finish_action`` is its cleanup policy
+    too: ``delete_succeeded_pod`` deletes a succeeded job (after its launcher log is read) and
+    keeps a failed one for ``kubectl logs/describe`` (until ``ttlSecondsAfterFinished``);
+    ``delete_pod`` deletes both; ``keep_pod`` neither. A job that never started within
+    ``startup_timeout_seconds`` is deleted unless ``keep_pod``: its pending pods would otherwise
+    start later and train with nobody waiting for the result.
 
     Step caching as for the local backend (:class:`~operators.training.TrainCaching`): a training
     set, model and trainer code already trained on reuse that training, and no pod is started.
@@ -340,9 +105,6 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         kwargs.setdefault("name", f"mlp-{pipeline}-train")
         kwargs.setdefault("namespace", k8s.namespace)
         kwargs.setdefault("kubernetes_conn_id", k8s.kubernetes_conn_id)
-        kwargs.setdefault("in_cluster", k8s.in_cluster)
-        kwargs.setdefault("config_file", k8s.kube_config_path)
-        kwargs.setdefault("cluster_context", k8s.cluster_context)
         kwargs.setdefault("service_account_name", k8s.service_account)
         kwargs.setdefault("startup_timeout_seconds", k8s.startup_timeout_seconds)
         kwargs.setdefault("deferrable", True)
@@ -369,7 +131,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         self.training_set = training_set
         self.lineage = lineage or []
         self._final_result: dict[str, Any] | None = None
-        self._mpijob: MPIJobRunner | None = None
+        self._mpijob: MPIJobClient | None = None
 
     # -- shared --------------------------------------------------------------------------------
 
@@ -385,7 +147,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
 
         return training_run_tags(
             self.lineage,
-            self.training_set,
+            dict(self.training_set),
             settings.repo_root,
             cfg.config_hash(),
             context["run_id"],
@@ -403,7 +165,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         run_id = context["run_id"]
         return k8s_objects.trainer_spec(
             cfg,
-            self.training_set,
+            dict(self.training_set),
             output_dir=f"{settings.storage.rstrip('/')}/{cfg.name}/{run_key(run_id)}/{self.stage}",
             tracking_uri=k8s_objects.pod_tracking_uri(settings, k8s),
             artifact_location=f"{settings.artifact_uri}/{cfg.name}",
@@ -513,14 +275,15 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
 
     # -- the MPIJob ----------------------------------------------------------------------------
 
-    def mpijob_clients(self) -> tuple[Any, Any]:
-        """``(CustomObjectsApi, CoreV1Api)`` of this operator's Kubernetes connection."""
-        return self.hook.custom_object_client, self.hook.core_v1_client
+    def mpijob_client(self, name: str, namespace: str) -> MPIJobClient:
+        """The MPIJob's calls through this operator's hook (its Kubernetes connection)."""
+        hook = cast(KubernetesHook, self.hook)  # the provider builds a KubernetesHook
+        return MPIJobClient(hook, name, namespace, log=self.log, poll_interval=self.poll_interval)
 
     def execute_mpijob(
         self, context: Any, settings: Any, cfg: Any, k8s: KubernetesSettings
     ) -> dict[str, Any]:
-        """Run the MPIJob of this task instance to its end and return the train XCom."""
+        """Submit (or re-attach to) the MPIJob of this task instance and defer until it ends."""
         ti = context["ti"]
         name = k8s_objects.mpijob_name(
             ti.dag_id, ti.task_id, context["run_id"], getattr(ti, "map_index", -1)
@@ -537,33 +300,88 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         )
         if self.namespace:
             manifest["metadata"]["namespace"] = self.namespace
-        custom, core = self.mpijob_clients()
-        self._mpijob = MPIJobRunner(
-            custom,
-            core,
-            manifest,
-            log=self.log,
-            poll_interval=k8s.poll_interval_seconds,
-            log_read_timeout=k8s.log_read_timeout_seconds,
-            startup_timeout=self.startup_timeout_seconds,
-        )
-        ti.xcom_push(key="mpijob_name", value=name)
-        ti.xcom_push(key="mpijob_namespace", value=manifest["metadata"]["namespace"])
+        namespace = manifest["metadata"]["namespace"]
+        self._mpijob = self.mpijob_client(name, namespace)
         try:
-            raw = self._mpijob.run()
-        except MPIJobFailed as exc:
-            raise AirflowException(str(exc)) from None
-        return self._finish(context, raw)
+            self._mpijob.submit(manifest)
+        except ApiException as exc:  # RBAC, the CRD's validation, a missing mpi-operator ...
+            raise AirflowException(
+                f"train: could not submit {self._mpijob.where}: {api_error_line(exc)}"
+            ) from None
+        ti.xcom_push(key="mpijob_name", value=name)
+        ti.xcom_push(key="mpijob_namespace", value=namespace)
+        self.defer(
+            trigger=MPIJobTrigger(
+                name=name,
+                namespace=namespace,
+                kubernetes_conn_id=self.kubernetes_conn_id,
+                poll_interval=self.poll_interval,
+                startup_timeout=self.startup_timeout_seconds,
+                submitted_at=time.time(),
+                on_kill_action=self.on_kill_action.value,
+                in_cluster=self.in_cluster,
+                cluster_context=self.cluster_context,
+                config_file=self.config_file,
+            ),
+            method_name="execute_mpijob_complete",
+        )
+
+    def _cleanup_mpijob(self, client: MPIJobClient, status: str) -> None:
+        """Delete the job as ``on_finish_action`` says (see the class doc)."""
+        action = OnFinishAction(self.on_finish_action)
+        delete = {
+            "success": action != OnFinishAction.KEEP_POD,
+            "failed": action in (OnFinishAction.DELETE_POD, OnFinishAction.DELETE_ACTIVE_POD),
+            "timeout": action != OnFinishAction.KEEP_POD,
+        }.get(status, False)
+        if delete:
+            try:
+                client.delete()
+            except ApiException as exc:
+                self.log.warning("could not delete %s: %s", client.where, exc.reason or exc.status)
+
+    def execute_mpijob_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after :class:`MPIJobTrigger`'s event: read the launcher log, clean up by policy,
+        return the train XCom, or fail the task with one line."""
+        client = self.mpijob_client(event["name"], event["namespace"])
+        self._mpijob = client
+        status = event.get("status")
+        if status in ("success", "failed"):
+            try:
+                launcher = client.read_launcher_log(
+                    KubernetesSettings().mpi_ttl_seconds_after_finished
+                )
+            except ApiException as exc:
+                raise AirflowException(
+                    f"train: {client.where} ended ({status}) but its launcher log could not be "
+                    f"read: {api_error_line(exc)}"
+                ) from None
+        self._cleanup_mpijob(client, str(status))
+        if status == "success":
+            if launcher.result is None:
+                raise AirflowException(
+                    f"train: {client.where} succeeded but its launcher log has no "
+                    f"'{k8s_objects.RESULT_MARKER} {{json}}' line (launcher pod gone? see its ttl)"
+                )
+            return self._finish(context, launcher.result)
+        if status == "failed":
+            reason, message = event.get("reason") or "Failed", event.get("message") or "no message"
+            raise AirflowException(
+                " ".join(
+                    f"train: {client.where} failed ({reason}): {message}{launcher.detail()}".split()
+                )
+            )
+        raise AirflowException(" ".join(f"train: {event.get('message') or event}".split()))
 
     def on_kill(self) -> None:
         if self._mpijob is None:
             return super().on_kill()
         self._killed = True
         if self.on_kill_action.value == "keep_pod":
-            self.log.info("keeping MPIJob %s (on_kill_action=keep_pod)", self._mpijob.name)
+            self.log.info("keeping %s (on_kill_action=keep_pod)", self._mpijob.where)
             return None
         try:
             self._mpijob.delete()
         except ApiException:
-            self.log.exception("unable to delete MPIJob %s", self._mpijob.name)
+            self.log.exception("unable to delete %s", self._mpijob.where)
         return None

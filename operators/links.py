@@ -18,12 +18,11 @@ class _XComLink(BaseOperatorLink):
     xcom_key = ""
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        # Airflow 3 resolves links in the task process at its end (the SDK's XCom); importing
-        # the core one there logs a DeprecatedImportWarning into every linked task's log
-        try:
-            from airflow.sdk.execution_time.xcom import XCom
-        except ImportError:  # pragma: no cover - an installation without the task SDK
-            from airflow.models.xcom import XCom
+        # Airflow 3 resolves links in the task process at its end (the SDK's XCom; the API
+        # server reads the stored result); the core XCom there logs a DeprecatedImportWarning
+        # into every linked task's log
+        from airflow.sdk.execution_time.xcom import XCom
+
         return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
 
 

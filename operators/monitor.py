@@ -16,11 +16,17 @@ pipeline lease: they only read what training runs write.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.storage import MONITOR_RUN_PREFIX
 from operators.base import PlatformOperator
 from operators.links import DriftReportLink
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class DriftCheckOperator(PlatformOperator):
@@ -35,7 +41,9 @@ class DriftCheckOperator(PlatformOperator):
         kwargs.setdefault("task_id", "drift_check")
         super().__init__(**kwargs)
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.airflow_runner import ui_url
         from mlplatform.monitoring.check import run_check
         from mlplatform.storage import to_path
@@ -60,7 +68,9 @@ class PublishDriftOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.check = check
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import alerts
         from mlplatform.assets import drift_asset
         from mlplatform.stages import StageSkipped

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class PublishDataOperator(PlatformOperator):
@@ -30,7 +36,9 @@ class PublishDataOperator(PlatformOperator):
         self.data = data
         self.outlets = [data_asset(self.pipeline)]
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.assets import data_asset, data_asset_name
         from mlplatform.stages import NothingToDo
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from mlplatform.contracts import (
     GateOutput,
@@ -11,8 +13,13 @@ from mlplatform.contracts import (
     TrainingSetOutput,
     TrainOutput,
 )
+from mlplatform.stages import StageError
 from operators.base import PlatformOperator
 from operators.links import MlflowModelLink
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class RegisterOperator(PlatformOperator):
@@ -28,13 +35,18 @@ class RegisterOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.trained = trained
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.airflow_runner import ui_url
         from mlplatform.platform_view import ui_links
         from mlplatform.stages.registry import client, register
 
         t = self.trained
-        result = register(cfg, t["model_uri"], t["mlflow_run_id"], t.get("tags", {}), settings)
+        model_uri, mlflow_run_id = t.get("model_uri"), t.get("mlflow_run_id")
+        if not model_uri or not mlflow_run_id:
+            raise StageError(f"register: the train task's output names no model ({t!r})")
+        result = register(cfg, model_uri, mlflow_run_id, t.get("tags", {}), settings)
         version = int(result["model_version"])
         links = ui_links(settings, cfg, version, context["run_id"], t.get("tags", {}), ui_url())
         for key, url in links.items():  # MLflow links back to the Airflow UI (http, not file://)
@@ -83,7 +95,26 @@ def gate_decision_line(result: GateOutput) -> str:
     return line + (f" (cached from run {cached})" if cached else "")
 
 
-class GateOperator(PlatformOperator):
+class _ChallengerOperator(PlatformOperator):
+    """A stage judging the registered challenger (``registered``: register's XCom) on the
+    hold-out of its training set (``training_set``: training_set's XCom)."""
+
+    registered: RegisterOutput  # their XComs, rendered when the task runs
+    training_set: TrainingSetOutput
+    template_fields = ("registered", "training_set")
+
+    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registered = registered
+        self.training_set = training_set
+
+    @property
+    def challenger(self) -> tuple[int, str]:
+        """``(model version, hold-out URI)``."""
+        return int(self.registered["model_version"]), self.training_set["holdout_uri"]
+
+
+class GateOperator(_ChallengerOperator):
     """Compare challenger (``registered``) with champion on the hold-out (``training_set``).
 
     A refusal skips this task and everything downstream, with the reason in the task log, and
@@ -92,15 +123,7 @@ class GateOperator(PlatformOperator):
 
     stage = "gate"
     imports_tensorflow = True
-    registered: RegisterOutput  # their XComs, rendered when the task runs
-    training_set: TrainingSetOutput
-    template_fields = ("registered", "training_set")
     ui_color = "#fbeaea"
-
-    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.registered = registered
-        self.training_set = training_set
 
     def execute(self, context: Any) -> dict[str, Any]:
         """The stage (:meth:`PlatformOperator.execute`); the task's last line of its own states
@@ -115,17 +138,14 @@ class GateOperator(PlatformOperator):
         self.log.info("gate decision: %s", gate_decision_line(cast("GateOutput", result)))
         return result
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.registry import gate
         from operators.notifiers import run_facts
 
-        return gate(
-            cfg,
-            int(self.registered["model_version"]),
-            self.training_set["holdout_uri"],
-            settings,
-            alert_fields=run_facts(context),
-        )
+        version, holdout_uri = self.challenger
+        return gate(cfg, version, holdout_uri, settings, alert_fields=run_facts(context))
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import gate_parts
@@ -133,7 +153,7 @@ class GateOperator(PlatformOperator):
         return gate_parts(cfg, self.registered, self.training_set, settings)
 
 
-class InfraValidateOperator(PlatformOperator):
+class InfraValidateOperator(_ChallengerOperator):
     """Load the challenger in the serving runtime, replay hold-out requests, write warm-up records.
 
     XCom: ``candidate_dir`` (what promotion publishes), ``p50_ms``/``p99_ms``, ``warmup_file``.
@@ -142,27 +162,19 @@ class InfraValidateOperator(PlatformOperator):
 
     stage = "infra_validate"
     imports_tensorflow = True
-    registered: RegisterOutput  # their XComs, rendered when the task runs
-    training_set: TrainingSetOutput
-    template_fields = ("registered", "training_set")
     ui_color = "#e3f6f5"
 
-    def __init__(self, *, registered: Any, training_set: Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
-        self.registered = registered
-        self.training_set = training_set
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.infra_validate import infra_validate
 
-        return infra_validate(
-            cfg,
-            int(self.registered["model_version"]),
-            self.training_set["holdout_uri"],
-            out_dir,
-            settings,
-        )
+        version, holdout_uri = self.challenger
+        return infra_validate(cfg, version, holdout_uri, out_dir, settings)
 
     def cache_parts(self, cfg, settings, context):
         from mlplatform.cache_keys import infra_validate_parts
@@ -185,7 +197,9 @@ class PromoteOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.validated = validated
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import audit
         from mlplatform.stages.registry import promote
 
@@ -233,7 +247,9 @@ class RollbackOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.to_version = to_version
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import audit
         from mlplatform.stages.registry import rollback
 
@@ -247,7 +263,7 @@ class RollbackOperator(PlatformOperator):
             actor=audit.actor_from_context(context),
             reason=str(reason),
             model=cfg.serving.model_name,
-            version=int(result["served_version"]),
+            version=int(str(result["served_version"])),
             run_id=context["run_id"],
             from_version=result.get("from_version"),
         )

@@ -7,7 +7,9 @@ its teardown: it gives the lease back whatever happened in between (failure, ref
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from operators.base import PlatformOperator
 
@@ -22,6 +24,10 @@ AIRFLOW_RUN_TYPES = frozenset(
         "asset_materialization",
     )
 )
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 def split_run_id(platform_run_id: str) -> tuple[str, str]:
@@ -47,7 +53,9 @@ class StartRunOperator(PlatformOperator):
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         import time
 
         from mlplatform import runs
@@ -111,7 +119,9 @@ class EndRunOperator(PlatformOperator):
         kwargs.setdefault("retries", 2)
         super().__init__(**kwargs)
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform import runs
 
         released = runs.release(settings, cfg.name, self.platform_run_id(context))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.storage import SCORE_RUN_PREFIX
 from operators.base import PlatformOperator
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class ScoreOperator(PlatformOperator):
@@ -30,7 +36,9 @@ class ScoreOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.input_uri = input_uri
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.stages.score import score
 
         given = (self.input_uri or "").strip()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException
 
@@ -18,6 +20,10 @@ from mlplatform.contracts import TrainingSetOutput
 from operators.base import PlatformOperator
 from operators.caching import CacheableStage
 from operators.links import MlflowRunLink
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 def train_xcom(raw: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, Any]:
@@ -70,7 +76,7 @@ class TrainCaching(CacheableStage):
     def on_cache_hit(self, cfg, settings, result, context):
         context["ti"].xcom_push(
             key=MlflowRunLink.xcom_key,
-            value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
+            value=MlflowRunLink.url(settings, cfg.name, str(result["mlflow_run_id"])),
         )
 
 
@@ -106,7 +112,9 @@ class LocalHorovodTrainOperator(TrainCaching, PlatformOperator):
         if self._trainer is not None:
             stop_trainer(self._trainer)
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.lineage import training_config_hash, training_run_tags
         from mlplatform.stages import StageError, StageUnavailable
         from mlplatform.stages.train import run_local, write_spec
@@ -140,6 +148,6 @@ class LocalHorovodTrainOperator(TrainCaching, PlatformOperator):
         shutil.rmtree(json.loads(spec.read_text())["checkpoint_dir"], ignore_errors=True)
         context["ti"].xcom_push(
             key=MlflowRunLink.xcom_key,
-            value=MlflowRunLink.url(settings, cfg.name, result["mlflow_run_id"]),
+            value=MlflowRunLink.url(settings, cfg.name, str(result["mlflow_run_id"])),
         )
         return train_xcom(result, tags)

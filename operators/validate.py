@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.contracts import IngestOutput
 from operators.base import PlatformOperator
 from operators.links import DataDocsLink
+
+if TYPE_CHECKING:
+    from mlplatform.config import PipelineConfig
+    from mlplatform.settings import Settings
 
 
 class ValidateOperator(PlatformOperator):
@@ -28,7 +34,9 @@ class ValidateOperator(PlatformOperator):
         super().__init__(**kwargs)
         self.data = data
 
-    def run_stage(self, cfg, out_dir, settings, context):
+    def run_stage(
+        self, cfg: PipelineConfig, out_dir: Path, settings: Settings, context: Any
+    ) -> Mapping[str, Any]:
         from mlplatform.airflow_runner import ui_url
         from mlplatform.stages.validate import validate
 

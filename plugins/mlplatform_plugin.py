@@ -62,13 +62,18 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": "internal error of the report server"})
 
 
-def report_target(path: str) -> tuple[Path, str]:
-    """``(file, pipeline)`` of a report path relative to the platform storage; 404 unless it
-    resolves (symlinks and ``..`` included) inside the storage and inside a report folder."""
+def to_path_root() -> Path:
+    """The local directory holding the platform storage (or its working copy)."""
     from mlplatform.settings import get_settings
     from mlplatform.storage import to_path
 
-    root = to_path(get_settings().storage).resolve()
+    return to_path(get_settings().storage).resolve()
+
+
+def report_target(path: str) -> tuple[Path, str]:
+    """``(file, pipeline)`` of a report path relative to the platform storage; 404 unless it
+    resolves (symlinks and ``..`` included) inside the storage and inside a report folder."""
+    root = to_path_root()
     try:
         target = (root / path).resolve()
         if target.is_dir():
@@ -83,11 +88,27 @@ def report_target(path: str) -> tuple[Path, str]:
     return target, relative[0]
 
 
+def fetch_remote_report(relative: tuple[str, ...]) -> None:
+    """With remote (``s3://``) storage, bring a report's stage directory (``<pipeline>/<run>/
+    <stage>``) into this host's working copy when it is not there: the stage may have run on
+    another worker. Local storage: nothing to do."""
+    from mlplatform import object_store
+    from mlplatform.settings import get_settings
+    from mlplatform.storage import to_path
+
+    storage = get_settings().storage
+    if object_store.is_remote(storage) and len(relative) > 3:
+        to_path(object_store.join(storage, *relative[:3]))
+
+
 @reports_app.get("/reports/{path:path}")
 def report(path: str, request: Request, user: AirflowUser) -> FileResponse:
-    """A file of a stage's HTML report, by its path relative to the platform storage."""
+    """A file of a stage's HTML report, by its path relative to the platform storage (fetched
+    from remote storage into the working copy when it is not there yet)."""
     target, pipeline = report_target(path)
     authorize_pipeline(request, user, pipeline)
+    if not target.exists():
+        fetch_remote_report(target.relative_to(to_path_root()).parts)
     if not target.is_file():
         raise HTTPException(status_code=404, detail="no such report")
     if target.suffix == ".html" and "data_docs" in target.parts:

@@ -1,6 +1,6 @@
 # What the platform needs from this footprint, by the names it reads.
 #
-# platform_env: the non-secret settings (MLP_* of mlplatform/settings.py and mlplatform/k8s.py),
+# platform_env: the non-secret settings (MLP_* of mlplatform/settings.py and mlplatform/k8s/settings.py),
 # ready for the Helm values' `env` (deploy/k8s/airflow-values.yaml):
 #
 #   terraform output -json platform_env

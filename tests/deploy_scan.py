@@ -5,7 +5,8 @@
 The scanned tree (a temporary directory)::
 
     repo/       terraform/, deploy/, docker/, docker-compose.yml: copies of the repository's files
-    rendered/   the trainer pod and MPIJob as mlplatform.k8s renders them in production
+    rendered/   the trainer pod, MPIJob and infra validation's serving pod as mlplatform renders
+                them in production
     control/    a bare S3 bucket (terraform): must fail the checks our buckets pass
     hot/        docker-compose.yml rendered with the secrets scripts/compose_env.sh generates:
                 the secret scanner must find them (only when docker-compose is installed)
@@ -72,6 +73,19 @@ def rendered_trainer_manifests() -> list[dict[str, Any]]:
         return out
 
 
+def rendered_serving_pod() -> dict[str, Any]:
+    """Infra validation's ``tensorflow/serving`` pod for an ``s3://`` model base, S3 keys from the
+    Secret ``mlplatform-s3`` (mlplatform.infra_runners.kubernetes renders it)."""
+    from mlplatform.config import load_pipeline
+    from mlplatform.infra_runners.kubernetes import KubernetesRunner
+    from mlplatform.settings import get_settings
+
+    env = {"MLP_STORAGE_URI": "s3://b/runs", "MLP_K8S_S3_SECRET": "mlplatform-s3"}
+    with mock.patch.dict(os.environ, env):
+        cfg = load_pipeline(REPO / "pipelines" / "demo.yaml")
+        return KubernetesRunner(get_settings()).render(cfg, 1, Path("/x/demo/run/infra_validate"))
+
+
 def compose_env_secrets(directory: Path) -> dict[str, str]:
     """Secrets as scripts/compose_env.sh generates them (written under ``directory``)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,6 +106,7 @@ def _build_tree(root: Path) -> None:
     (root / "rendered").mkdir()
     for i, manifest in enumerate(rendered_trainer_manifests()):
         (root / "rendered" / f"trainer-{i}.json").write_text(json.dumps(manifest, indent=1))
+    (root / "rendered" / "serving.json").write_text(json.dumps(rendered_serving_pod(), indent=1))
     (root / "control" / "bare").mkdir(parents=True)
     (root / "control" / "bare" / "main.tf").write_text(CONTROL_TF)
     if shutil.which("docker-compose"):

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from mlplatform.config import ConfigError
 from mlplatform.errors import is_transient
 from mlplatform.settings import get_settings
-from mlplatform.sources import SourceError, SourceUnavailable, _s3_problem
+from mlplatform.sources import SourceError, SourceUnavailable, remote_problem
 from mlplatform.stages import GateRefused, StageError, StageUnavailable, ValidationFailed
 from mlplatform.storage import run_key, to_path
 from operators.base import PlatformOperator
@@ -86,10 +86,10 @@ def test_an_unknown_error_keeps_airflows_retry_and_records_its_cause(mlp_home, p
 def test_an_unreachable_s3_endpoint_is_transient_a_missing_object_is_not():
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    down = _s3_problem(EndpointConnectionError(endpoint_url="http://s3:9000"), "s3://b/k", None)
+    down = remote_problem(EndpointConnectionError(endpoint_url="http://s3:9000"), "s3://b/k", None)
     assert isinstance(down, SourceUnavailable) and is_transient(down)
     assert str(down).startswith("ingest: s3://b/k: cannot reach the S3 endpoint http://s3:9000")
-    missing = _s3_problem(
+    missing = remote_problem(
         ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"), "s3://b/k", None
     )
     assert str(missing) == "ingest: s3://b/k: no such object" and not is_transient(missing)

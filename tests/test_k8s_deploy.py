@@ -9,6 +9,7 @@ official chart (1.22) documents for what this file sets, listed below.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -64,8 +65,12 @@ CHART_KEYS = {
 }
 EXECUTORS = {"LocalExecutor", "CeleryExecutor", "KubernetesExecutor", "CeleryKubernetesExecutor"}
 
-#: kubernetes client calls of operators/ -> the (resource, verb) each needs
+#: kubernetes client calls (and KubernetesHook custom-object calls) of operators/ -> the
+#: (resource, verb) each needs
 API_CALLS = {
+    "create_custom_object": ("mpijobs", "create"),
+    "get_custom_object": ("mpijobs", "get"),
+    "delete_custom_object": ("mpijobs", "delete"),
     "create_namespaced_custom_object": ("mpijobs", "create"),
     "get_namespaced_custom_object": ("mpijobs", "get"),
     "delete_namespaced_custom_object": ("mpijobs", "delete"),
@@ -135,7 +140,8 @@ def test_trainer_service_account_is_the_platforms(rbac):
 def test_launcher_role_grants_what_the_operators_call(rbac):
     launcher = _grants(_by_kind(rbac, "Role")["mlplatform-trainer-launcher"])
     sources = "\n".join(p.read_text() for p in (REPO / "operators").glob("*.py"))
-    calls = set(re.findall(r"\.(\w+_namespaced_\w+)\(", sources))
+    calls = set(re.findall(r"\.(\w+_namespaced_\w+|\w+_custom_object)\(", sources))
+    assert {"create_custom_object", "get_namespaced_custom_object"} <= calls  # hook and trigger
     unknown = calls - set(API_CALLS)
     assert not unknown, f"map these calls to RBAC verbs here and grant them: {sorted(unknown)}"
     needed = {API_CALLS[c] for c in calls} | POD_OPERATOR_NEEDS
@@ -154,9 +160,13 @@ def test_launcher_role_grants_what_the_operators_call(rbac):
     assert (MPIJOB_PLURAL, "create") in launcher
 
 
-def test_watcher_role_only_reads(rbac):
+def test_watcher_role_reads_and_deletes_only_on_kill(rbac):
     watcher = _grants(_by_kind(rbac, "Role")["mlplatform-trainer-watcher"])
-    assert {verb for _, verb in watcher} <= {"get", "list", "watch"}
+    # the triggers' on_kill deletes (MPIJobTrigger.delete_job, KubernetesPodTrigger's pod)
+    writes = {(r, v) for r, v in watcher if v not in {"get", "list", "watch"}}
+    assert writes == {("mpijobs", "delete"), ("pods", "delete")}
+    trigger_source = (REPO / "operators" / "mpijob_trigger.py").read_text()
+    assert "delete_namespaced_custom_object(" in trigger_source
     assert ("pods/log", "get") in watcher
     assert ("mpijobs", "watch") in watcher
 
@@ -226,6 +236,9 @@ def test_values_env_is_platform_settings(values):
     assert env["MLP_K8S_NAMESPACE"] == k8s.namespace
     assert env["MLP_K8S_SERVICE_ACCOUNT"] == k8s.service_account
     assert env["MLP_K8S_S3_SECRET"] == ""  # IRSA
+    # how to reach the cluster is the Airflow connection's, read by the provider's hooks
+    conn = json.loads(env[f"AIRFLOW_CONN_{k8s.kubernetes_conn_id.upper()}"])
+    assert conn == {"conn_type": "kubernetes", "extra": {"in_cluster": True}}
 
 
 def test_values_buckets_are_terraforms(values):

@@ -3,9 +3,7 @@
 The pod the operator would create is rendered through the KubernetesPodOperator's own
 ``build_pod_request_obj`` and validated with kubernetes-validate (strict: unknown fields fail);
 the MPIJob is checked against the mpi-operator's published CRD schema (``tests/data``) and its pod
-templates with kubernetes-validate. Following an MPIJob is tested against fakes of
-CustomObjectsApi / CoreV1Api that answer like the API server (status conditions, 409 Conflict,
-404 after deletion, timestamped log lines, real ``kubernetes.client`` pod models).
+templates with kubernetes-validate. Submitting and following an MPIJob: ``tests/test_mpijob.py``.
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes.client import ApiClient, V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
-from kubernetes.client.exceptions import ApiException
+from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+from kubernetes.client import ApiClient
 
 from mlplatform import k8s
 from mlplatform.config import ConfigError, TrainingConfig, load_pipeline, parse_pipeline
@@ -210,7 +208,9 @@ def test_gpu_pod_validates_and_carries_gpus_shm_env_and_labels(production_env):
     labels = obj["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] == "mlplatform-trainer"
     assert labels["mlplatform/pipeline"] == "demo"
-    assert labels["mlplatform/run"] == k8s.label_value(RUN_ID)
+    # the provider's make_safe_label_value: ":" and "+" are not label characters, so a hash suffix
+    assert labels["mlplatform/run"] == make_safe_label_value(RUN_ID)
+    assert labels["mlplatform/run"].startswith("manual__2026-03-01T120000.123456")
     assert (
         labels["dag_id"] == "mlp_demo_train" and labels["task_id"] == "train"
     )  # KPO's re-attach keys
@@ -355,301 +355,6 @@ def test_names_and_labels_are_deterministic_and_dns_safe():
     assert k8s.mpijob_name("9_dag", "t", "r").startswith("mlp-9-dag-t-")
     value = k8s.label_value("scheduled__" + "2026-01-01T00:00:00+00:00" * 4)
     assert len(value) <= 63 and re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", value)
-
-
-# -- following an MPIJob -------------------------------------------------------------------------
-
-
-def cond(kind: str, reason: str = "", message: str = "") -> dict:
-    return {"type": kind, "status": "True", "reason": reason, "message": message}
-
-
-CREATED = {"conditions": [cond("Created")]}
-RUNNING = {"conditions": [cond("Created"), cond("Running", "MPIJobRunning")]}
-SUCCEEDED = {"conditions": [cond("Created"), cond("Succeeded", "MPIJobSucceeded", "done")]}
-FAILED = {
-    "conditions": [
-        cond("Created"),
-        cond(
-            "Failed",
-            "BackoffLimitExceeded/Error",
-            "Job has reached the specified backoff limit:\n  launcher exited with code 2",
-        ),
-    ]
-}
-RESULT = {
-    "mlflow_run_id": "abc123",
-    "mlflow_experiment_id": "7",
-    "model_uri": "runs:/abc123/model",
-    "mlflow_model_id": "m-42",
-    "metrics": {"auc": 0.83},
-    "world_size": 16,
-    "samples_per_sec": 1234.5,
-}
-
-
-class FakeCustomObjects:
-    """CustomObjectsApi's MPIJob calls. A created job goes through ``timeline`` (one status per
-    ``get``; the last one stays); ``existing`` is a job already there (a previous try's)."""
-
-    def __init__(self, timeline: list[dict], existing: dict | None = None) -> None:
-        self.timeline = timeline
-        self.jobs: dict[str, dict] = {}
-        self.queues: dict[str, list[dict]] = {}
-        self.created: list[dict] = []
-        self.deleted: list[tuple[str, str]] = []
-        if existing is not None:
-            self.jobs[existing["metadata"]["name"]] = copy.deepcopy(existing)
-
-    def _check(self, group, version, plural) -> None:
-        assert (group, version, plural) == ("kubeflow.org", "v2beta1", "mpijobs")
-
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **_):
-        self._check(group, version, plural)
-        name = body["metadata"]["name"]
-        if name in self.jobs:
-            raise ApiException(status=409, reason="Conflict")
-        self.created.append(copy.deepcopy(body))
-        self.jobs[name] = {**copy.deepcopy(body), "status": {}}
-        self.queues[name] = list(self.timeline)
-        return copy.deepcopy(self.jobs[name])
-
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
-        self._check(group, version, plural)
-        if name not in self.jobs:
-            raise ApiException(status=404, reason="Not Found")
-        queue = self.queues.get(name)
-        if queue:
-            self.jobs[name]["status"] = queue.pop(0) if len(queue) > 1 else queue[0]
-        return copy.deepcopy(self.jobs[name])
-
-    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kwargs):
-        self._check(group, version, plural)
-        if name not in self.jobs:
-            raise ApiException(status=404, reason="Not Found")
-        self.deleted.append((name, kwargs.get("propagation_policy")))
-        del self.jobs[name]
-        self.queues.pop(name, None)
-
-    def state(self, name: str) -> str:
-        job = self.jobs.get(name)
-        return k8s.mpijob_state(job)[0] if job else "Gone"
-
-
-class FakeLog(list):
-    released = False
-
-    def release_conn(self) -> None:
-        self.released = True
-
-
-class FakeCoreV1:
-    """CoreV1Api's pod list and pod log: one launcher pod whose phase follows the job; every log
-    read returns the log written so far (two more lines each time; all of it once the job has
-    ended), with timestamps."""
-
-    PHASES = {"Pending": "Pending", "Created": "Pending", "Running": "Running",
-              "Succeeded": "Succeeded", "Failed": "Failed"}  # fmt: skip
-
-    def __init__(self, custom: FakeCustomObjects, job_name: str, lines: list[str]) -> None:
-        self.custom = custom
-        self.job_name = job_name
-        self.log = [
-            f"2026-03-01T12:00:{i:02d}.{i % 3 * 25}Z {line}" for i, line in enumerate(lines)
-        ]
-        self.written = 0
-        self.reads: list[dict] = []
-
-    def list_namespaced_pod(self, namespace, label_selector, **_):
-        assert label_selector == (
-            f"training.kubeflow.org/job-name={self.job_name},training.kubeflow.org/job-role=launcher"
-        )
-        phase = self.PHASES.get(self.custom.state(self.job_name))
-        if phase is None:
-            return V1PodList(items=[])
-        pod = V1Pod(
-            metadata=V1ObjectMeta(
-                name=f"{self.job_name}-launcher-x7k2p", namespace=namespace,
-                creation_timestamp=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
-            ),
-            status=V1PodStatus(phase=phase),
-        )  # fmt: skip
-        return V1PodList(items=[pod])
-
-    def read_namespaced_pod_log(self, name, namespace, container, **kwargs):
-        assert container == "launcher" and kwargs["timestamps"] is True
-        self.reads.append(kwargs)
-        done = self.custom.state(self.job_name) in ("Succeeded", "Failed")
-        self.written = len(self.log) if done else min(len(self.log), self.written + 2)
-        return FakeLog(f"{line}\n".encode() for line in self.log[: self.written])
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg, *args) -> None:
-        self.lines.append(msg % args)
-
-    debug = warning = info
-
-
-def make_runner(custom, core, name="mlp-demo-train-train-0123456789"):
-    from operators.kubernetes_training import MPIJobRunner
-
-    manifest = {"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob",
-                "metadata": {"name": name, "namespace": "mlplatform"}, "spec": {}}  # fmt: skip
-    log = Recorder()
-    runner = MPIJobRunner(custom, core, manifest, log=log, poll_interval=0.01, sleep=lambda s: None)
-    return runner, log
-
-
-LAUNCHER_LINES = [
-    "training tabular_classifier on 10000 rows, world_size=16",
-    "[1,0]<stdout>:epoch 1/2 loss=0.52",
-    "[1,0]<stdout>:epoch 2/2 loss=0.44",
-    "[1,0]<stdout>:holdout auc=0.8300",
-    f"[1,0]<stdout>:MLPLATFORM_RESULT {json.dumps(RESULT)}",
-]
-
-
-def test_runner_follows_a_job_to_success_and_reads_the_result():
-    name = "mlp-demo-train-train-0123456789"
-    custom = FakeCustomObjects([CREATED, RUNNING, RUNNING, RUNNING, SUCCEEDED])
-    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
-    runner, log = make_runner(custom, core, name)
-
-    assert runner.run() == RESULT
-    assert len(custom.created) == 1 and not custom.deleted
-    launcher_lines = [line for line in log.lines if line.startswith("[launcher] ")]
-    assert launcher_lines == [
-        f"[launcher] {line}" for line in LAUNCHER_LINES
-    ]  # each once, in order
-    assert len(core.reads) >= 2 and core.reads[0]["since_seconds"] is None
-    assert any(r["follow"] for r in core.reads) and core.reads[-1]["follow"] is False
-    assert core.reads[1]["since_seconds"] is not None  # a re-opened stream asks only for the gap
-    assert any("MPIJob mlplatform/" in line and "Succeeded" in line for line in log.lines)
-
-
-def test_runner_raises_one_line_on_failure():
-    from operators.kubernetes_training import MPIJobFailed
-
-    name = "mlp-demo-train-train-0123456789"
-    custom = FakeCustomObjects([CREATED, RUNNING, FAILED])
-    core = FakeCoreV1(
-        custom,
-        name,
-        [
-            "start",
-            "[1,0]<stderr>:training.train: error: spec: train_uri: no such file",
-            "RuntimeError: Horovod detected that one or more processes exited with non-zero status",
-        ],
-    )
-    runner, _ = make_runner(custom, core, name)
-
-    with pytest.raises(MPIJobFailed) as info:
-        runner.run()
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(
-        f"train: MPIJob mlplatform/{name} failed (BackoffLimitExceeded/Error): "
-    )
-    assert "launcher exited with code 2" in message
-    assert message.endswith("; trainer error: spec: train_uri: no such file")
-
-
-def test_runner_reattaches_to_a_running_job_on_conflict():
-    name = "mlp-demo-train-train-0123456789"
-    existing = {"metadata": {"name": name, "namespace": "mlplatform"}, "status": RUNNING}
-    custom = FakeCustomObjects([RUNNING, RUNNING, SUCCEEDED], existing=existing)
-    custom.queues[name] = [RUNNING, RUNNING, SUCCEEDED]  # the job a previous try submitted goes on
-    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
-    runner, log = make_runner(custom, core, name)
-
-    assert runner.run() == RESULT
-    assert custom.created == [] and custom.deleted == []  # followed, not created again
-    assert any(line.startswith("re-attaching to MPIJob mlplatform/") for line in log.lines)
-
-
-def test_runner_replaces_a_failed_job_on_retry():
-    name = "mlp-demo-train-train-0123456789"
-    existing = {"metadata": {"name": name, "namespace": "mlplatform"}, "status": FAILED}
-    custom = FakeCustomObjects([CREATED, RUNNING, SUCCEEDED], existing=existing)
-    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
-    runner, _ = make_runner(custom, core, name)
-
-    assert runner.run() == RESULT
-    assert custom.deleted == [(name, "Foreground")] and len(custom.created) == 1
-
-
-def test_runner_gives_up_on_a_job_that_never_starts():
-    from operators.kubernetes_training import MPIJobFailed, MPIJobRunner
-
-    name = "mlp-demo-train-train-0123456789"
-    custom = FakeCustomObjects([CREATED])
-    core = FakeCoreV1(custom, name, [])
-    ticks = iter(range(0, 10_000, 100))
-    manifest = {"metadata": {"name": name, "namespace": "mlplatform"}}
-    runner = MPIJobRunner(
-        custom, core, manifest, log=Recorder(), startup_timeout=900,
-        sleep=lambda s: None, clock=lambda: next(ticks),
-    )  # fmt: skip
-    with pytest.raises(MPIJobFailed, match=r"not running after 900s \(state Created;"):
-        runner.run()
-    assert core.reads == []  # the launcher never ran: nothing to read
-
-
-def test_mpijob_state_reads_conditions():
-    assert k8s.mpijob_state({}) == ("Pending", "", "")
-    assert k8s.mpijob_state({"status": RUNNING})[0] == "Running"
-    state, reason, message = k8s.mpijob_state({"status": FAILED})
-    assert (state, reason) == ("Failed", "BackoffLimitExceeded/Error") and "\n" not in message
-    assert k8s.parse_result_line('[0]<stdout>:MLPLATFORM_RESULT {"a": 1}') == {"a": 1}
-    assert k8s.parse_result_line("MLPLATFORM_RESULT not-json") is None
-
-
-def test_operator_runs_an_mpijob_and_pushes_the_train_xcom(production_env, monkeypatch):
-    from operators.kubernetes_training import HorovodKubernetesTrainOperator
-
-    monkeypatch.setenv("MLP_K8S_POLL_INTERVAL_SECONDS", "0.01")
-    set_training(production_env, workers=2, gpus_per_worker=4)
-    name = k8s.mpijob_name("mlp_demo_train", "train", RUN_ID)
-    custom = FakeCustomObjects([CREATED, RUNNING, SUCCEEDED])
-    core = FakeCoreV1(custom, name, LAUNCHER_LINES)
-
-    class OnFakeCluster(HorovodKubernetesTrainOperator):
-        def mpijob_clients(self):
-            return custom, core
-
-    op = OnFakeCluster(pipeline="demo", training_set=TRAINING_SET, lineage=LINEAGE)
-    context = make_context()
-    result = op.execute(context)
-
-    submitted = custom.created[0]
-    assert submitted["metadata"]["name"] == name
-    assert submitted["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 2
-    assert result == {
-        "mlflow_run_id": "abc123",
-        "model_uri": "models:/m-42",
-        "metrics": {"auc": 0.83},
-        "world_size": 16,
-        "samples_per_sec": 1234.5,
-        "tags": result["tags"],
-    }
-    assert result["tags"]["data_version"] == LINEAGE[0]["data_version"]
-    assert result["tags"]["airflow_run_id"] == RUN_ID
-    assert context["ti"].xcom["mpijob_name"] == name
-    assert context["ti"].xcom["mlflow_run_url"].endswith("/#/experiments/7/runs/abc123")
-
-
-def test_train_xcom_needs_a_result():
-    from airflow.sdk.exceptions import AirflowException
-
-    from operators.kubernetes_training import train_xcom
-
-    assert train_xcom({**RESULT, "mlflow_model_id": None}, {})["model_uri"] == "runs:/abc123/model"
-    with pytest.raises(AirflowException, match="/airflow/xcom/return.json"):
-        train_xcom(None, {})
 
 
 def test_shared_storage_pvc_is_mounted_at_the_storage_path(production_env, monkeypatch, tmp_path):

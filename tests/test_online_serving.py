@@ -188,6 +188,64 @@ def test_entity_keys_are_served_from_the_sqlite_online_store(
     assert set(entity_lines[0]["inputs"][0]) == set(NUMERIC + CATEGORICAL)
 
 
+def test_grpc_predict_takes_entity_keys_through_the_same_pre_step(
+    mlp_home, pipelines_dir, model_base, tmp_path
+):
+    """gRPC Predict with only the entity column gets the same features, errors and request
+    log as REST (one runtime pre-step); a raw-feature request's entity column is stripped."""
+    from fastapi.testclient import TestClient
+
+    from serving.client import GrpcPredictionClient, ServingError
+    from serving.server import create_app
+
+    _set_features_from(pipelines_dir, "online_store")
+    cfg = load_pipeline(pipelines_dir / "demo.yaml")
+    batch = _batch(seed=5)
+    batch["tenure_months"] = batch["tenure_months"].astype(float)
+    nulled = int(_latest(batch).index[3])
+    batch.loc[batch["customer_id"] == nulled, "tenure_months"] = float("nan")
+    _land(cfg, tmp_path, batch, "v1")
+    latest = _latest(batch)
+    ids = [int(i) for i in latest.index[:4]]
+    assert nulled in ids
+    log_dir = tmp_path / "requests"
+
+    app = create_app(
+        model_base, log_dir, poll_seconds=0.05, pipelines_dir=pipelines_dir, grpc_port=0
+    )
+    with (
+        TestClient(app) as client,
+        GrpcPredictionClient(f"127.0.0.1:{app.state.grpc_port}", timeout=20) as grpc_client,
+    ):
+        by_grpc = grpc_client.predict("demo", {"customer_id": ids})
+        _assert_echoes(by_grpc.predictions, [latest.loc[i] for i in ids])
+        by_rest = client.post("/v1/models/demo:predict", json={"inputs": {"customer_id": ids}})
+        assert by_rest.status_code == 200, by_rest.text
+        assert by_rest.json()["outputs"]["text"] == [p["text"] for p in by_grpc.predictions]
+
+        with pytest.raises(ServingError) as unknown:
+            grpc_client.predict("demo", {"customer_id": [ids[0], 999999]})
+        assert unknown.value.code == "INVALID_ARGUMENT"
+        assert (
+            "entity customer_id 999999 not in the online store of pipeline 'demo' "
+            "(feature view customer_activity)"
+        ) in str(unknown.value)
+
+        raw = {n: [latest.loc[ids[0], n].item()] for n in NUMERIC}
+        raw |= {c: [str(latest.loc[ids[0], c])] for c in CATEGORICAL}
+        stripped = grpc_client.predict("demo", {**raw, "customer_id": [ids[0]]})
+        _assert_echoes(stripped.predictions, [latest.loc[ids[0]]])
+
+        with pytest.raises(ServingError) as other:
+            grpc_client.predict("other", {"customer_id": ids})  # in no pipeline: no pre-step
+        assert other.value.code == "INVALID_ARGUMENT"
+
+    lines = [json.loads(x) for f in log_dir.rglob("*.jsonl") for x in f.read_text().splitlines()]
+    grpc_lines = [x for x in lines if x["protocol"] == "grpc" and "entities" in x]
+    assert [x["entities"] for x in grpc_lines] == [ids, [ids[0]]]
+    assert set(grpc_lines[0]["inputs"]) == set(NUMERIC + CATEGORICAL)
+
+
 def test_entity_keys_on_the_redis_online_store(
     mlp_home, pipelines_dir, model_base, tmp_path, monkeypatch, redis_connection
 ):

@@ -61,7 +61,7 @@ def _module(kind: str):
     return Scorer()
 
 
-def _register(cfg, settings, kind: str) -> int:
+def _register(cfg, settings, kind: str, tags: dict[str, str] | None = None) -> int:
     import mlflow
     import mlflow.tensorflow
 
@@ -76,7 +76,11 @@ def _register(cfg, settings, kind: str) -> int:
         )  # fmt: skip
     return int(
         register(
-            cfg, f"models:/{info.model_id}", run.info.run_id, {"data_version": kind}, settings
+            cfg,
+            f"models:/{info.model_id}",
+            run.info.run_id,
+            {"data_version": kind, **(tags or {})},
+            settings,
         )["model_version"]
     )
 
@@ -230,6 +234,36 @@ def test_canary_then_promote_and_rollback_errors(env):
     rollback("demo", settings)
     with pytest.raises(StageError, match=rf"demo v{v1} is the oldest published version"):
         rollback("demo", settings)
+
+
+def test_a_retrain_on_the_inputs_of_a_rolled_back_version_is_not_promoted_again(env):
+    from serving import layout
+
+    cfg, settings, holdout, tmp = env
+    same = {"training_config_hash": "cfg-a", "trainer_code_hash": "code-a"}
+    v1 = _register(cfg, settings, "good", {"data_version": "d1", **same})
+    _ship(cfg, settings, v1, holdout, tmp)
+    v2 = _register(cfg, settings, "good", {"data_version": "d2", **same})
+    _ship(cfg, settings, v2, holdout, tmp)
+    rollback("demo", settings)  # a person decided v2 must not serve
+    assert layout.served_version(settings.models_dir, "demo") == v1
+
+    v3 = _register(cfg, settings, "good", {"data_version": "d2", **same})  # the same retrain
+    with pytest.raises(
+        GateRefused,
+        match=rf"gate refused demo v{v3}: it was trained on the same data, training config and "
+        rf"trainer code as v{v2}, which was rolled back",
+    ):
+        gate(cfg, v3, holdout, settings)
+    assert alias_version(settings, "demo", "champion") == v1
+    assert layout.served_version(settings.models_dir, "demo") == v1
+
+    # new data (or a changed config) makes a different model: judged as usual
+    v4 = _register(cfg, settings, "good", {"data_version": "d3", **same})
+    assert _ship(cfg, settings, v4, holdout, tmp)["served_version"] == v4
+    # an identity not fully recorded (older versions lack training_config_hash) never matches
+    v5 = _register(cfg, settings, "good", {"data_version": "d2", "trainer_code_hash": "code-a"})
+    assert gate(cfg, v5, holdout, settings)["decision"] == "promote"
 
 
 def test_twenty_promote_and_rollback_cycles_under_traffic_lose_no_request(env):

@@ -628,7 +628,7 @@ def test_publish_cleans_up_temp_dir_on_failure(
     def boom(*_args: Any, **_kwargs: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(layout, "_fsync_tree", boom)
+    monkeypatch.setattr(layout.versions, "_fsync_tree", boom)
     with pytest.raises(OSError, match="disk full"):
         layout.publish_version(base, MODEL, 1, src)
     assert list((base / MODEL).iterdir()) == []

@@ -150,6 +150,48 @@ def test_s3_object_and_prefix(mlp_home, tmp_path, cfg, s3):
     assert globbed["files"] == 1 and globbed["rows"] == 150
 
 
+def test_s3_problems_are_one_line_each(mlp_home, cfg, s3, monkeypatch):
+    """Through s3fs on moto's server: a missing object is "no batch", a missing bucket says
+    which, the ingest cache key lists size and ETag without downloading, and an endpoint that
+    does not answer is transient (retried)."""
+    from mlplatform.errors import is_transient
+    from mlplatform.sources import NoBatch, SourceError, fingerprint
+
+    s3.put("raw/a.csv", b"x,y\n1,2\n")
+    with pytest.raises(NoBatch, match=rf"^ingest: s3://{s3.name}/raw/b.csv: no such object$"):
+        _ingest(cfg, f"s3://{s3.name}/raw/b.csv")
+    with pytest.raises(SourceError, match=r"^ingest: s3://no-such-bucket-x/k.csv: no such bucket$"):
+        _ingest(cfg, "s3://no-such-bucket-x/k.csv")
+    with pytest.raises(NoBatch, match="no object matches"):
+        _ingest(cfg, f"s3://{s3.name}/raw/*.parquet")
+    ((name, size, etag),) = fingerprint(f"s3://{s3.name}/raw/", cfg, get_settings())
+    assert (name, size) == (f"s3://{s3.name}/raw/a.csv", 8) and etag
+    from tests.services import free_port
+
+    monkeypatch.setenv("MLP_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(SourceError, match="cannot reach the S3 endpoint") as down:
+        _ingest(cfg, f"s3://{s3.name}/raw/a.csv")
+    assert is_transient(down.value)
+
+
+def test_dvc_push_and_pull_on_an_s3_remote(mlp_home, tmp_path, cfg, s3, monkeypatch):
+    """The DVC remote on s3:// (dvc-s3, the endpoint from MLP_S3_ENDPOINT_URL): ingest pushes
+    the batch there, and a data repo whose local cache is gone restores it from the bucket."""
+    from mlplatform.data_versions import checkout_version
+
+    monkeypatch.setenv("MLP_DVC_REMOTE", f"s3://{s3.name}/dvc")
+    batch = tmp_path / "batch.csv"
+    datagen.generate(120, seed=9, end=END).to_csv(batch, index=False)
+    result = _ingest(cfg, str(batch))
+    md5 = result["data_version"]
+    listed = s3.client.list_objects_v2(Bucket=s3.name, Prefix="dvc/")["Contents"]
+    assert [o["Key"] for o in listed] == [f"dvc/files/md5/{md5[:2]}/{md5[2:]}"]
+    settings = get_settings()
+    shutil.rmtree(settings.dvc_repo_dir / ".dvc" / "cache")
+    _, restored = checkout_version(settings, "demo", md5, tmp_path / "restored.csv")
+    assert restored.read_bytes() == batch.read_bytes()
+
+
 def _sql_batch(seed: int = 7) -> pd.DataFrame:
     return datagen.generate(230, seed=seed, end=END, bad_fraction=0.05)
 

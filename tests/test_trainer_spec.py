@@ -83,12 +83,12 @@ def test_unsupported_uri_scheme_is_one_line_naming_the_key(
 ) -> None:
     from training.train import main
 
-    raw = make_spec(tmp_path, "out", **{key: "s3://bucket/some/key"})
+    raw = make_spec(tmp_path, "out", **{key: "gs://bucket/some/key"})
     assert main(["--spec-json", json.dumps(raw)]) == 2
     errors = errors_of(capsys)
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"training.train: error: spec: {key}: unsupported URI scheme")
-    assert "'s3://'" in errors[0]
+    assert "'gs://'" in errors[0]
 
 
 def test_spec_sources_are_exclusive_and_checked(
@@ -313,3 +313,24 @@ def test_processes_fit_the_data_unless_the_config_says_otherwise(
 ) -> None:
     assert TrainingConfig(**training).processes(rows, cores) == expected
     assert TrainingConfig(workers=3, **training).world_size(rows, cores) == 3 * expected
+
+
+def test_s3_uris_get_working_copies_shared_by_the_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An s3:// URI is a local working copy under MLP_TRAINER_WORKDIR (the same path for every
+    rank and try) that :mod:`training.remote_io` fills or publishes; local paths stay as given."""
+    monkeypatch.setenv(contract.WORKDIR_ENV, str(tmp_path / "work"))
+    raw = make_spec(
+        tmp_path, "out", train_uri="s3://b/sets/train.parquet", output_dir="s3://b/run/train"
+    )
+    paths = parse_spec(raw).paths()
+    assert paths.remote == {
+        "train": "s3://b/sets/train.parquet",
+        "output_dir": "s3://b/run/train",
+        "checkpoint_dir": "s3://b/run/train/checkpoints",
+    }
+    assert paths.train.name == "train.parquet" and paths.train.is_relative_to(tmp_path / "work")
+    assert paths.checkpoint_dir == paths.output_dir / "checkpoints"
+    assert paths.holdout == Path(raw["holdout_uri"].removeprefix("file://"))
+    assert parse_spec(raw).paths() == paths

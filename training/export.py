@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from training.model import ServingModule, export_saved_model
+from training.remote_io import uri_of
 from training.spec import CLASSIFIER, RESULT_FILE, RESULT_MARKER, Job, TrainResult
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def finish(
         mlflow_experiment_id=tracker.experiment_id if tracker is not None else None,
         model_uri=model_uri,
         mlflow_model_id=model_id,
-        saved_model_dir=str(saved_model_dir),
+        saved_model_dir=uri_of(job.paths, saved_model_dir),
         metrics=holdout_metrics,
         world_size=trainer.size,
         samples_per_sec=metrics["samples_per_sec"],
@@ -139,7 +140,7 @@ def finish(
 
 
 def hand_back_result(result: TrainResult) -> None:
-    """Give the result to a Kubernetes launcher (see ``mlplatform/k8s.py``).
+    """Give the result to a Kubernetes launcher (see ``mlplatform/k8s/``).
 
     In the single-pod case ``MLPLATFORM_XCOM_PATH`` names the file that the KubernetesPodOperator's
     XCom sidecar reads (``/airflow/xcom/return.json``); for MPIJobs the operator parses the last

@@ -1,7 +1,7 @@
 """The trainer's contract: its input spec and its result, with no TensorFlow.
 
 The platform builds a :class:`TrainSpec` (``mlplatform/stages/train.py`` locally,
-``mlplatform/k8s.py`` for pods and MPIJobs), the trainer (``python -m training.train``) validates
+``mlplatform/k8s/`` for pods and MPIJobs), the trainer (``python -m training.train``) validates
 the same model from ``--spec PATH`` / ``--spec-json TEXT``, and hands back a :class:`TrainResult`
 (``result.json``, the ``MLPLATFORM_RESULT`` line, the pod's XCom file). When it fails it writes a
 :class:`TrainError` (``error-rank<r>.json`` in ``output_dir``) and prints one
@@ -23,9 +23,12 @@ The spec as JSON::
 Unknown keys are refused (a misspelt key is an error, not a silent default). ``batch_size`` is
 per rank. ``mlflow.tracking_uri`` may be left out (a Kubernetes pod gets it from a Secret): the
 trainer then takes ``MLFLOW_TRACKING_URI`` from its environment (:meth:`MlflowSpec.resolved`).
-URIs stay as given in the model (``s3://`` in a production spec); the trainer itself reads local
-paths or ``file://`` URIs only (:meth:`TrainSpec.paths`, a :class:`SpecError` naming the key for
-any other scheme).
+URIs stay as given in the model (``s3://`` in a production spec). The trainer works on local
+paths (:meth:`TrainSpec.paths`): an ``s3://`` input is fetched to a local working directory
+(``MLP_TRAINER_WORKDIR``, default the system temp dir), and an ``s3://`` ``output_dir`` or
+``checkpoint_dir`` is a local directory that rank 0 publishes there (:mod:`training.remote_io`:
+checkpoints after every epoch, the outputs with the exported SavedModel at the end); any other
+scheme is a :class:`SpecError` naming the key.
 
 This module also builds the one ``horovodrun`` command line (:func:`horovodrun_command`) that
 the local stage, the Kubernetes pod and the MPI launcher run.
@@ -33,11 +36,13 @@ the local stage, the Kubernetes pod and the MPI launcher run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -109,12 +114,15 @@ class MlflowSpec(_Strict):
 
 @dataclass(frozen=True)
 class LocalPaths:
-    """The spec's URIs as absolute local paths (what the trainer reads and writes)."""
+    """The spec's URIs as absolute local paths (what the trainer reads and writes); ``remote``
+    maps a field name (``train``, ``holdout``, ``output_dir``, ``checkpoint_dir``) whose URI is
+    remote to that URI (its local path is a working copy, :mod:`training.remote_io`)."""
 
     train: Path
     holdout: Path
     output_dir: Path
     checkpoint_dir: Path
+    remote: dict[str, str] = field(default_factory=dict)
 
 
 class TrainSpec(_Strict):
@@ -147,18 +155,30 @@ class TrainSpec(_Strict):
         return [*self.numeric_features, *self.categorical_features]
 
     def paths(self) -> LocalPaths:
-        """The local paths of the URIs; :class:`SpecError` naming the key for another scheme."""
-        output_dir = local_path(self.output_dir, "output_dir")
+        """The local paths of the URIs (working copies for ``s3://`` ones, the same for every
+        rank on a machine); :class:`SpecError` naming the key for another scheme."""
+        remote: dict[str, str] = {}
+
+        def place(name: str, uri: str, key: str) -> Path:
+            if is_remote_uri(uri, key):
+                remote[name] = uri
+                return working_copy(uri)
+            return local_path(uri, key)
+
+        output_dir = place("output_dir", self.output_dir, "output_dir")
         checkpoint_dir = (
-            local_path(self.checkpoint_dir, "checkpoint_dir")
+            place("checkpoint_dir", self.checkpoint_dir, "checkpoint_dir")
             if self.checkpoint_dir
             else output_dir / "checkpoints"
         )
+        if not self.checkpoint_dir and "output_dir" in remote:
+            remote["checkpoint_dir"] = remote["output_dir"].rstrip("/") + "/checkpoints"
         return LocalPaths(
-            train=local_path(self.train_uri, "train_uri"),
-            holdout=local_path(self.holdout_uri, "holdout_uri"),
+            train=place("train", self.train_uri, "train_uri"),
+            holdout=place("holdout", self.holdout_uri, "holdout_uri"),
             output_dir=output_dir,
             checkpoint_dir=checkpoint_dir,
+            remote=remote,
         )
 
     def resolve(self) -> Job:
@@ -207,18 +227,43 @@ class TrainError(BaseModel):
     time: float
 
 
+#: object-store schemes the trainer reads and writes through fsspec (s3fs)
+REMOTE_SCHEMES = ("s3", "s3a")
+#: where the trainer keeps working copies of remote inputs and outputs (default: the temp dir)
+WORKDIR_ENV = "MLP_TRAINER_WORKDIR"
+
+
+def is_remote_uri(uri: str, key: str) -> bool:
+    """True for an ``s3://`` URI; False for a local path or ``file://`` URI (:func:`local_path`
+    refuses other schemes)."""
+    return urlparse(uri).scheme in REMOTE_SCHEMES
+
+
+def working_root() -> Path:
+    """``<MLP_TRAINER_WORKDIR or the temp dir>/mlp-trainer``: the working copies' root."""
+    return Path(os.environ.get(WORKDIR_ENV) or tempfile.gettempdir()) / "mlp-trainer"
+
+
+def working_copy(uri: str) -> Path:
+    """The local working path of a remote URI: ``<MLP_TRAINER_WORKDIR or temp>/mlp-trainer/
+    <hash>/<name>``, the same for every rank and every try on this machine."""
+    root = working_root()
+    digest = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    return (root / digest / (uri.rstrip("/").rsplit("/", 1)[-1] or "root")).resolve()
+
+
 def local_path(uri: str, key: str) -> Path:
-    """A plain path or a ``file://`` URI -> an absolute local path; any other scheme (``s3://``
-    included) raises :class:`SpecError` naming ``key``."""
-    # Hand-written rather than fsspec: fsspec would accept s3:// and open it remotely, which the
-    # trainer does not support (yet); the point here is to refuse it with one line.
+    """A plain path or a ``file://`` URI -> an absolute local path; any other scheme (remote
+    ones are :func:`is_remote_uri`, not paths) raises :class:`SpecError` naming ``key``."""
+    # Hand-written rather than fsspec's url_to_fs: the point is to refuse, in one line, schemes
+    # the trainer has no credentials or client for (fsspec would accept http://, gs:// ...).
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path)).resolve()
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, not a scheme
         raise SpecError(
             f"spec: {key}: unsupported URI scheme {parsed.scheme + '://'!r} in {uri!r} "
-            "(only local paths and file:// URIs are supported)"
+            "(local paths, file:// and s3:// URIs are supported)"
         )
     return Path(uri).resolve()
 

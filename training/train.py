@@ -63,6 +63,10 @@ def launch_rank() -> int:
 def run(job: Job, dump: bool) -> int:
     """Train (resuming from the checkpoint directory if it holds a checkpoint), export, log."""
     spec, paths = job.spec, job.paths
+    if paths.remote:
+        from training import remote_io
+
+        remote_io.fetch_inputs(paths)
     # The data first: a bad table fails here, before TensorFlow is imported.
     train_table = read_table(paths.train, spec, "train")
     holdout = read_table(paths.holdout, spec, "holdout") if launch_rank() == 0 else None
@@ -88,6 +92,8 @@ def run(job: Job, dump: bool) -> int:
     trainer = Trainer(spec, train_table, rank, size)
     checkpointer = None
     if rank == 0:
+        if paths.remote:
+            remote_io.restore_checkpoints(paths)
         checkpointer = Checkpointer(
             paths.checkpoint_dir,
             trainer.model,
@@ -125,6 +131,8 @@ def run(job: Job, dump: bool) -> int:
             epoch_seconds.append(dt)
             if checkpointer is not None:
                 checkpointer.save(epoch, history)
+                if paths.remote:
+                    remote_io.publish_checkpoints(paths)
                 if tracker is not None:
                     tracker.log_epoch(point)
                 print(
@@ -140,6 +148,8 @@ def run(job: Job, dump: bool) -> int:
             return 0
         assert holdout is not None
         finish(job, trainer, holdout, history, epoch_seconds, state, device, tracker)
+        if paths.remote:
+            print(f"published the outputs to {remote_io.publish_outputs(paths)}", flush=True)
         return 0
     except BaseException:
         if tracker is not None:

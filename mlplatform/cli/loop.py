@@ -51,9 +51,9 @@ class Chain:
 
 def _summary(settings: Settings, run_id: str, stage: str) -> dict[str, Any]:
     """A stage's ``summary.json`` outputs in run ``run_id`` ({} when it has none)."""
-    from mlplatform.storage import run_key
+    from mlplatform.storage import local_root, run_key
 
-    path = Path(settings.storage) / PIPELINE / run_key(run_id) / stage / "summary.json"
+    path = local_root(settings) / PIPELINE / run_key(run_id) / stage / "summary.json"
     try:
         return dict(json.loads(path.read_text()).get("outputs") or {})
     except (OSError, ValueError):

@@ -36,6 +36,7 @@ from mlplatform.config import (
 )
 from mlplatform.permissions import private_dir
 from mlplatform.settings import get_settings
+from mlplatform.storage import configure_clients
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
         private_dir(settings.home_dir)
+        configure_clients(settings)
         return args.func(args, settings)
     except (UsageError, ConfigError) as exc:
         print(f"mlplatform: error: {exc}", file=sys.stderr)

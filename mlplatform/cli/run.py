@@ -204,7 +204,7 @@ def run_pipeline(
     runs afresh.
     """
     from mlplatform import runs
-    from mlplatform.storage import run_key
+    from mlplatform.storage import local_root, run_key
 
     cfg = load_valid_pipeline(settings, name)
     # a landing source templated by the data interval is the ingest DAG's to read: without
@@ -236,7 +236,7 @@ def run_pipeline(
     started = time.time()
     seen: set[Path] = set()
     run_dir: Path | None = None
-    root = Path(settings.storage) / cfg.name
+    root = local_root(settings) / cfg.name
 
     def show_new_stages() -> None:
         nonlocal run_dir

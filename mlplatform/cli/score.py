@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mlplatform.cli.common import OutcomeError, say
 from mlplatform.cli.run import absolute_data_uri, drive_runner, load_valid_pipeline
@@ -25,7 +24,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     Raises OutcomeError with the stage's one line when the run failed."""
     from mlplatform.score_dag import score_dag_id
     from mlplatform.stages.score import shown_uri
-    from mlplatform.storage import SCORE_RUN_PREFIX, run_key
+    from mlplatform.storage import SCORE_RUN_PREFIX, local_root, run_key
 
     cfg = load_valid_pipeline(settings, name)
     data_uri = absolute_data_uri(data) if data else ""
@@ -42,7 +41,7 @@ def score_pipeline(settings: Settings, name: str, data: str | None) -> dict:
     say(f"  (Airflow log: {log_path})")
     result = drive_runner(settings, cmd, log_path, result_path, "scoring run")
     run_dir = SCORE_RUN_PREFIX + run_key(result["run_id"])
-    summary_path = Path(settings.storage) / cfg.name / run_dir / "score"
+    summary_path = local_root(settings) / cfg.name / run_dir / "score"
     summary_path = summary_path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if result.get("tasks", {}).get("score") != "success" or summary is None:

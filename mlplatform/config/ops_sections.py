@@ -21,6 +21,12 @@ class ServingConfig(_Strict):
     warmup_requests: int = Field(
         default=20, ge=1, le=1000, description="hold-out requests replayed"
     )
+    infra_runner: Literal["auto", "embedded", "kubernetes"] = Field(
+        default="auto",
+        description="where infra validation serves the candidate: embedded = the local server "
+        "runtime in the worker; kubernetes = the tensorflow/serving image in a pod, over gRPC "
+        "(mlplatform/infra_runners); auto = kubernetes when MLP_TRAINING_BACKEND=kubernetes",
+    )
     features_from: Literal["request", "online_store"] = Field(
         default="request",
         description="online_store: predict requests may send entity keys; the server fetches the "

@@ -6,6 +6,8 @@ event time, label, the declared features and :data:`INGESTED_AT` — when the ba
 Missing values stay missing: NaN for numeric features, null for categorical ones (never the
 string ``"None"``). Entity keys keep their type: integer ids are ``int64``, anything else strings
 (:func:`entity_kind`); a later batch's integer ids join a string-keyed history as strings.
+With a remote ``MLP_STORAGE_URI`` these files are published to and restored from the object
+store (:mod:`mlplatform.stages.offline_sync`); Feast itself always reads local files.
 
 History supersedes, never mixes: when a batch lands, every older copy of one of its (entity,
 event time) rows is removed from the older files, so a re-sent batch with corrected values
@@ -53,7 +55,7 @@ import pandas as pd
 
 from mlplatform.config import INGESTED_AT_COLUMN, PipelineConfig
 from mlplatform.settings import Settings
-from mlplatform.stages import StageError
+from mlplatform.stages import StageError, offline_sync
 from mlplatform.stages.offline_schema import (
     check_stored_definitions,
     drop_columns,
@@ -313,6 +315,7 @@ def materialize_features(
             "hint: check features.numeric/categorical/label against the source's columns"
         )
     src_dir = offline_dir(cfg, settings)
+    offline_sync.restore(cfg.name, src_dir, settings)
     landed = land_batch(cfg, df, data_version, src_dir)
 
     store = feature_store(cfg, settings)
@@ -322,6 +325,7 @@ def materialize_features(
     files = stored_batches(src_dir)
     done = materialize_pending(store, cfg, files, root, applied, settings, data_version)
     log.info("%s; %s", applied["apply"], done["materialization"])
+    offline_sync.publish(cfg.name, src_dir, settings)
     return {
         "feature_service": service.name,
         "feature_view": view.name,
@@ -337,6 +341,7 @@ def materialize_features(
 def read_history(cfg: PipelineConfig, settings: Settings) -> pd.DataFrame:
     """Every stored row (the newest copy of each (entity, event time) row), with the columns of
     :func:`offline_columns`."""
+    offline_sync.restore(cfg.name, offline_dir(cfg, settings), settings)
     files = stored_batches(offline_dir(cfg, settings))
     if not files:
         return pd.DataFrame(columns=offline_columns(cfg))

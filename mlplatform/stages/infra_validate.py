@@ -1,9 +1,10 @@
 """Infra validation: the candidate must load in the serving runtime and answer in time.
 
 Contract: ``infra_validate(cfg, version, holdout_uri, out_dir, settings)`` downloads the registered
-version's SavedModel into ``out_dir/candidate``, loads it with the local server's own loader
-(:func:`serving.runtime.load_servable`), sends ``serving.warmup_requests`` REST-style predict bodies
-built from hold-out rows through the server's request path (:func:`serving.runtime.predict_json`), and
+version's SavedModel into ``out_dir/candidate``, serves it with the runner that
+``serving.infra_runner`` chooses (:mod:`mlplatform.infra_runners`: ``embedded``, the local server's
+own loader and request path, or ``kubernetes``, the ``tensorflow/serving`` image in a pod asked
+over gRPC), sends ``serving.warmup_requests`` predict requests built from hold-out rows, and
 checks every answer: one finite output per row (scores within [0, 1] for a classifier), under
 ``serving.latency_budget_ms`` at p99 after the first (tracing) call. It then writes TF Serving's
 warm-up file into the candidate (``assets.extra/tf_serving_warmup_requests``) and returns
@@ -128,9 +129,9 @@ def check_published_version(
 def infra_validate(
     cfg: PipelineConfig, version: int, holdout_uri: str, out_dir: Path, settings: Settings
 ) -> InfraValidateOutput:
+    from mlplatform.infra_runners import runner_for
     from mlplatform.stages.registry import download_saved_model
-    from serving.api import ApiError
-    from serving.runtime import predict_json, warmup
+    from serving.runtime import warmup
 
     name, scfg = cfg.serving.model_name, cfg.serving
     candidate = out_dir / "candidate"
@@ -141,31 +142,29 @@ def infra_validate(
             f"infra validation: {name} v{version} holds no SavedModel: {exc}"
         ) from None
     src.rename(candidate)
-    servable = load_in_server(name, version, candidate)
 
     holdout = pd.read_parquet(to_path(holdout_uri))
     rows = _rows(cfg, holdout)
     n = max(1, scfg.warmup_requests)
     batches = [rows[(i * 7) % max(1, len(rows) - 8) :][: 1 + (i % 8)] for i in range(n)]
+    columns = [_warmup_columns(cfg, b) for b in batches]
     latencies = []
-    for body_rows in [rows[:1], *batches]:  # the first call traces the graph: not timed
-        started = time.perf_counter()
-        try:
-            _, _, body = predict_json(servable, {"instances": body_rows})
-        except ApiError as exc:
-            raise InfraValidationFailed(
-                f"infra validation: the server rejected a hold-out request: {exc.message}"
-            ) from None
-        latencies.append((time.perf_counter() - started) * 1000)
-        check_answers(cfg, body_rows, body)
+    runner = runner_for(cfg, settings)
+    with runner.serve(cfg, version, candidate, out_dir) as served:
+        first = [(rows[:1], _warmup_columns(cfg, rows[:1]))]
+        for body_rows, body_columns in [*first, *zip(batches, columns, strict=True)]:
+            started = time.perf_counter()  # the first call traces the graph: not timed
+            body = served.predict(body_rows, body_columns)
+            latencies.append((time.perf_counter() - started) * 1000)
+            check_answers(cfg, body_rows, body)
+        dtypes = served.input_dtypes()
     timed = np.array(latencies[1:])
     p50, p99 = float(np.percentile(timed, 50)), float(np.percentile(timed, 99))
     if p99 > scfg.latency_budget_ms:
         raise InfraValidationFailed(
-            f"infra validation: {name} v{version} p99 latency {p99:.1f} ms exceeds the budget of {scfg.latency_budget_ms} ms"
+            f"infra validation: {name} v{version} p99 latency {p99:.1f} ms exceeds the budget of "
+            f"{scfg.latency_budget_ms} ms ({runner.kind} runner)"
         )
-    columns = [_warmup_columns(cfg, b) for b in batches]
-    dtypes = {k: spec.dtype for k, spec in servable.input_specs["serving_default"].items()}
     warmup.write_warmup_file(candidate, name, columns, dtypes)
     return {
         "candidate_dir": str(candidate),

@@ -112,8 +112,10 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def ensure_data_repo(repo_dir: Path, remote_url: str):
-    """Create (once) the git + DVC repository that versions raw batches, with a default remote."""
+def ensure_data_repo(repo_dir: Path, remote_url: str, endpoint_url: str | None = None):
+    """Create (once) the git + DVC repository that versions raw batches, with a default remote:
+    a local directory, or an ``s3://`` URL (dvc-s3) on ``endpoint_url`` (``MLP_S3_ENDPOINT_URL``:
+    MinIO, moto; None: botocore's own endpoint), credentials from the ``AWS_*`` variables."""
     from dvc.repo import Repo
 
     if not (repo_dir / ".dvc").exists():
@@ -125,7 +127,10 @@ def ensure_data_repo(repo_dir: Path, remote_url: str):
         _git(repo_dir, "commit", "-q", "-m", "init data repository")
     repo = Repo(str(repo_dir))
     with repo.config.edit() as conf:
-        conf["remote"]["default"] = {"url": remote_url}
+        remote = {"url": remote_url}
+        if endpoint_url and remote_url.startswith("s3://"):
+            remote["endpointurl"] = endpoint_url
+        conf["remote"]["default"] = remote
         conf["core"]["remote"] = "default"
         conf["core"]["autostage"] = True
     return repo
@@ -155,7 +160,7 @@ def _version_batch_locked(
     src: Path, pipeline: str, fmt: str, settings: Settings, note: str = ""
 ) -> tuple[str, str]:
     repo_dir = settings.dvc_repo_dir
-    repo = ensure_data_repo(repo_dir, settings.dvc_remote_url)
+    repo = ensure_data_repo(repo_dir, settings.dvc_remote_url, settings.s3_endpoint_url)
     target = repo_dir / pipeline / f"batch.{fmt}"
     target.parent.mkdir(parents=True, exist_ok=True)
     for other in BATCH_FORMATS:  # one batch file per pipeline and commit: the snapshot

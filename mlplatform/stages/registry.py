@@ -12,7 +12,9 @@ Contracts:
   A challenger metric that is NaN or infinite (the model answered NaN, AUC on one class) is
   refused with the reason, never promoted and never a crash; a champion whose metric is not a
   number cannot be compared with, so the challenger is judged by the floor alone (noted in the
-  result's ``champion_note``).
+  result's ``champion_note``). A challenger trained on the same data, training config and trainer
+  code as a version that was rolled back is refused before scoring
+  (:mod:`mlplatform.stages.rolled_back`): a retrain does not undo a rollback.
 * ``promote(cfg, version, settings, candidate_dir)`` publishes the infra-validated SavedModel as
   TF Serving version ``<version>`` (atomic directory rename, content sha256 recorded in the
   directory and as tag ``content_sha256``), labels it ``stable`` in ``models.config`` and moves
@@ -43,6 +45,7 @@ from mlplatform.contracts import PromoteOutput, RegisterOutput
 from mlplatform.scoring import find_saved_model, metric_value, predict_frame
 from mlplatform.settings import Settings
 from mlplatform.stages import GateRefused, StageError
+from mlplatform.stages.rolled_back import ROLLED_BACK_TAG
 from mlplatform.storage import to_path
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,15 @@ def register(
     if existing:
         mv = existing[0]
     else:
-        mv = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
+        # a logged model's URI (models:/m-...) must name its model id too: an MLflow server
+        # refuses the source without it (the SQLite store let it pass); mlflow.register_model
+        # passes it the same way
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
+        mv = c.create_model_version(
+            name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+        )
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
     return {
@@ -166,9 +177,24 @@ def gate(
 def _judge(
     cfg: PipelineConfig, version: int, holdout_uri: str, settings: Settings
 ) -> dict[str, object]:
+    from mlplatform.stages.rolled_back import IDENTITY_TAGS, rolled_back_twin
+
     name, g = cfg.serving.model_name, cfg.gate
-    holdout = pd.read_parquet(to_path(holdout_uri))
     champion = alias_version(settings, name, CHAMPION)
+    twin = rolled_back_twin(client(settings), name, version)
+    if twin is not None:
+        raise GateRefused(
+            f"gate refused {name} v{version}: it was trained on the same data, training config "
+            f"and trainer code as v{twin}, which was rolled back; change the data or the config, "
+            f"or remove tag rolled_back from v{twin} to allow it",
+            {
+                "challenger_version": version,
+                "champion_version": champion,
+                "rolled_back_twin": twin,
+                "identity": list(IDENTITY_TAGS),
+            },
+        )
+    holdout = pd.read_parquet(to_path(holdout_uri))
     where = f"on {len(holdout)} hold-out rows"
     with tempfile.TemporaryDirectory() as tmp:
         challenger_value, challenger_slices, why = _score(
@@ -461,7 +487,7 @@ def rollback(
         raise StageError(f"rollback refused, nothing changed: {exc}") from None
     set_stable(model_name, to_version, settings)
     if current is not None and to_version != current:
-        client(settings).set_model_version_tag(model_name, str(current), "rolled_back", "true")
+        client(settings).set_model_version_tag(model_name, str(current), ROLLED_BACK_TAG, "true")
     log.info(
         "rolled back %s from v%s to v%s (%s)", model_name, current, to_version, checked["checked"]
     )

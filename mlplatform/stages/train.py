@@ -2,7 +2,7 @@
 
 The trainer itself is ``training/train.py`` (run as ``python -m training.train --spec SPEC``);
 its contract is :mod:`training.spec` (the spec, the result, the ``horovodrun`` command), which
-this module and ``mlplatform/k8s.py`` import: this module writes the spec (TFX-style: spec apart
+this module and ``mlplatform/k8s/`` import: this module writes the spec (TFX-style: spec apart
 from executor), picks the number of processes (:meth:`TrainingConfig.processes`: on CPU fitted to
 the training rows unless the config fixes it) and runs the trainer as a subprocess with its
 output streamed line by line into the caller's log: under ``horovodrun`` for more than one
@@ -18,7 +18,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlplatform.config import PipelineConfig
@@ -60,7 +60,7 @@ def local_world_size(cfg: PipelineConfig, train_uri: str) -> int:
     return cfg.training.world_size(parquet_rows(to_path(train_uri)), os.cpu_count())
 
 
-def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object], np: int) -> str:
+def checkpoint_key(cfg: PipelineConfig, training_set: Mapping[str, object], np: int) -> str:
     """What determines a training job's checkpoints: the exact train/hold-out bytes, the model,
     the features and the world size. A run that trains on the same batch with the same config
     (say, after the previous run died mid-training) resumes from the same checkpoints."""
@@ -78,7 +78,7 @@ def checkpoint_key(cfg: PipelineConfig, training_set: dict[str, object], np: int
 
 
 def checkpoint_dir(
-    cfg: PipelineConfig, training_set: dict[str, object], settings: Settings, np: int
+    cfg: PipelineConfig, training_set: Mapping[str, object], settings: Settings, np: int
 ) -> Path:
     """``<storage>/<pipeline>/checkpoints/<checkpoint_key>``: outside the run's own directory so
     that an Airflow retry and a later run on the same batch both resume; removed on success."""
@@ -113,7 +113,7 @@ def build_spec(
 
 def write_spec(
     cfg: PipelineConfig,
-    training_set: dict[str, object],
+    training_set: Mapping[str, object],
     out_dir: Path,
     settings: Settings,
     run_name: str,

@@ -251,6 +251,22 @@ class GrpcPredictionClient:
             )
         )
 
+    def _examples_call(
+        self,
+        rpc: str,
+        request: Any,
+        model_name: str,
+        examples: Sequence[Any],
+        version: int | None,
+        label: str | None,
+        context: Any | None,
+        signature_name: str | None,
+    ) -> Any:
+        """Fill a Classification/RegressionRequest and call ``rpc`` (``Classify``/``Regress``)."""
+        request.input.CopyFrom(self._input(examples, context))
+        self._fill_spec(request.model_spec, model_name, version, label, signature_name)
+        return self._call(getattr(self._prediction, rpc), request, f"{rpc} {model_name}")
+
     def classify(
         self,
         model_name: str,
@@ -265,9 +281,16 @@ class GrpcPredictionClient:
         predictions are one ``[[label, score], ...]`` list per example."""
         from tensorflow_serving.apis import classification_pb2
 
-        request = classification_pb2.ClassificationRequest(input=self._input(examples, context))
-        self._fill_spec(request.model_spec, model_name, version, label, signature_name)
-        response = self._call(self._prediction.Classify, request, f"Classify {model_name}")
+        response = self._examples_call(
+            "Classify",
+            classification_pb2.ClassificationRequest(),
+            model_name,
+            examples,
+            version,
+            label,
+            context,
+            signature_name,
+        )
         results = [
             [[c.label, float(c.score)] for c in classifications.classes]
             for classifications in response.result.classifications
@@ -288,9 +311,16 @@ class GrpcPredictionClient:
         predictions are one float per example."""
         from tensorflow_serving.apis import regression_pb2
 
-        request = regression_pb2.RegressionRequest(input=self._input(examples, context))
-        self._fill_spec(request.model_spec, model_name, version, label, signature_name)
-        response = self._call(self._prediction.Regress, request, f"Regress {model_name}")
+        response = self._examples_call(
+            "Regress",
+            regression_pb2.RegressionRequest(),
+            model_name,
+            examples,
+            version,
+            label,
+            context,
+            signature_name,
+        )
         values = [float(r.value) for r in response.result.regressions]
         return PredictResult(predictions=values, model_version=self._version(response, version))
 

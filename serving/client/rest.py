@@ -128,14 +128,27 @@ class PredictionClient:
         body: dict[str, Any] = {"instances": instances}
         if signature_name:
             body["signature_name"] = signature_name
-        url = self._model_url(model_name, version, label) + ":predict"
+        return self._post(model_name, version, label, "predict", body, "predictions")
+
+    def _post(
+        self,
+        model_name: str,
+        version: int | None,
+        label: str | None,
+        method: str,
+        body: dict[str, Any],
+        result_key: str,
+    ) -> PredictResult:
+        """POST ``body`` to ``:<method>``; the answer's ``result_key`` and the version that
+        answered (the response header; else the one asked for)."""
+        url = self._model_url(model_name, version, label) + f":{method}"
         response = self._request("POST", url, json=body)
         payload = self._json(response)
-        if not isinstance(payload, dict) or "predictions" not in payload:
-            raise ServingError(f"{url} answered without 'predictions'", response.status_code)
+        if not isinstance(payload, dict) or result_key not in payload:
+            raise ServingError(f"{url} answered without '{result_key}'", response.status_code)
         header = response.headers.get(VERSION_HEADER)
         model_version = int(header) if header and header.strip().isdigit() else version
-        return PredictResult(predictions=payload["predictions"], model_version=model_version)
+        return PredictResult(predictions=payload[result_key], model_version=model_version)
 
     def _examples_call(
         self,
@@ -152,14 +165,7 @@ class PredictionClient:
             body["context"] = dict(context)
         if signature_name:
             body["signature_name"] = signature_name
-        url = self._model_url(model_name, version, label) + f":{method}"
-        response = self._request("POST", url, json=body)
-        payload = self._json(response)
-        if not isinstance(payload, dict) or "results" not in payload:
-            raise ServingError(f"{url} answered without 'results'", response.status_code)
-        header = response.headers.get(VERSION_HEADER)
-        model_version = int(header) if header and header.strip().isdigit() else version
-        return PredictResult(predictions=payload["results"], model_version=model_version)
+        return self._post(model_name, version, label, method, body, "results")
 
     def classify(
         self,

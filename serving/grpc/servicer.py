@@ -5,9 +5,10 @@ Services (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.
 * ``PredictionService.Predict``: ``PredictRequest.inputs`` are TensorProtos that must name
   exactly the signature's inputs with its dtypes (no casting, as in TF Serving) and compatible
   shapes (:func:`serving.runtime.predict.run_predict_request`); ``output_filter`` selects
-  outputs. A request may also carry its pipeline's entity column (a column the signature does
-  not take, :func:`serving.runtime.predict.entity_to_strip`): it is removed before the model
-  runs and logged as ``entities``, as over REST. The response's ``model_spec`` echoes the name,
+  outputs. Entity keys in place of features, and a pipeline's entity column beside them, are
+  handled by the runtime's pre-step, the one REST uses
+  (:meth:`serving.runtime.online_features.OnlineFeatureSources.apply_to_request`): the
+  keys are logged as ``entities``. The response's ``model_spec`` echoes the name,
   the version that answered and the signature key.
 * ``PredictionService.Classify`` / ``Regress``: ``input.example_list`` or
   ``input.example_list_with_context`` of ``tf.Example`` (:mod:`serving.runtime.examples`).
@@ -48,14 +49,12 @@ from tensorflow_serving.apis import (
 from serving.api.errors import ApiError
 from serving.api.limits import Limits
 from serving.codec.examples import example_to_row, merge_context
-from serving.codec.json_tensors import to_json_value
-from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.codec.tensor_proto import to_tensor_proto
 from serving.runtime.batching import Batcher
 from serving.runtime.examples import classify, regress
 from serving.runtime.predict import (
     DEFAULT_POLICY,
     ModelPolicy,
-    entity_to_strip,
     run_predict_request,
 )
 from serving.runtime.registry import ModelRegistry
@@ -132,6 +131,18 @@ def _set_model_spec(spec: Any, servable: Any, signature_name: str | None = None)
         spec.signature_name = signature_name
 
 
+def _fill_classifications(result: Any, rows: list[Any]) -> None:
+    for row in rows:
+        classifications = result.classifications.add()
+        for label, score in row:
+            classifications.classes.add(label=label, score=score)
+
+
+def _fill_regressions(result: Any, values: list[Any]) -> None:
+    for value in values:
+        result.regressions.add(value=value)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService`` over a :class:`ModelRegistry`."""
 
@@ -197,27 +208,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     # ---------------------------------------------------------------- RPCs
 
-    def _strip_entity(self, servable: Servable, request: Any) -> list[Any] | None:
-        """Remove the pipeline's entity column from ``request`` (the rule of
-        :func:`serving.runtime.predict.entity_to_strip`); the keys it held, or None."""
-        entity = entity_to_strip(
-            servable, request.model_spec.signature_name, self._policy(servable)
-        )
-        if entity is None or entity not in request.inputs or len(request.inputs) < 2:
-            return None
-        try:
-            keys = to_json_value(to_ndarray(request.inputs[entity], self.max_elements))
-        except TensorProtoError as exc:
-            raise ApiError(400, f"Input '{entity}': {exc}") from exc
-        del request.inputs[entity]
-        return keys if isinstance(keys, list) else [keys]
-
     @_rpc
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Run a signature on named TensorProtos (TF Serving's Predict)."""
         start = time.perf_counter()
         servable = self._resolve(request)
-        entities = self._strip_entity(servable, request)
+        entities = (
+            self.online.apply_to_request(servable, request, self.max_elements)
+            if self.online is not None
+            else None
+        )
         key, outputs, arrays = run_predict_request(
             servable,
             request,
@@ -234,61 +234,49 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._log(servable, "predict", "inputs", arrays, logged_out, start, context, entities)
         return response
 
-    @_rpc
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Classify tf.Examples (:mod:`serving.runtime.examples`)."""
+    def _run_examples(
+        self,
+        request: Any,
+        context: grpc.ServicerContext,
+        method: str,
+        response: Any,
+        fill: Callable[[Any, list[Any]], None],
+    ) -> Any:
+        """Classify or regress ``request.input``'s tf.Examples (:mod:`serving.runtime.examples`)
+        into ``response`` (``fill(response.result, results)``), and log it."""
         start = time.perf_counter()
         servable = self._resolve(request)
         examples = _examples(request.input)
-        key, results = classify(
+        run = classify if method == "classify" else regress
+        key, results = run(
             servable,
             request.model_spec.signature_name,
             examples,
             allow_non_finite=self._policy(servable).allow_non_finite,
         )
-        response = classification_pb2.ClassificationResponse()
         _set_model_spec(response.model_spec, servable, key)
-        for row in results:
-            classifications = response.result.classifications.add()
-            for label, score in row:
-                classifications.classes.add(label=label, score=score)
-        self._log(
-            servable,
-            "classify",
-            "examples",
-            [example_to_row(e) for e in examples] if self.request_logger else None,
-            results,
-            start,
-            context,
-        )
+        fill(response.result, results)
+        logged = [example_to_row(e) for e in examples] if self.request_logger else None
+        self._log(servable, method, "examples", logged, results, start, context)
         return response
 
     @_rpc
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Regress tf.Examples (:mod:`serving.runtime.examples`)."""
-        start = time.perf_counter()
-        servable = self._resolve(request)
-        examples = _examples(request.input)
-        key, values = regress(
-            servable,
-            request.model_spec.signature_name,
-            examples,
-            allow_non_finite=self._policy(servable).allow_non_finite,
-        )
-        response = regression_pb2.RegressionResponse()
-        _set_model_spec(response.model_spec, servable, key)
-        for value in values:
-            response.result.regressions.add(value=value)
-        self._log(
-            servable,
-            "regress",
-            "examples",
-            [example_to_row(e) for e in examples] if self.request_logger else None,
-            values,
-            start,
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Classify tf.Examples: per example, ``(label, score)`` classes."""
+        return self._run_examples(
+            request,
             context,
+            "classify",
+            classification_pb2.ClassificationResponse(),
+            _fill_classifications,
         )
-        return response
+
+    @_rpc
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Regress tf.Examples: one value per example."""
+        return self._run_examples(
+            request, context, "regress", regression_pb2.RegressionResponse(), _fill_regressions
+        )
 
     @_rpc
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802

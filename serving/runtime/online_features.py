@@ -10,7 +10,9 @@ the pipeline's entity column, see :func:`serving.runtime.predict.entity_to_strip
 change (checked at most every ``rescan_seconds``), so a config edit needs no restart.
 
 Requests: for such a model, ``{"instances": [{"<entity>": key}, ...]}`` (every instance an object
-holding only the pipeline's entity column) or ``{"inputs": {"<entity>": [key, ...]}}`` is
+holding only the pipeline's entity column) or ``{"inputs": {"<entity>": [key, ...]}}`` over REST
+(:meth:`OnlineFeatureSources.apply`), or a gRPC ``PredictRequest`` whose only input is the entity
+column (:meth:`OnlineFeatureSources.apply_to_request`), is
 replaced, before the SavedModel runs, by the same request with the model signature's inputs
 fetched from the pipeline's feature view (Feast ``get_online_features``, from the online store the
 platform settings name: SQLite under ``MLP_HOME`` or Redis). Any other request (raw feature
@@ -34,208 +36,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from serving.api.errors import ApiError
-from serving.codec.json_tensors import strip_entity
+from serving.codec.json_tensors import strip_entity, to_array, to_json_value
+from serving.codec.tensor_proto import TensorProtoError, to_ndarray, to_tensor_proto
+from serving.runtime.entity_features import EntityRequest, PipelineFeatures
 from serving.runtime.predict import DEFAULT_POLICY, ModelPolicy, entity_to_strip
 from serving.runtime.signatures import get_signature
 
+__all__ = [
+    "EntityRequest",
+    "OnlineFeatureSources",
+    "PipelineFeatures",
+    "platform_pipelines_dir",
+]
+
 log = logging.getLogger(__name__)
 
-#: entities named in a "not in the online store" error; the rest are counted
-SHOWN_MISSING = 10
 ONLINE_STORE = "online_store"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-@dataclass(frozen=True)
-class EntityRequest:
-    """The entity keys of a request and the format they came in."""
-
-    keys: list[Any]
-    columnar: bool  # ``inputs`` (columns) rather than ``instances`` (rows)
-    signature_name: str | None
-
-
-class PipelineFeatures:
-    """The online features of one pipeline: entity ``entity``, feature view ``view``.
-
-    ``store_factory`` builds the Feast ``FeatureStore`` (on first use, again after a failure
-    or when the file ``registry`` changed); a missing ``registry`` means "nothing materialized
-    yet".
-    """
-
-    def __init__(
-        self,
-        pipeline: str,
-        entity: str,
-        view: str,
-        store_factory: Callable[[], Any],
-        registry: Path | None = None,
-    ) -> None:
-        self.pipeline, self.entity, self.view = pipeline, entity, view
-        self._factory, self._registry = store_factory, registry
-        self._lock = threading.Lock()
-        self._store: Any = None
-        self._store_version: int | None = None
-        self._integer_keys: bool | None = None
-        self._view_features: set[str] = set()
-
-    # ------------------------------------------------------------------ request shape
-
-    def entity_request(self, payload: Any) -> EntityRequest | None:
-        """The request's entity keys, or None when it is not an entity-key request."""
-        if not isinstance(payload, dict):
-            return None
-        signature = payload.get("signature_name")
-        if signature is not None and not isinstance(signature, str):
-            return None
-        rows, columns = payload.get("instances"), payload.get("inputs")
-        if isinstance(rows, list) and rows and "inputs" not in payload:
-            if all(isinstance(r, dict) and set(r) == {self.entity} for r in rows):
-                return EntityRequest([r[self.entity] for r in rows], False, signature)
-        if (
-            isinstance(columns, dict)
-            and set(columns) == {self.entity}
-            and "instances" not in payload
-        ):
-            keys = columns[self.entity]
-            if isinstance(keys, list) and keys:
-                return EntityRequest(keys, True, signature)
-        return None
-
-    def expand(self, request: EntityRequest, names: list[str]) -> dict[str, Any]:
-        """The predict request body with the features ``names`` in place of the entity keys."""
-        columns = self.fetch(request.keys, names)
-        body: dict[str, Any] = {}
-        if request.signature_name is not None:
-            body["signature_name"] = request.signature_name
-        if request.columnar:
-            body["inputs"] = columns
-        else:
-            body["instances"] = [
-                {n: columns[n][i] for n in names} for i in range(len(request.keys))
-            ]
-        return body
-
-    # ------------------------------------------------------------------ lookup
-
-    def fetch(self, keys: list[Any], names: list[str]) -> dict[str, list[Any]]:
-        """Feature columns ``names`` for ``keys`` from the online store; see the module doc."""
-        store = self._ready_store()
-        unknown = sorted(set(names) - self._view_features)
-        if unknown:
-            raise ApiError.of(
-                "FAILED_PRECONDITION",
-                f"model input(s) {', '.join(unknown)} are not features of view {self.view} of "
-                f"pipeline {self.pipeline!r}; the served model and the feature config disagree",
-            )
-        typed = [self._typed_key(k, i) for i, k in enumerate(keys)]
-        refs = [f"{self.view}:{n}" for n in names]
-        try:
-            response = store.get_online_features(
-                features=refs, entity_rows=[{self.entity: k} for k in typed]
-            )
-            values = response.to_dict()
-            missing = self._missing(response.proto, typed)
-        except ApiError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Feast and the stores raise many types
-            self._store = None  # build it again on the next request
-            raise ApiError.of(
-                "UNAVAILABLE",
-                f"online features of pipeline {self.pipeline!r} cannot be read: {_first_line(exc)}",
-            ) from exc
-        if missing:
-            shown = ", ".join(str(k) for k in missing[:SHOWN_MISSING])
-            more = (
-                f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
-            )
-            raise ApiError(
-                400,
-                f"entity {self.entity} {shown}{more} not in the online store of pipeline "
-                f"{self.pipeline!r} (feature view {self.view})",
-            )
-        return {n: list(values[n]) for n in names}
-
-    def _registry_version(self) -> int | None:
-        """The registry file's mtime (None without a registry path); raises UNAVAILABLE when
-        the file is missing."""
-        if self._registry is None:
-            return None
-        try:
-            return self._registry.stat().st_mtime_ns
-        except FileNotFoundError:
-            raise ApiError.of(
-                "UNAVAILABLE",
-                f"no online features for pipeline {self.pipeline!r} yet: run its pipeline "
-                "(the features stage materializes them)",
-            ) from None
-
-    def _ready_store(self) -> Any:
-        """The Feast store, built again when the registry file changed (an apply, a reset, a
-        materialization), so that a changed view is seen without a restart."""
-        with self._lock:
-            version = self._registry_version()
-            if self._store is not None and version == self._store_version:
-                return self._store
-            try:
-                store = self._factory()
-                view = store.get_feature_view(self.view)
-                value_type = store.get_entity(self.entity).value_type
-            except Exception as exc:  # noqa: BLE001 - FeatureViewNotFoundException, IO errors ...
-                raise ApiError.of(
-                    "UNAVAILABLE",
-                    f"online features of pipeline {self.pipeline!r} cannot be read: "
-                    f"{_first_line(exc)}",
-                ) from exc
-            self._view_features = {f.name for f in view.features}
-            self._integer_keys = value_type.name == "INT64"
-            self._store, self._store_version = store, version
-            return store
-
-    def _typed_key(self, key: Any, index: int) -> Any:
-        if self._integer_keys:
-            if isinstance(key, float) and key.is_integer():
-                return int(key)
-            if isinstance(key, int) and not isinstance(key, bool):
-                return key
-            raise ApiError(
-                400, f"entity {self.entity} of instance {index} must be an integer, got {key!r}"
-            )
-        if isinstance(key, str):
-            return key
-        if isinstance(key, int) and not isinstance(key, bool):
-            return str(key)
-        raise ApiError(
-            400, f"entity {self.entity} of instance {index} must be a string, got {key!r}"
-        )
-
-    def _missing(self, proto: Any, keys: list[Any]) -> list[Any]:
-        """Keys the online store holds no feature value for: every feature NOT_FOUND or
-        OUTSIDE_MAX_AGE, or without a value (Feast's Redis store answers PRESENT with an empty
-        value for an unknown key); the entity column of the response is left out."""
-        from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
-
-        absent = {FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE}
-        names = list(proto.metadata.feature_names.val)
-        features = [r for n, r in zip(names, proto.results, strict=True) if n != self.entity]
-
-        def empty(column: Any, i: int) -> bool:
-            return column.statuses[i] in absent or column.values[i].WhichOneof("val") is None
-
-        return [
-            key
-            for i, key in enumerate(keys)
-            if features and all(empty(column, i) for column in features)
-        ]
 
 
 class OnlineFeatureSources:
@@ -263,6 +83,35 @@ class OnlineFeatureSources:
             return self._strip_entity(servable, payload)
         _key, _fn, specs, _sigdef = get_signature(servable, wanted.signature_name)
         return source.expand(wanted, sorted(specs)), {"entities": wanted.keys}
+
+    def apply_to_request(self, servable: Any, request: Any, max_elements: int) -> list[Any] | None:
+        """The same pre-step for a gRPC ``PredictRequest``, changed in place: a request whose
+        only input is the entity column of a model served from the online store gets the
+        signature's inputs fetched (:meth:`PipelineFeatures.fetch`, as over REST) as
+        TensorProtos of the signature's dtypes; a raw-feature request carrying the entity
+        column (which the model does not take) loses it. Returns the entity keys for the
+        request log, or None when the request is left as it came."""
+        signature = request.model_spec.signature_name or None
+        source = self.for_model(servable.name)
+        if source is not None and set(request.inputs) == {source.entity}:
+            keys = _proto_keys(request.inputs[source.entity], source.entity, max_elements)
+            _key, _fn, specs, _sigdef = get_signature(servable, signature)
+            names = sorted(specs)
+            columns = source.expand(EntityRequest(keys, True, signature), names)["inputs"]
+            del request.inputs[source.entity]
+            for name in names:
+                # nulls become what a JSON null is for that dtype (NaN, ""): the REST rule
+                array = to_array(columns[name], specs[name], name, allow_non_finite=True)
+                request.inputs[name].CopyFrom(
+                    to_tensor_proto(array, specs[name].dtype.as_datatype_enum)
+                )
+            return keys
+        entity = entity_to_strip(servable, signature, self.policy(servable.name))
+        if entity is None or entity not in request.inputs or len(request.inputs) < 2:
+            return None
+        keys = _proto_keys(request.inputs[entity], entity, max_elements)
+        del request.inputs[entity]
+        return keys
 
     def _strip_entity(self, servable: Any, payload: Any) -> tuple[Any, dict[str, Any] | None]:
         """Raw rows that carry the entity column: the column moves to the request log."""
@@ -311,6 +160,15 @@ class OnlineFeatureSources:
         self._signature = signature
         self._sources = _sources_from(self.pipelines_dir, self._sources)
         self._policies = _policies_from(self.pipelines_dir)
+
+
+def _proto_keys(proto: Any, entity: str, max_elements: int) -> list[Any]:
+    """The entity keys a TensorProto holds, as JSON values (ints, text)."""
+    try:
+        keys = to_json_value(to_ndarray(proto, max_elements))
+    except TensorProtoError as exc:
+        raise ApiError(400, f"Input '{entity}': {exc}") from exc
+    return keys if isinstance(keys, list) else [keys]
 
 
 def _policies_from(pipelines_dir: Path) -> dict[str, ModelPolicy]:

@@ -12,30 +12,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from serving import layout
 from serving.api.errors import ApiError
+from serving.runtime.config_watch import ConfigWatch
+from serving.runtime.model_state import (
+    ModelState,
+    labelled_version,
+    status_entries,
+    status_entry,
+)
 from serving.runtime.servable import Servable, load_servable
 
 __all__ = ["ModelRegistry"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _ModelState:
-    name: str
-    served: int | None = None
-    previous: int | None = None
-    labels: dict[str, int] = field(default_factory=dict)
-    loaded: dict[int, Servable] = field(default_factory=dict)
-    extra: OrderedDict[int, None] = field(default_factory=OrderedDict)  # lazily loaded, LRU
-    failed: dict[int, tuple[str, float]] = field(default_factory=dict)  # version -> (error, t)
-    degraded: str | None = None  # why the served version is not what the config says
 
 
 class ModelRegistry:
@@ -59,14 +52,11 @@ class ModelRegistry:
         self.max_extra_versions = max_extra_versions
         self.retry_seconds = retry_seconds
         self._lock = threading.Lock()
-        self._models: dict[str, _ModelState] = {}
+        self._models: dict[str, ModelState] = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._config: dict[str, dict[str, Any]] | None = None  # last readable models.config
-        self._config_seen = False  # a models.config governed this base once: never fall back
-        self._config_error: str | None = None
-        self._warned_no_config = False
+        self._watch = ConfigWatch(self.model_base)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -97,13 +87,13 @@ class ModelRegistry:
     def _load(self, name: str, version: int) -> Servable:
         """Return the loaded servable, loading it (once, even if raced) when needed."""
         with self._lock:
-            state = self._models.setdefault(name, _ModelState(name))
+            state = self._models.setdefault(name, ModelState(name))
             if version in state.loaded:
                 return state.loaded[version]
             load_lock = self._load_locks.setdefault((name, version), threading.Lock())
         with load_lock:
             with self._lock:
-                state = self._models.setdefault(name, _ModelState(name))
+                state = self._models.setdefault(name, ModelState(name))
                 if version in state.loaded:
                     return state.loaded[version]
             path = self.model_base / name / str(version)
@@ -115,19 +105,19 @@ class ModelRegistry:
                 message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
                 log.error("failed to load model %s version %s: %s", name, version, message)
                 with self._lock:
-                    self._models.setdefault(name, _ModelState(name)).failed[version] = (
+                    self._models.setdefault(name, ModelState(name)).failed[version] = (
                         message,
                         time.monotonic(),
                     )
                 raise
             log.info("loaded model %s version %s in %.2fs", name, version, time.monotonic() - start)
             with self._lock:
-                state = self._models.setdefault(name, _ModelState(name))
+                state = self._models.setdefault(name, ModelState(name))
                 state.loaded[version] = servable
                 state.failed.pop(version, None)
             return servable
 
-    def _should_try(self, state: _ModelState | None, version: int) -> bool:
+    def _should_try(self, state: ModelState | None, version: int) -> bool:
         if state is None or version not in state.failed:
             return True
         return time.monotonic() - state.failed[version][1] >= self.retry_seconds
@@ -136,7 +126,7 @@ class ModelRegistry:
         """Scan ``model_base`` once: read ``models.config``, load what it makes served or
         labelled, keep the last good served set where it names nothing valid, unload what
         is no longer needed. Never raises for a single broken model."""
-        config = self._read_config()
+        config = self._watch.read()
         names = set(layout.list_models(self.model_base)) | set(config or {})
         for name in sorted(names):
             try:
@@ -148,50 +138,10 @@ class ModelRegistry:
                 log.info("model %s disappeared from %s; unloading", gone, self.model_base)
                 del self._models[gone]
 
-    def _read_config(self) -> dict[str, dict[str, Any]] | None:
-        """The config to apply this poll: the file's, else the last readable one (with
-        ``_config_error`` set), or None in TF Serving's ``--model_base_path`` mode."""
-        try:
-            config = layout.read_config_in_effect(self.model_base)
-            error = None
-            if config is None and self._config_seen:
-                error = f"{self.model_base / layout.MODELS_CONFIG} disappeared"
-        except ValueError as exc:
-            config, error = None, str(exc)
-        if config is not None:
-            self._config, self._config_seen = config, True
-        elif error is not None:
-            self._config_seen = True
-        elif not self._warned_no_config:
-            self._warned_no_config = True
-            log.warning(
-                "no models.config in %s: serving the newest version of each model "
-                "(TF Serving's --model_base_path mode)",
-                self.model_base,
-            )
-        if error != self._config_error:
-            if error is not None:
-                log.error("models.config unusable, keeping the served versions: %s", error)
-            else:
-                log.info("models.config readable again")
-            self._config_error = error
-        return self._config if self._config_seen else None
-
-    def _target(
-        self, name: str, config: dict[str, dict[str, Any]] | None, versions: list[int]
-    ) -> tuple[int | None, str | None, dict[str, int] | None]:
-        """(version to serve, why none, labels to apply or None to keep the current ones)."""
-        if self._config_error is not None:
-            return None, f"models.config unusable: {self._config_error}", None
-        target, reason = layout.configured_version(config, name, versions)
-        entry = (config or {}).get(name)
-        labels = dict(entry["labels"]) if entry is not None and reason is None else None
-        return target, reason, labels if config is not None else {}
-
     def _refresh_model(self, name: str, config: dict[str, dict[str, Any]] | None) -> None:
         versions = layout.list_versions(self.model_base, name)
         on_disk = set(versions)
-        target, reason, new_labels = self._target(name, config, versions)
+        target, reason, new_labels = self._watch.target(name, config, versions)
         with self._lock:
             state = self._models.get(name)
             current = state.served if state is not None and state.served in state.loaded else None
@@ -228,7 +178,7 @@ class ModelRegistry:
                 reason = f"version {target} failed to load: {error}"
         for version in sorted(set(labels.values()) - {target}, reverse=True):
             ensure_loaded(version)
-        if effective is None and current is None and target is not None and not self._config_seen:
+        if effective is None and current is None and target is not None and not self._watch.seen:
             # --model_base_path mode with nothing served yet: the newest older version that loads.
             for version in [v for v in reversed(versions) if v < target][:3]:
                 if ensure_loaded(version):
@@ -247,7 +197,7 @@ class ModelRegistry:
         """Swap in the served version and labels; keep the last good ones where ``effective``
         is None; record and log (once per change) why the model is degraded."""
         with self._lock:
-            state = self._models.setdefault(name, _ModelState(name))
+            state = self._models.setdefault(name, ModelState(name))
             if effective is not None and state.served != effective:
                 log.info("model %s now serves version %s (was %s)", name, effective, state.served)
                 if state.served is not None:
@@ -295,11 +245,7 @@ class ModelRegistry:
             if state is None:
                 raise ApiError(404, f"Servable not found for request: Latest({name})")
             if label is not None:
-                if label not in state.labels:
-                    raise ApiError(
-                        400, f"Unrecognized servable version label: {label} for model {name}"
-                    )
-                version = state.labels[label]
+                version = labelled_version(state, label)
             if version is None:
                 if state.served is None or state.served not in state.loaded:
                     if state.failed:
@@ -361,20 +307,12 @@ class ModelRegistry:
             if state is None:
                 raise ApiError(404, f"Could not find any versions of model {name}")
             if label is not None:
-                if label not in state.labels:
-                    raise ApiError(
-                        400, f"Unrecognized servable version label: {label} for model {name}"
-                    )
-                version = state.labels[label]
-            entries: dict[int, dict[str, Any]] = {}
-            for v, (message, _) in state.failed.items():
-                entries[v] = _status_entry(v, "END", "UNKNOWN", message)
-            for v in state.loaded:
-                entries[v] = _status_entry(v, "AVAILABLE", "OK", "")
+                version = labelled_version(state, label)
+            entries = status_entries(state)
         if version is not None:
             if version not in entries:
                 if version in layout.list_versions(self.model_base, name):
-                    return [_status_entry(version, "END", "OK", "")]  # published, not loaded
+                    return [status_entry(version, "END", "OK", "")]  # published, not loaded
                 raise ApiError(404, f"Could not find version {version} of model {name}")
             return [entries[version]]
         if not entries:
@@ -398,12 +336,12 @@ class ModelRegistry:
                 }
                 for name, state in sorted(self._models.items())
             }
-            reason = self._config_error
+            reason = self._watch.error
         degraded = reason is not None or any(m["degraded"] for m in models.values())
         return {
             "status": "degraded" if degraded else "ok",
             "reason": reason,
-            "mode": "models.config" if self._config_seen else "model_base_path",
+            "mode": "models.config" if self._watch.seen else "model_base_path",
             "models": models,
         }
 
@@ -411,11 +349,3 @@ class ModelRegistry:
         """Names of the models currently known to the registry."""
         with self._lock:
             return sorted(self._models)
-
-
-def _status_entry(version: int, state: str, code: str, message: str) -> dict[str, Any]:
-    return {
-        "version": str(version),
-        "state": state,
-        "status": {"error_code": code, "error_message": message},
-    }

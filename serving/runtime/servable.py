@@ -95,8 +95,10 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
     from google.protobuf import json_format
     from tensorflow.core.protobuf import meta_graph_pb2
 
+    from serving.runtime.signatures import SignatureFunction
+
     model = tf.saved_model.load(str(path))
-    signatures = dict(model.signatures)
+    signatures = {key: SignatureFunction(fn) for key, fn in model.signatures.items()}
     input_specs = {key: dict(fn.structured_input_signature[1]) for key, fn in signatures.items()}
     protos = _signature_def_protos_from_pb(path) or {}
     for key, fn in signatures.items():
