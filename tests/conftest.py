@@ -114,11 +114,17 @@ def s3(s3_endpoint, monkeypatch) -> S3Bucket:
 #: under a second (``make test-unit``)
 UNIT_MODULES = frozenset(
     {
+        "tests/test_audit.py",
+        "tests/test_check.py",
         "tests/test_config.py",
         "tests/test_config_fields.py",
+        "tests/test_dag_docs.py",
         "tests/test_docs_reference.py",
-        "tests/test_run_history.py",
+        "tests/test_errors.py",
+        "tests/test_plugin.py",
         "tests/test_request_log.py",
+        "tests/test_storage.py",
+        "tests/test_triggers.py",
     }
 )
 #: fixtures that start a real server: a test using one is at least integration
@@ -127,11 +133,13 @@ SERVER_FIXTURES = frozenset({"redis_connection", "postgres_url", "s3_endpoint", 
 
 def tier(item: pytest.Item) -> str:
     """The tier of a test: ``e2e`` (marked ``e2e`` or ``slow``: a real Airflow DAG run, real
-    training, a browser or the installed wheel), ``unit`` (a module of :data:`UNIT_MODULES` and
-    no server fixture) or ``integration`` (the rest: real libraries, servers and subprocesses
+    training, a browser or the installed wheel), ``unit`` (a module of :data:`UNIT_MODULES`, not
+    marked ``integration``, no server fixture) or ``integration`` (the rest: real libraries, servers and subprocesses
     on small data)."""
     if item.get_closest_marker("e2e") or item.get_closest_marker("slow"):
         return "e2e"
+    if item.get_closest_marker("integration"):  # a heavy test in a unit module says so itself
+        return "integration"
     module = item.path.relative_to(REPO).as_posix()
     if module in UNIT_MODULES and not SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
         return "unit"
