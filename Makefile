@@ -9,8 +9,13 @@ UV     := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export MLP_HOME ?= $(CURDIR)/.mlplatform
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
+# pytest-xdist: parallel workers for `make test` / `make test-fast` (each test file runs whole on
+# one worker: module fixtures such as the end-to-end demo run are shared by its tests);
+# PYTEST_WORKERS=0 runs in this process
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile,)
 
-.PHONY: help env demo demo-drift test test-fast lint docs serve ui clean
+.PHONY: help env demo demo-drift test test-fast test-unit lint docs serve ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,11 +42,14 @@ demo: env ## run the demo pipeline through Airflow end to end and query the serv
 demo-drift: env ## the continuous-training loop on Airflow's real scheduler: drift -> monitor -> retrain -> new served version
 	$(VENV)/bin/mlplatform demo-drift
 
-test: env lint ## lint, then all tests (slow end-to-end ones included; PYTEST_ARGS='-m "not slow"' skips them)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: env lint ## lint, then every tier (unit, integration, e2e) in parallel (PYTEST_WORKERS=2 xdist workers; 0: one process): what CI runs
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
-test-fast: env ## run the tests without the slow end-to-end ones
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: env ## the unit and integration tiers (no end-to-end DAG runs), in parallel like `make test`
+	$(VENV)/bin/pytest $(XDIST) -m "not e2e" $(PYTEST_ARGS)
+
+test-unit: env ## the unit tier only: pure logic, no server, subprocess or Airflow DB (seconds)
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
 lint: env ## ruff check + ruff format --check over the whole tree, import-linter's layer contracts (.importlinter), mypy on the stage contracts, stages, operators, config, Kubernetes builders and infra runners ([tool.mypy]) (part of `make test`, so of CI)
 	$(VENV)/bin/ruff check .

@@ -16,17 +16,23 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def mlp_home(tmp_path, monkeypatch) -> Path:
-    """A fresh embedded platform home; every setting derives from it."""
-    home = tmp_path / "home"
-    home.mkdir()
+def use_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every setting at the platform home ``home`` (created): ``MLP_HOME``, an Airflow home
+    inside it, no inherited ``AIRFLOW__*`` setting. ``monkeypatch`` undoes it (a module- or
+    session-scoped fixture passes its own ``pytest.MonkeyPatch.context()``)."""
+    home.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("MLP_HOME", str(home))
     for key in list(os.environ):
         if key.startswith("AIRFLOW__") or key == "AIRFLOW_HOME":
             monkeypatch.delenv(key)
     monkeypatch.setenv("AIRFLOW_HOME", str(home / "airflow"))
     return home
+
+
+@pytest.fixture
+def mlp_home(tmp_path, monkeypatch) -> Path:
+    """A fresh embedded platform home; every setting derives from it."""
+    return use_home(tmp_path / "home", monkeypatch)
 
 
 @pytest.fixture
@@ -99,3 +105,53 @@ def s3(s3_endpoint, monkeypatch) -> S3Bucket:
     bucket = S3Bucket(boto3.client("s3", endpoint_url=s3_endpoint), f"b-{uuid.uuid4().hex[:12]}")
     bucket.client.create_bucket(Bucket=bucket.name)
     return bucket
+
+
+# ------------------------------------------------------------------------------------ tiers
+
+#: modules whose tests are pure logic on small in-memory or tmp-file inputs: no server, no
+#: Airflow metadata DB, no subprocess, no TensorFlow model, no MLflow store; each test well
+#: under a second (``make test-unit``)
+UNIT_MODULES = frozenset(
+    {
+        "tests/test_audit.py",
+        "tests/test_check.py",
+        "tests/test_config.py",
+        "tests/test_config_fields.py",
+        "tests/test_dag_docs.py",
+        "tests/test_docs_reference.py",
+        "tests/test_errors.py",
+        "tests/test_plugin.py",
+        "tests/test_request_log.py",
+        "tests/test_storage.py",
+        "tests/test_triggers.py",
+    }
+)
+#: fixtures that start a real server: a test using one is at least integration
+SERVER_FIXTURES = frozenset({"redis_connection", "postgres_url", "s3_endpoint", "s3"})
+
+
+def tier(item: pytest.Item) -> str:
+    """The tier of a test: ``e2e`` (marked ``e2e`` or ``slow``: a real Airflow DAG run, real
+    training, a browser or the installed wheel), ``unit`` (a module of :data:`UNIT_MODULES`, not
+    marked ``integration``, no server fixture) or ``integration`` (the rest: real libraries, servers and subprocesses
+    on small data)."""
+    if item.get_closest_marker("e2e") or item.get_closest_marker("slow"):
+        return "e2e"
+    if item.get_closest_marker("integration"):  # a heavy test in a unit module says so itself
+        return "integration"
+    module = item.path.relative_to(REPO).as_posix()
+    if module in UNIT_MODULES and not SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "unit"
+    return "integration"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier (``-m unit``, ``-m integration``, ``-m e2e``); ``slow``
+    stays an alias of ``e2e``, so ``-m "not slow"`` still skips the end-to-end tier."""
+    for item in items:
+        kind = tier(item)
+        item.add_marker(kind)
+        if kind == "e2e":
+            item.add_marker("slow")

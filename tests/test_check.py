@@ -294,6 +294,7 @@ def test_an_unreadable_batch_is_one_line(env, capsys, tmp_path):
     assert len(errors) == 1 and errors[0].startswith(f"--data: ingest: {empty}"), errors
 
 
+@pytest.mark.integration  # builds the trainer's Keras model: a TensorFlow import
 def test_model_layer_names_match_the_trainer():
     """Every layer the trainer builds (both kinds; TensorFlow) has a name ``check`` refuses as a
     feature name: a rename in ``training/model.py`` that the reserved names miss fails here."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from mlplatform.config import ConfigError, load_pipeline, parse_pipeline
+from tests.cli_inprocess import run_cli
 from tests.conftest import REPO
 
 DEMO = (REPO / "pipelines" / "demo.yaml").read_text()
@@ -86,22 +84,12 @@ def test_missing_section_and_bad_yaml():
 
 
 def test_cli_check_exit_codes(tmp_path, mlp_home):
-    ok = subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "check", "demo"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    ok = run_cli("check", "demo", cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert "demo: config ok" in ok.stdout
     bad = tmp_path / "broken.yaml"
     bad.write_text(DEMO.replace("epochs: 4", "epochs: -3"))
-    res = subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    res = run_cli("check", str(bad), cwd=REPO)
     assert res.returncode == 2
     assert (
         res.stderr.strip()

@@ -1,7 +1,13 @@
 """End to end through Airflow: demo run -> served answer; bad batch and refused gate lose nothing.
 
-Slow (real Airflow ``dag.test`` runs with real TensorFlow/Horovod training): ``-m "not slow"``
-skips it locally; CI runs it.
+One scenario on one platform home, split into tests that share it (``demo``, module-scoped):
+the demo run once, then read-only checks of what it left, then the runs that add to it, in this
+order: the same batch again (all cached), a corrupt batch (refused, nothing changes), a gate no
+model passes (v2 registered, not promoted). Each of those asserts the state it needs, so a test
+run alone (``-k``) still runs the demo first and fails clearly instead of passing on a wrong state.
+
+End-to-end tier (real Airflow ``dag.test`` runs with real TensorFlow training): ``make test-fast``
+skips it; ``make test`` (CI) runs it.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mlplatform.contracts import TRAIN_STAGES, WORK_STAGES, validate_output
-from tests.conftest import REPO
+from tests.conftest import REPO, use_home
 from tests.run_checks import assert_run_explains_itself, own_lines, task_log
 
 pytestmark = pytest.mark.slow
@@ -43,13 +51,30 @@ def _registry(home: Path):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path):
-    from mlplatform import datagen
-    from serving import layout
+@dataclass(frozen=True)
+class DemoRun:
+    """The platform home after ``mlplatform demo --rows 1500`` and what the command printed."""
 
-    # 1. the demo: a real DAG run through Airflow ending with a prediction from the promoted model
-    demo = _cli("demo", "--rows", "1500", home=mlp_home)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
+    home: Path
+    stdout: str
+
+    @property
+    def run_id(self) -> str:
+        return re.search(r"^run (\S+): success", self.stdout, re.M).group(1)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[DemoRun]:
+    """One demo run (a real DAG run through Airflow ending with a prediction from the promoted
+    model) on a home that every test of this module shares; the environment points at it."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = use_home(tmp_path_factory.mktemp("e2e") / "home", mp)
+        done = _cli("demo", "--rows", "1500", home=home)
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield DemoRun(home, done.stdout)
+
+
+def test_demo_prints_every_stage_and_a_served_answer(demo):
     for stage in WORK_STAGES:
         assert re.search(rf"^  {stage}\s+ok\s+\d+\.\d+s", demo.stdout, re.M), (
             f"no summary line for {stage}:\n{demo.stdout}"
@@ -58,10 +83,20 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     predictions = [float(m) for m in re.findall(r"-> \[?([0-9.eE-]+)\]?$", demo.stdout, re.M)]
     assert len(predictions) == 3 and all(0.0 <= p <= 1.0 for p in predictions)
 
-    client = _registry(mlp_home)
+
+def test_the_run_explains_itself_in_the_ui(demo):
+    """Task logs for every stage (no error lines, no TF noise), the validate table, the gate's
+    decision as its last line, http links and the run note."""
+    assert_run_explains_itself(demo.home, demo.run_id, list(TRAIN_STAGES))
+
+
+def test_every_stage_output_matches_its_contract_and_lineage_reaches_the_champion(demo):
+    from serving import layout
+
+    client = _registry(demo.home)
     v1 = client.get_model_version_by_alias("demo", "champion")
     assert int(v1.version) == 1
-    ingest_path = next((mlp_home / "storage" / "demo").glob("*/ingest/summary.json"))
+    ingest_path = next((demo.home / "storage" / "demo").glob("*/ingest/summary.json"))
     ingest_summary = json.loads(ingest_path.read_text())
     for stage in TRAIN_STAGES:  # every task's real XCom matches its declared contract
         summary = json.loads((ingest_path.parent.parent / stage / "summary.json").read_text())
@@ -80,12 +115,10 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
     run = client.get_run(v1.run_id)
     assert run.data.tags["data_version"] == v1.tags["data_version"]
     assert "holdout_auc" in run.data.metrics
-    models = mlp_home / "serving" / "models"
-    assert layout.served_version(models, "demo") == 1
-    # the run explains itself in the UI: task logs, the validate table, the gate's decision, note
-    demo_run = re.search(r"^run (\S+): success", demo.stdout, re.M).group(1)
-    assert_run_explains_itself(mlp_home, demo_run, list(TRAIN_STAGES))
-    # the audit trail names who promoted and why; MLflow links back into the UI over http
+    assert layout.served_version(demo.home / "serving" / "models", "demo") == 1
+
+
+def test_audit_trail_names_the_promotion_and_mlflow_links_back_over_http(demo):
     from mlplatform import audit
     from mlplatform.settings import get_settings
 
@@ -96,6 +129,7 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
         trail[1].reason.startswith("passed the gate (auc 0.")
         and "vs champion None" in trail[1].reason
     )
+    v1 = _registry(demo.home).get_model_version_by_alias("demo", "champion")
     assert (
         v1.tags["airflow_run_url"].startswith("http")
         and "/dags/mlp_demo_train/runs/" in v1.tags["airflow_run_url"]
@@ -106,31 +140,53 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
         and "/mlplatform/reports/demo/" in v1.tags["data_docs_url"]
     )
 
-    # 1b. the same batch again: every stage is reused from run 1 (step caching), nothing trains
-    (batch,) = (mlp_home / "demo-data").glob("batch-*.csv")
-    again = _cli("run", "demo", "--data", str(batch), home=mlp_home)
+
+# ------------------------------------------------- runs that add to the shared home, in order
+
+
+def test_the_same_batch_again_reuses_every_stage(demo):
+    """Step caching: every stage is reused from the demo's run, nothing trains."""
+    (batch,) = (demo.home / "demo-data").glob("batch-*.csv")
+    again = _cli("run", "demo", "--data", str(batch), home=demo.home)
     assert again.returncode == 0, again.stdout + again.stderr
-    first_run = re.search(r"^run (\S+): success", demo.stdout, re.M).group(1)
     for stage in ("ingest", "validate", "features", "training_set", "train", "register", "gate"):
         assert re.search(
-            rf"^  {stage}\s+ok\s.*\(cached from run {re.escape(first_run)}\)$", again.stdout, re.M
+            rf"^  {stage}\s+ok\s.*\(cached from run {re.escape(demo.run_id)}\)$",
+            again.stdout,
+            re.M,
         ), f"{stage} not cached:\n{again.stdout}"
     assert "cache: 9 stage(s) reused earlier outputs" in again.stdout
+    client = _registry(demo.home)
     experiment = client.get_experiment_by_name("demo").experiment_id
     assert len(client.search_runs([experiment])) == 1, "the cached run trained again"
     assert len(client.search_model_versions("name='demo'")) == 1
 
-    # 2. a corrupt batch: one-line error naming expectations and columns; nothing downstream changes
+
+def test_a_corrupt_batch_fails_in_one_line_and_changes_nothing(demo, tmp_path):
+    from mlplatform import datagen
+    from serving import layout
+
     bad = datagen.write(datagen.generate(1500, seed=7, bad_fraction=0.05), tmp_path / "bad.csv")
-    res = _cli("run", "demo", "--data", str(bad), home=mlp_home)
+    res = _cli("run", "demo", "--data", str(bad), home=demo.home)
     assert res.returncode == 1, res.stdout + res.stderr
     err = res.stderr.strip()
     assert err.startswith("mlplatform: validation failed:") and "\n" not in err
     assert "expect_column_values_to_be_in_set(contract_type)" in err
-    assert len(client.search_model_versions("name='demo'")) == 1
-    assert layout.served_version(models, "demo") == 1
+    assert len(_registry(demo.home).search_model_versions("name='demo'")) == 1
+    assert layout.served_version(demo.home / "serving" / "models", "demo") == 1
 
-    # 3. a gate that no model can pass: the run ends skipped with the reason, champion stays
+
+def test_a_gate_no_model_passes_skips_with_the_reason_and_the_champion_stays(
+    demo, pipelines_dir, tmp_path
+):
+    from mlplatform import datagen
+    from mlplatform.config import load_pipeline
+    from mlplatform.platform_view import model_view
+    from mlplatform.settings import get_settings
+    from serving import layout
+
+    client = _registry(demo.home)
+    assert len(client.search_model_versions("name='demo'")) == 1, "needs the demo's state"
     cfg = pipelines_dir / "demo.yaml"
     cfg.write_text(cfg.read_text().replace("min: 0.70", "min: 0.999"))
     good = datagen.write(datagen.generate(1500, seed=8), tmp_path / "good.csv")
@@ -139,25 +195,23 @@ def test_demo_then_bad_batch_then_refused_gate(mlp_home, pipelines_dir, tmp_path
         "demo",
         "--data",
         str(good),
-        home=mlp_home,
+        home=demo.home,
         extra_env={"MLP_PIPELINES_PATH": str(pipelines_dir)},
     )
     assert res.returncode == 1, res.stdout + res.stderr
     assert re.search(r"gate\s+SKIPPED", res.stdout)
+    assert "not promoted: gate refused demo v2: auc=" in res.stderr
     refused_run = re.search(r"^run (\S+): ", res.stdout, re.M).group(1)
-    gate_log = own_lines(task_log(mlp_home, "mlp_demo_train", refused_run, "gate"))
+    gate_log = own_lines(task_log(demo.home, "mlp_demo_train", refused_run, "gate"))
     assert gate_log[-1].startswith("gate decision: refused: gate refused demo v2: auc="), gate_log[
         -3:
     ]
-    assert "not promoted: gate refused demo v2: auc=" in res.stderr
     assert int(client.get_model_version_by_alias("demo", "challenger").version) == 2
     assert int(client.get_model_version_by_alias("demo", "champion").version) == 1
+    models = demo.home / "serving" / "models"
     assert layout.served_version(models, "demo") == 1
     assert layout.list_versions(models, "demo") == [1]
     # the platform view shows the refusal on v2 and v1's passed gate
-    from mlplatform.config import load_pipeline
-    from mlplatform.platform_view import model_view
-
     view = model_view(get_settings(), load_pipeline(cfg))
     gates = {v["version"]: v["gate"] for v in view["versions"]}
     assert gates[2]["decision"] == "refused" and gates[2]["refused"].startswith(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pandas as pd
@@ -17,6 +14,7 @@ from mlplatform.skew import SkewDetected, assert_no_skew, check_skew
 from mlplatform.stages.features import feature_store, materialize_features
 from mlplatform.stages.ingest import ingest
 from mlplatform.storage import stage_dir, to_path
+from tests.cli_inprocess import CliResult, run_cli
 from tests.conftest import REPO
 
 END = pd.Timestamp("2026-06-01", tz="UTC").to_pydatetime()
@@ -94,10 +92,8 @@ def test_redis_online_store_serves_the_latest_values_and_skew_is_caught(
     assert "1 value(s) differ between online and offline" in message
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "mlplatform.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args, cwd=REPO)
 
 
 def test_skew_cli_on_the_sqlite_store_passes_then_reports_a_diff(mlp_home, tmp_path, cfg):

@@ -350,8 +350,8 @@ def test_a_failed_promotion_keeps_the_served_version_and_champion(env):
 
 def test_cli_rollback_and_status(env, monkeypatch):
     import socket
-    import subprocess
-    import sys
+
+    from tests.cli_inprocess import run_cli
 
     with socket.socket() as sock:  # a port nobody serves on: no server to wait for
         sock.bind(("127.0.0.1", 0))
@@ -363,12 +363,7 @@ def test_cli_rollback_and_status(env, monkeypatch):
     _ship(cfg, settings, v2, holdout, tmp)
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "mlplatform.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        )
+        return run_cli(*args, cwd=REPO)
 
     status = cli("status", "demo")
     assert status.returncode == 0 and f"demo: served version {v2}" in status.stdout

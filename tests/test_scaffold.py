@@ -19,6 +19,7 @@ from mlplatform.scaffold.profile import profile_frame, profile_table
 from mlplatform.scaffold.suite import draft_suite
 from mlplatform.settings import Settings
 from tests import scaffold_tables
+from tests.cli_inprocess import CliResult, run_cli
 from tests.conftest import REPO
 
 
@@ -33,11 +34,8 @@ def scaffold_env(mlp_home, pipelines_dir, tmp_path, monkeypatch) -> Settings:
     return Settings()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", *args],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300,
-    )  # fmt: skip
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args, cwd=REPO)
 
 
 # --------------------------------------------------------------------------- profile

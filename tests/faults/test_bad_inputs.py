@@ -7,11 +7,9 @@ functions are called directly (fast); only ``mlplatform check`` goes through the
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +24,7 @@ from mlplatform.stages import StageError, ValidationFailed
 from mlplatform.stages.ingest import ingest
 from mlplatform.stages.validate import validate
 from mlplatform.storage import stage_dir
+from tests.cli_inprocess import run_cli
 from tests.conftest import REPO
 
 END = pd.Timestamp("2026-06-01", tz="UTC").to_pydatetime()
@@ -239,9 +238,7 @@ def test_check_refuses_column_names_feast_and_tensorflow_cannot_take(pipelines_d
         "categorical: [contract_type, region]", "categorical: [contract.type, region]"
     )
     (pipelines_dir / "demo.yaml").write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "mlplatform.cli", "check", "demo"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = run_cli("check", "demo", cwd=REPO)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     numeric = next(line for line in lines if "features.numeric" in line)

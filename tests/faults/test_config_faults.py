@@ -25,6 +25,7 @@ from mlplatform.config import (
     load_pipelines,
     parse_pipeline,
 )
+from tests.cli_inprocess import CliResult, run_cli
 from tests.conftest import REPO
 
 DEMO = (REPO / "pipelines" / "demo.yaml").read_text()
@@ -76,19 +77,12 @@ def parse_in_child(path: Path, timeout: float = 20) -> tuple[float, str]:
 
 def cli_check(
     target: str | Path, pipelines_dir: Path, command: str = "check", *args: str
-) -> subprocess.CompletedProcess:
+) -> CliResult:
     env = {**os.environ, "MLP_PIPELINES_PATH": str(pipelines_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", command, str(target), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    return run_cli(command, str(target), *args, env=env, cwd=REPO)
 
 
-def check_error(res: subprocess.CompletedProcess) -> str:
+def check_error(res: CliResult) -> str:
     """The config error ``mlplatform check`` printed (exit 2, one ``mlplatform: error:``)."""
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr[-1500:])
     text = res.stderr.strip()
