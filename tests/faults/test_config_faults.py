@@ -103,7 +103,9 @@ def test_billion_laughs_is_refused_fast_in_one_line(tmp_path):
     bomb = tmp_path / "lol.yaml"
     bomb.write_text(BILLION_LAUGHS)
     seconds, error = parse_in_child(bomb)
-    assert seconds < 1.0
+    # the expansion would take minutes and gigabytes; refusing takes milliseconds. The bound is
+    # wide so that a loaded machine never fails it
+    assert seconds < 30
     assert "\n" not in error and len(error) < 200 and "lol" not in error.removeprefix(str(bomb))
     assert error.startswith(f"{bomb}:")
     assert "aliases" in error
