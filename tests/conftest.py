@@ -29,6 +29,22 @@ def use_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_uri_outlives_its_test() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (the platform calls them in-process)
+    also export ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` and keep process globals: left
+    set, a later test's subprocesses and default-URI clients would read an earlier test's
+    registry (two workers' test orders found it). Reset after every test."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(key, None)
+
+
 @pytest.fixture
 def mlp_home(tmp_path, monkeypatch) -> Path:
     """A fresh embedded platform home; every setting derives from it."""

@@ -194,7 +194,9 @@ def test_demo_runs_on_postgres_s3_redis_and_an_mlflow_server(production):
     assert _keys(s3, "storage/demo/feast/offline/"), "the Feast offline files are not in S3"
 
     # the MLflow backend is PostgreSQL, the model version's artifacts are on S3
-    client = MlflowClient(tracking_uri=production["MLFLOW_URL"])
+    client = MlflowClient(
+        tracking_uri=production["MLFLOW_URL"], registry_uri=production["MLFLOW_URL"]
+    )
     version = client.get_model_version_by_alias("demo", "champion")
     assert int(version.version) == 1
     assert version.tags["training_set_uri"].startswith(f"s3://{BUCKET}/storage/demo/")

@@ -27,6 +27,15 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+def _registry(home: Path):
+    """The home's MLflow tracking store and registry (both named: a default registry URI is a
+    process global that another test may have set)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def _cli(home: Path, pipelines: Path, *args: str) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -82,9 +91,8 @@ def _dag_run_state(home: Path, run_id: str) -> str:
 
 
 def _mlflow_runs(home: Path, run_id: str) -> list:
-    from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    client = _registry(home)
     exp = client.get_experiment_by_name("demo")
     return (
         []
@@ -124,7 +132,6 @@ def test_concurrent_runs_serialize_per_pipeline_and_never_touch_another_pipeline
     pipeline: it runs alongside and shares none of demo's data, features, registry entries,
     served model or monitoring reference). One test for both guarantees: each full run costs
     minutes of the suite."""
-    from mlflow import MlflowClient
 
     from serving.layout import read_models_config
 
@@ -153,7 +160,7 @@ def test_concurrent_runs_serialize_per_pipeline_and_never_touch_another_pipeline
         assert f"data_version={_md5(batch)}" in out, out
         assert not any(_md5(other) in out for other in outs if other != batch), out
 
-    client = MlflowClient(f"sqlite:///{mlp_home / 'mlflow.db'}")
+    client = _registry(mlp_home)
     demo_versions = client.search_model_versions("name='demo'")
     assert sorted(v.tags["data_version"] for v in demo_versions) == sorted([_md5(a), _md5(b)])
     (twin_version,) = client.search_model_versions("name='twin'")
@@ -278,9 +285,8 @@ def test_a_run_whose_driver_was_killed_is_reaped_and_its_checkpoints_reused(
     assert f"ended MLflow run(s) {crashed.info.run_id} of {runner['run_id']} as FAILED" in log
     assert "resuming from checkpoint at epoch" in log, "the rerun on the same batch started over"
     # the resumed training continued the crashed MLflow run: one loss series, marked as resumed
-    from mlflow import MlflowClient
 
-    resumed = MlflowClient(f"sqlite:///{mlp_home / 'mlflow.db'}").get_run(crashed.info.run_id)
+    resumed = _registry(mlp_home).get_run(crashed.info.run_id)
     assert (
         resumed.info.status == "FINISHED"
         and resumed.data.tags["ended_by"] == "mlplatform: its Airflow run died"
