@@ -244,6 +244,7 @@ def test_dag_run(dag, run_id: str, logical: datetime, conf: dict, attempts: int 
         try:
             return dag.test(logical_date=logical, run_after=logical, run_conf=conf)
         except (IntegrityError, PendingRollbackError) as exc:
+            _discard_failed_session()
             if attempt == attempts or _dag_run_exists(dag.dag_id, run_id):
                 raise
             log.warning(
@@ -253,6 +254,16 @@ def test_dag_run(dag, run_id: str, logical: datetime, conf: dict, attempts: int 
             )
             time.sleep(attempt + secrets.randbelow(1000) / 1000)
     raise AssertionError("unreachable")
+
+
+def _discard_failed_session() -> None:
+    """Roll back and drop this thread's Airflow ORM session: after a failed flush (the
+    collision above) it refuses every further query (``PendingRollbackError``) until then."""
+    from airflow import settings as airflow_settings
+
+    if airflow_settings.Session is not None:
+        airflow_settings.Session.rollback()
+        airflow_settings.Session.remove()
 
 
 def _dag_run_exists(dag_id: str, run_id: str) -> bool:
