@@ -65,9 +65,9 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 def to_path_root() -> Path:
     """The local directory holding the platform storage (or its working copy)."""
     from mlplatform.settings import get_settings
-    from mlplatform.storage import to_path
+    from mlplatform.storage import local_root
 
-    return to_path(get_settings().storage).resolve()
+    return local_root(get_settings()).resolve()
 
 
 def report_target(path: str) -> tuple[Path, str]:
