@@ -322,6 +322,7 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
                 in_cluster=self.in_cluster,
                 cluster_context=self.cluster_context,
                 config_file=self.config_file,
+                logging_interval=self.logging_interval if self.get_logs else None,
             ),
             method_name="execute_mpijob_complete",
         )
@@ -349,7 +350,8 @@ class HorovodKubernetesTrainOperator(TrainCaching, KubernetesPodOperator):
         if status in ("success", "failed"):
             try:
                 launcher = client.read_launcher_log(
-                    KubernetesSettings().mpi_ttl_seconds_after_finished
+                    KubernetesSettings().mpi_ttl_seconds_after_finished,
+                    since=event.get("last_log_time"),
                 )
             except ApiException as exc:
                 raise AirflowException(

@@ -38,6 +38,7 @@ from mlplatform.k8s.mpijob import (
     mpijob_state,
     parse_result_line,
 )
+from operators.mpijob_trigger import parse_log_time
 from training.spec import read_error_line
 
 _log = logging.getLogger(__name__)
@@ -181,9 +182,13 @@ class MPIJobClient:
         pod: V1Pod = max(pods, key=created)
         return pod
 
-    def read_launcher_log(self, kept_seconds: int) -> LauncherLog:
-        """Write the launcher's whole log into the task log (the provider's PodManager, which
-        joins continuation lines and re-opens a dropped stream) and return what it said.
+    def read_launcher_log(self, kept_seconds: int, since: str | None = None) -> LauncherLog:
+        """Write the launcher's log into the task log (the provider's PodManager, which joins
+        continuation lines and re-opens a dropped stream) and return what it said.
+
+        ``since`` (ISO time, the trigger's ``last_log_time``): the trigger already wrote the
+        lines before it into the task log while the job ran, so only the rest is written; what
+        the log *said* (result, trainer error) is still read from the whole log.
 
         ``kept_seconds``: how long after it ended the launcher pod is kept (the job's
         ``ttlSecondsAfterFinished``). The PodManager reads nothing from a container that ended
@@ -196,13 +201,23 @@ class MPIJobClient:
             return out
 
         def tap(container: str, message: str) -> str:
-            out.add(message)
+            if since is None:
+                out.add(message)
             return f"[{container}] {message}"
 
+        if since is not None:
+            raw = self.hook.core_v1_client.read_namespaced_pod_log(
+                pod.metadata.name,
+                self.namespace,
+                container=LAUNCHER_CONTAINER,
+                _preload_content=False,  # raw bytes: a non-UTF-8 line must not fail the task
+            )
+            out.add(raw.data.decode("utf-8", errors="replace"))
         PodManager(kube_client=self.hook.core_v1_client).fetch_container_logs(
             pod,
             LAUNCHER_CONTAINER,
             follow=False,
+            since_time=parse_log_time(since),
             post_termination_timeout=kept_seconds,
             log_formatter=tap,
         )

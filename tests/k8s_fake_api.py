@@ -68,6 +68,8 @@ class FakeKubernetes:
     ) -> None:
         self.timeline = timeline or []
         self.launcher_log = launcher_log or []
+        #: when each launcher line was written (default: long ago, fixed stamps)
+        self.log_times: list[datetime] = []
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -281,10 +283,18 @@ class FakeKubernetes:
         if (request.match_info["ns"], request.match_info["name"]) not in self.pods:
             return self._status(404, "NotFound", "pod not found")
         stamps = go_bool(request.query.get("timestamps"))
-        text = "".join(
-            (f"2026-03-01T12:00:{i:02d}.{i + 1}Z " if stamps else "") + f"{line}\n"
-            for i, line in enumerate(self.launcher_log)
-        )
+        since = request.query.get("sinceSeconds")
+        oldest = datetime.now(UTC) - timedelta(seconds=int(since)) if since else None
+        lines = []
+        for i, line in enumerate(self.launcher_log):
+            at = self.log_times[i] if i < len(self.log_times) else None
+            if oldest is not None and (at is None or at < oldest):
+                continue  # the kubelet's sinceSeconds: lines at or after now - N seconds
+            stamp = (
+                at.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if at else f"2026-03-01T12:00:{i:02d}.{i + 1}Z"
+            )
+            lines.append((f"{stamp} " if stamps else "") + f"{line}\n")
+        text = "".join(lines)
         return web.Response(text=text, content_type="text/plain")
 
     def app(self) -> web.Application:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -139,7 +140,8 @@ def test_trigger_polls_the_conditions_until_the_job_succeeds(cluster):
     )
     event = first_event(trigger())
     assert event == {"status": "success", "name": NAME, "namespace": NS, "state": "Succeeded",
-                     "reason": "MPIJobSucceeded", "message": "done"}  # fmt: skip
+                     "reason": "MPIJobSucceeded", "message": "done",
+                     "last_log_time": None}  # fmt: skip (no logging_interval: no log read)
     assert job_gets(fake) == 4  # one poll per status, through the async hook's connection
 
 
@@ -214,9 +216,10 @@ def test_operator_submits_the_mpijob_and_defers(cluster, production_env):
 def test_operator_resumes_reads_the_launcher_log_and_cleans_up(cluster, production_env, capsys):
     set_training(production_env, workers=2, gpus_per_worker=4)
     fake = cluster([CREATED, RUNNING, RUNNING, SUCCEEDED])
-    op, context = operator(), make_context()
+    # no live log (logging_interval=None): the resumed task writes the whole launcher log
+    op, context = operator(logging_interval=None), make_context()
     event = first_event(deferred(op, context).trigger)
-    assert event["status"] == "success"
+    assert event["status"] == "success" and event["last_log_time"] is None
 
     capsys.readouterr()
     result = op.execute_mpijob_complete(context, event)
@@ -238,6 +241,40 @@ def test_operator_resumes_reads_the_launcher_log_and_cleans_up(cluster, producti
     assert "[launcher] [1,0]<stdout>:holdout auc=0.8300" in task_log
     # on_finish_action=delete_succeeded_pod: the succeeded job goes, after its log was read
     assert fake.deleted == [(NAME, "Foreground")]
+
+
+def test_the_launcher_log_follows_the_running_job_and_the_resume_writes_only_the_rest(
+    cluster, production_env, monkeypatch, capsys, caplog
+):
+    """While the job runs the trigger writes the launcher's lines into the task log (the
+    provider's AsyncPodManager, ``sinceSeconds`` reads); the resumed task writes only the lines
+    after the trigger's ``last_log_time`` and still reads the result from the whole log."""
+    monkeypatch.setenv("MLP_K8S_LOGGING_INTERVAL_SECONDS", "1")
+    set_training(production_env, workers=2, gpus_per_worker=4)
+    fake = cluster([CREATED, RUNNING, RUNNING, SUCCEEDED], LAUNCHER_LOG[:3])
+    written = datetime.now(UTC) - timedelta(seconds=5)  # the first lines, before the first poll
+    fake.log_times = [written + timedelta(milliseconds=10 * i) for i in range(3)]
+    op, context = operator(), make_context()
+    trig = deferred(op, context).trigger
+    assert trig.serialize()[1]["logging_interval"] == 1
+    capsys.readouterr()
+    caplog.clear()
+    event = first_event(trig)
+    while_running = capsys.readouterr().out + caplog.text
+    assert "[launcher] [1,0]<stdout>:holdout auc=0.8300" in while_running
+    assert "MLPLATFORM_RESULT" not in while_running
+    assert event["status"] == "success" and event["last_log_time"]
+    reads = [q for m, p, q in fake.requests if p.endswith("/log")]
+    assert reads and reads[0]["container"] == "launcher"
+
+    fake.launcher_log.append(LAUNCHER_LOG[3])  # the result line, written after that read
+    fake.log_times.append(datetime.now(UTC))
+    caplog.clear()
+    result = op.execute_mpijob_complete(context, event)
+    on_resume = capsys.readouterr().out + caplog.text
+    assert "[launcher] [1,0]<stdout>:MLPLATFORM_RESULT" in on_resume
+    assert "holdout auc" not in on_resume  # not written twice
+    assert result["mlflow_run_id"] == "abc123" and result["model_uri"] == "models:/m-42"
 
 
 @pytest.mark.parametrize(
