@@ -39,12 +39,14 @@ def create_app(
     grpc_host: str = "127.0.0.1",
     grpc_max_workers: int = 16,
     grpc_idle_timeout_s: float = 30.0,
+    grpc_reuse_port: bool = False,
     pipelines_dir: Path | None = None,
     log_sample_rate: float = 1.0,
     log_queue_size: int = 10_000,
     log_max_file_bytes: int | None = None,
     log_redact: Sequence[str] = (),
     batching: BatchingParameters | None = None,
+    worker: tuple[int, int] | None = None,
 ) -> FastAPI:
     """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
 
@@ -58,7 +60,12 @@ def create_app(
     ``grpc_port`` (None: no gRPC; 0: a free port) also starts TF Serving's gRPC API on
     ``grpc_host`` in the lifespan, sharing the registry and the request log; connections idle
     for ``grpc_idle_timeout_s`` are closed; the bound port is ``app.state.grpc_port`` once
-    started (else None). A port that cannot be bound fails the startup.
+    started (else None). A port that cannot be bound fails the startup; ``grpc_reuse_port``
+    binds it with ``SO_REUSEPORT``, shared with the other workers of ``--workers N``.
+
+    ``worker``: ``(index, workers)`` when this app is one worker of several
+    (:mod:`serving.workers`); ``GET /v1/mlplatform/status`` then names it (``"worker": {"index",
+    "workers", "pid"}``).
 
     ``batching`` (None: off, TF Serving's default) batches predict calls across requests, REST
     and gRPC together (:mod:`serving.runtime.batching`).
@@ -111,6 +118,7 @@ def create_app(
                         idle_timeout_s=grpc_idle_timeout_s,
                         online=online,
                         batcher=batcher,
+                        reuse_port=grpc_reuse_port,
                     )
                 )
                 app_.state.grpc_port = grpc_handle.port
@@ -130,6 +138,7 @@ def create_app(
         online=online,
         batcher=batcher,
         lifespan=lifespan,
+        worker=worker,
     )
     app.state.registry = registry
     app.state.request_logger = request_log

@@ -21,6 +21,7 @@ the oldest is deleted), so the drift monitor's ``*.jsonl`` glob still reads ever
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -235,12 +236,26 @@ class QueuedRequestLog:
             log.exception("could not write request log for model %s", record.get("model"))
 
     def _rotate_if_full(self, path: Path, incoming: int) -> None:
+        if not self._full(path, incoming):
+            return
+        # several server processes (--workers) may write one day file: the rotation runs under
+        # an exclusive lock on a file beside it, and checks again once it holds the lock
+        lock_fd = os.open(path.with_name(".rotate.lock"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if self._full(path, incoming):
+                self._rotate(path)
+        finally:
+            os.close(lock_fd)  # releases the lock
+
+    def _full(self, path: Path, incoming: int) -> bool:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            return
-        if size == 0 or size + incoming <= (self.max_file_bytes or 0):
-            return
+            return False
+        return size > 0 and size + incoming > (self.max_file_bytes or 0)
+
+    def _rotate(self, path: Path) -> None:
         stem = path.name[: -len(".jsonl")]
         rotated = [path.with_name(f"{stem}.{i}.jsonl") for i in range(1, self.keep_files + 1)]
         rotated[-1].unlink(missing_ok=True)

@@ -87,15 +87,13 @@ def decode_predict(payload: Any, names: list[str]) -> PredictColumns:
         if not isinstance(rows, list) or not rows:
             raise ApiError(400, "'instances' must be a non-empty list")
         if _named(rows[0], names):
-            columns: dict[str, list[Any]] = {n: [] for n in names}
             wanted = set(names)
             for i, row in enumerate(rows):
-                if not isinstance(row, dict):
+                if type(row) is not dict:
                     raise ApiError(400, f"Instance {i} must be an object of named inputs")
                 if row.keys() != wanted:
                     _row_keys_error(i, row, names)
-                for n in names:
-                    columns[n].append(row[n])
+            columns = {n: [row[n] for row in rows] for n in names}
         elif len(names) == 1:
             columns = {names[0]: rows}
         else:
@@ -203,7 +201,10 @@ def _kind(kind: str) -> str:
 def to_array(value: Any, spec: Any, name: str, *, allow_non_finite: bool = False) -> np.ndarray:
     """A JSON value as a numpy array of ``spec.dtype``, checking type, range and shape."""
     dtype = spec.dtype
-    if dtype.name == "string":
+    if dtype.name == "string" and type(value) is list and all(type(v) is str for v in value):
+        # the common case, a column of plain strings: no walk for shape and leaves
+        array = np.array([v.encode("utf-8") for v in value], dtype=object)
+    elif dtype.name == "string":
         shape, leaves = _shape_and_leaves(value, name)
         array = np.array(
             [b"" if leaf is None else _to_bytes(leaf, name) for leaf in leaves], dtype=object

@@ -53,11 +53,13 @@ def start_grpc_server(
     idle_timeout_s: float = 30.0,
     online: Any | None = None,
     batcher: Any | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Serve ``PredictionService`` and ``ModelService`` on ``host:port`` (0: a free port).
 
     Requests run on a pool of ``max_workers`` threads. Raises RuntimeError if the address
-    cannot be bound.
+    cannot be bound. ``reuse_port``: bind with ``SO_REUSEPORT`` (the workers of ``--workers N``
+    share the port; off, a port another process holds is refused).
     """
     limits = limits or Limits()
     server = grpc.server(
@@ -65,7 +67,7 @@ def start_grpc_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_connection_idle_ms", int(idle_timeout_s * 1000)),
         ],
         maximum_concurrent_rpcs=limits.max_concurrent,

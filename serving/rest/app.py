@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -157,6 +158,7 @@ def build_rest_app(
     online: Any | None = None,
     batcher: Batcher | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    worker: tuple[int, int] | None = None,
 ) -> FastAPI:
     """The REST app over ``registry``.
 
@@ -165,6 +167,8 @@ def build_rest_app(
     per-model policy; None: every model takes raw features and, as in TF Serving, NaN/Infinity).
     ``batcher``: server-side batching of predict calls (None: off).
     ``lifespan``: the app's lifespan (the entry point loads models and starts gRPC there).
+    ``worker``: ``(index, workers)`` of this process among ``--workers N``, named in the status
+    route's answer (None: a single process, not named).
     """
     app = FastAPI(
         title="mlplatform model server (TF Serving REST compatible)",
@@ -195,7 +199,10 @@ def build_rest_app(
 
     @app.get(STATUS_ROUTE)
     async def platform_status() -> dict[str, Any]:
-        return registry.integrity_status()
+        status = registry.integrity_status()
+        if worker is not None:
+            status["worker"] = {"index": worker[0], "workers": worker[1], "pid": os.getpid()}
+        return status
 
     async def _metadata(name: str, version: str | None, label: str | None) -> dict[str, Any]:
         servable = await run_in_threadpool(registry.resolve, name, _parse_version(version), label)
