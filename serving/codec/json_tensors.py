@@ -32,6 +32,7 @@ from serving.codec.b64 import bytes_to_json, decode_b64
 __all__ = [
     "PredictColumns",
     "decode_predict",
+    "shape_fits",
     "encode_predict",
     "strip_entity",
     "to_array",
@@ -229,11 +230,39 @@ def to_array(value: Any, spec: Any, name: str, *, allow_non_finite: bool = False
                 )
     else:
         raise ApiError(400, f"Input '{name}': unsupported input dtype {dtype.name}")
-    if not spec.shape.is_compatible_with(array.shape):
+    if not shape_fits(spec, array.shape):
         raise ApiError(
             400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
         )
     return array
+
+
+#: id(spec) -> (spec, its dimensions): by identity, as a spec's own hash costs a serialization
+_DIMS: dict[int, tuple[Any, tuple[int | None, ...] | None]] = {}
+
+
+def _spec_dims(spec: Any) -> tuple[int | None, ...] | None:
+    """A spec's dimensions (None: unknown rank), read once per spec object."""
+    hit = _DIMS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    shape = spec.shape
+    dims = None if shape.rank is None else tuple(shape.as_list())
+    if len(_DIMS) >= 4096:  # specs of unloaded versions: start again
+        _DIMS.clear()
+    _DIMS[id(spec)] = (spec, dims)
+    return dims
+
+
+def shape_fits(spec: Any, shape: tuple[int, ...]) -> bool:
+    """``spec.shape.is_compatible_with(shape)`` for a concrete numpy shape, without building a
+    TensorShape per call (≈8 % of a 64-row request's CPU when it did)."""
+    dims = _spec_dims(spec)
+    if dims is None:
+        return True
+    return len(dims) == len(shape) and all(
+        d is None or d == n for d, n in zip(dims, shape, strict=True)
+    )
 
 
 def _null_flags(value: Any) -> Any:
