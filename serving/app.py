@@ -37,7 +37,6 @@ def create_app(
     retry_seconds: float = 30.0,
     grpc_port: int | None = None,
     grpc_host: str = "127.0.0.1",
-    grpc_max_workers: int = 16,
     grpc_idle_timeout_s: float = 30.0,
     grpc_reuse_port: bool = False,
     pipelines_dir: Path | None = None,
@@ -107,25 +106,22 @@ def create_app(
             if grpc_port is not None:
                 from serving.grpc.server import start_grpc_server
 
-                grpc_handle = await run_in_threadpool(
-                    lambda: start_grpc_server(
-                        registry,
-                        grpc_host,
-                        grpc_port,
-                        request_logger=request_log,
-                        limits=limits,
-                        max_workers=grpc_max_workers,
-                        idle_timeout_s=grpc_idle_timeout_s,
-                        online=online,
-                        batcher=batcher,
-                        reuse_port=grpc_reuse_port,
-                    )
+                grpc_handle = await start_grpc_server(
+                    registry,
+                    grpc_host,
+                    grpc_port,
+                    request_logger=request_log,
+                    limits=limits,
+                    idle_timeout_s=grpc_idle_timeout_s,
+                    online=online,
+                    batcher=batcher,
+                    reuse_port=grpc_reuse_port,
                 )
                 app_.state.grpc_port = grpc_handle.port
             yield
         finally:
             if grpc_handle is not None:
-                grpc_handle.stop(grace=2.0)
+                await grpc_handle.stop(grace=2.0)
                 app_.state.grpc_port = None
             registry.stop()
             if request_log is not None:
