@@ -37,7 +37,7 @@ from typing import Any
 try:  # optional, only to encode faster (see encode_line)
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 

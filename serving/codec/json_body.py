@@ -35,7 +35,7 @@ from serving.api.errors import ApiError
 try:  # orjson is optional (a dependency of other packages in the lock), never required
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = ["JSON_PARSER", "parse_json"]
 

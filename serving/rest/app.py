@@ -59,7 +59,7 @@ from serving.runtime.servable import Servable
 try:  # optional, only to write answers faster (NanJSONResponse)
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = ["InferenceFastPath", "build_rest_app", "error_response", "request_id_of"]
 
