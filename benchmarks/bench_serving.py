@@ -124,6 +124,7 @@ class Cell:
     server: str = "-"
     server_cpu_ms: float | None = None  # server process CPU time per request
     client_cpu_ms: float | None = None  # the load generator's CPU per request (wrk only)
+    reference: Cell | None = None  # the in-process cell measured beside it (else the first)
 
     @property
     def rows_per_s(self) -> float:
@@ -365,14 +366,16 @@ def _run_cell(
 
 
 def _table(cells: list[Cell]) -> str:
-    base = {(c.batch, c.concurrency): c for c in cells if c.path == "in-process"}
+    base = {
+        (c.batch, c.concurrency): c for c in cells if c.path == "in-process" and c.server == "-"
+    }
     lines = [
         "| batch | clients | server | path | requests | p50 ms | p99 ms | req/s | rows/s "
         "| p50 vs in-process | req/s vs in-process | server CPU ms/req | wrk CPU ms/req |",
         "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in sorted(cells, key=lambda c: (c.batch, c.concurrency)):
-        ref = base[(cell.batch, cell.concurrency)]
+        ref = cell.reference or base[(cell.batch, cell.concurrency)]
         ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.2f}×"
         ratio_rps = "1.0×" if cell is ref else f"{cell.rps / ref.rps:.2f}×"
         cpu = "-" if cell.server_cpu_ms is None else f"{cell.server_cpu_ms:.2f}"
@@ -652,6 +655,31 @@ def main(argv: list[str] | None = None) -> int:
                     f"the server exited early: {(work / 'server.log').read_text()[-2000:]}"
                 )
             processes.stop(server)
+            # the in-process reference again, beside this server's cells: the machine is
+            # shared, so its load drifts during a run; the ratios compare neighbours
+            for batch, concurrency in SHAPES:
+                tensors = tensors_of(_rows(batch))
+                beside = _run_cell(
+                    "in-process",
+                    batch,
+                    concurrency,
+                    profile,
+                    lambda tensors=tensors: ((lambda: fn(**tensors)), (lambda: None)),
+                )
+                beside.server = f"beside {config}"
+                beside.reference = beside
+                for cell in cells:
+                    if cell.server == config and (cell.batch, cell.concurrency) == (
+                        batch,
+                        concurrency,
+                    ):
+                        cell.reference = beside
+                cells.append(beside)
+                print(
+                    f"  batch {batch:>2} x{concurrency:<2} in-process beside {config}: "
+                    f"p50 {beside.p50_ms:.2f} ms, {beside.rps:,.0f} req/s",
+                    flush=True,
+                )
             server = None
 
         from serving.codec.json_body import JSON_PARSER as json_parser
@@ -683,7 +711,9 @@ def main(argv: list[str] | None = None) -> int:
                 "`PredictionClient` (REST row format), gRPC bare (a stub sending a "
                 "pre-serialized request) and `GrpcPredictionClient`; Python clients run one "
                 "thread each in the benchmark's process. Ratios compare with `in-process` at "
-                "the same batch and client count; server CPU is the server process's "
+                "the same batch and client count, measured again right after each server's "
+                "cells (rows `in-process` of server `beside …`: the machine's load drifts "
+                "during a run); server CPU is the server process's "
                 "user+system time per request, workers included (Python clients: warm-up "
                 "included). Client and "
                 "server share the machine's cores.",
