@@ -91,6 +91,7 @@ def test_workers_follow_promotion_and_rollback(
 ) -> None:
     import psutil
 
+    from mlplatform.reconcile import wait_until_served
     from serving.client import GrpcPredictionClient
 
     base = tmp_path / "models"
@@ -121,6 +122,9 @@ def test_workers_follow_promotion_and_rollback(
         assert len(pids) == 2 and pids <= children
 
         layout.write_models_config(base, {MODEL: {"stable": 2}})  # promotion
+        # what `mlplatform rollback` waits with: every worker must answer the version
+        view = wait_until_served(f"http://127.0.0.1:{port}", MODEL, 2, 30)
+        assert view.served_version == 2 and view.worker is not None and view.worker[1] == 2
         _served_by_every_worker(port, 2, 2, timeout=30)
         answers = [_predict(port) for _ in range(20)]
         assert {version for version, _ in answers} == {2}
@@ -131,6 +135,7 @@ def test_workers_follow_promotion_and_rollback(
             assert result.predictions[0] == pytest.approx(expected_score(1.5, "pos", W2))
 
         layout.write_models_config(base, {MODEL: {"stable": 1}})  # rollback
+        assert wait_until_served(f"http://127.0.0.1:{port}", MODEL, 1, 30).served_version == 1
         _served_by_every_worker(port, 2, 1, timeout=30)
         answers = [_predict(port) for _ in range(20)]
         assert {version for version, _ in answers} == {1}
