@@ -21,7 +21,8 @@ Run it with::
 (``--grpc-port 0``, the default, serves REST only; ``--help`` lists the limits and the request
 log's options) or build the ASGI app with
 :func:`create_app` (models load, and the gRPC server starts, in the app's lifespan, so use
-``with TestClient(app)`` / uvicorn, which run it).
+``with TestClient(app)`` / uvicorn, which run it). ``--workers N`` runs N such servers in
+spawned processes on the same ports, each following ``models.config`` (:mod:`serving.workers`).
 
 REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
 
