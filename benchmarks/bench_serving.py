@@ -85,6 +85,11 @@ SERVERS = {
     "log-on+batching": [
         "--log-dir", "{work}/requests-b", "--batching-parameters-file", "{work}/batching.config",
     ],
+    "log-off 2-workers": ["--workers", "2"],
+    "log-on+batching 2-workers": [
+        "--log-dir", "{work}/requests-bw", "--batching-parameters-file", "{work}/batching.config",
+        "--workers", "2",
+    ],
 }  # fmt: skip
 #: TF Serving's batching parameters file format (what ``--batching-parameters-file`` reads)
 BATCHING_FILE = """max_batch_size { value: 2048 }
@@ -119,6 +124,7 @@ class Cell:
     server: str = "-"
     server_cpu_ms: float | None = None  # server process CPU time per request
     client_cpu_ms: float | None = None  # the load generator's CPU per request (wrk only)
+    reference: Cell | None = None  # the in-process cell measured beside it (else the first)
 
     @property
     def rows_per_s(self) -> float:
@@ -360,14 +366,16 @@ def _run_cell(
 
 
 def _table(cells: list[Cell]) -> str:
-    base = {(c.batch, c.concurrency): c for c in cells if c.path == "in-process"}
+    base = {
+        (c.batch, c.concurrency): c for c in cells if c.path == "in-process" and c.server == "-"
+    }
     lines = [
         "| batch | clients | server | path | requests | p50 ms | p99 ms | req/s | rows/s "
         "| p50 vs in-process | req/s vs in-process | server CPU ms/req | wrk CPU ms/req |",
         "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in sorted(cells, key=lambda c: (c.batch, c.concurrency)):
-        ref = base[(cell.batch, cell.concurrency)]
+        ref = cell.reference or base[(cell.batch, cell.concurrency)]
         ratio_p50 = "1.0×" if cell is ref else f"{cell.p50_ms / ref.p50_ms:.2f}×"
         ratio_rps = "1.0×" if cell is ref else f"{cell.rps / ref.rps:.2f}×"
         cpu = "-" if cell.server_cpu_ms is None else f"{cell.server_cpu_ms:.2f}"
@@ -414,11 +422,42 @@ def _start_server(
     return server, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
 
 
+def _wait_for_workers(port: int, workers: int, timeout_s: float = 180.0) -> None:
+    """Wait until every worker of ``--workers`` serves the model (its status route, asked on
+    fresh connections, which the kernel spreads over the workers)."""
+    import http.client
+
+    ready: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(ready) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(ready)} of {workers} came up")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/v1/mlplatform/status")
+            status = json.loads(conn.getresponse().read())
+        except OSError:
+            status = {}
+        finally:
+            conn.close()
+        if (status.get("models") or {}).get(MODEL, {}).get("served_version") is not None:
+            ready.add(status["worker"]["index"])
+        time.sleep(0.05)
+
+
 def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the server: the process and its workers (``--workers``)."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                 probe.wait_until_available(MODEL, timeout_s=180)
             with GrpcPredictionClient(grpc_target) as probe:
                 probe.wait_until_available(MODEL, timeout_s=60)
+            if "--workers" in SERVERS[config]:
+                workers = int(SERVERS[config][SERVERS[config].index("--workers") + 1])
+                _wait_for_workers(int(rest_url.rsplit(":", 1)[1]), workers)
             print(f"server '{config}' up ({time.monotonic() - t0:.0f}s)", flush=True)
             rest_port = int(rest_url.rsplit(":", 1)[1])
             for batch, concurrency in SHAPES:
@@ -559,7 +601,11 @@ def main(argv: list[str] | None = None) -> int:
                     # the request serialized once, the answer left as bytes: the server's cost
                     import grpc
 
-                    channel = grpc.insecure_channel(target)
+                    # its own connection (grpcio shares one between equal channels): with
+                    # --workers the kernel spreads connections, not the calls of one
+                    channel = grpc.insecure_channel(
+                        target, options=[("grpc.use_local_subchannel_pool", 1)]
+                    )
                     predict = channel.unary_unary(GRPC_PREDICT)
                     payload = _predict_request(rows).SerializeToString()
                     return (lambda: predict(payload, timeout=60)), channel.close
@@ -609,7 +655,34 @@ def main(argv: list[str] | None = None) -> int:
                     f"the server exited early: {(work / 'server.log').read_text()[-2000:]}"
                 )
             processes.stop(server)
+            # the in-process reference again, beside this server's cells: the machine is
+            # shared, so its load drifts during a run; the ratios compare neighbours
+            for batch, concurrency in SHAPES:
+                tensors = tensors_of(_rows(batch))
+                beside = _run_cell(
+                    "in-process",
+                    batch,
+                    concurrency,
+                    profile,
+                    lambda tensors=tensors: ((lambda: fn(**tensors)), (lambda: None)),
+                )
+                beside.server = f"beside {config}"
+                beside.reference = beside
+                for cell in cells:
+                    if cell.server == config and (cell.batch, cell.concurrency) == (
+                        batch,
+                        concurrency,
+                    ):
+                        cell.reference = beside
+                cells.append(beside)
+                print(
+                    f"  batch {batch:>2} x{concurrency:<2} in-process beside {config}: "
+                    f"p50 {beside.p50_ms:.2f} ms, {beside.rps:,.0f} req/s",
+                    flush=True,
+                )
             server = None
+
+        from serving.codec.json_body import JSON_PARSER as json_parser
 
         table = _table(cells)
         elapsed = time.monotonic() - t0
@@ -625,10 +698,11 @@ def main(argv: list[str] | None = None) -> int:
                 "ratios within this table, not absolute numbers across runs).",
                 "",
                 f"Model: {model_source}; signature `serving_default` (6 raw features -> `score`). "
-                "Servers: `python -m serving.server` (REST + gRPC in one process) on loopback, "
+                "Servers: `python -m serving.server` (REST + gRPC in one process, or in each "
+                "of `--workers 2` processes) on loopback, "
                 "with the request log on, off, and on with server-side batching "
                 "(`--batching-parameters-file`: max_batch_size 2048, batch_timeout_micros "
-                "1000, num_batch_threads 1). In-process: the SavedModel's signature function "
+                f"1000, num_batch_threads 1; per worker); JSON parser: {json_parser}. In-process: the SavedModel's signature function "
                 "called as a user calls it (`fn(**tensors)`, prebuilt tensors); `server's call`: "
                 "the flat call the server makes (`SignatureFunction`); `+ batcher`: 32 callers "
                 "through the server's Batcher, no protocol. Clients: REST wrk (C, one thread, "
@@ -637,8 +711,11 @@ def main(argv: list[str] | None = None) -> int:
                 "`PredictionClient` (REST row format), gRPC bare (a stub sending a "
                 "pre-serialized request) and `GrpcPredictionClient`; Python clients run one "
                 "thread each in the benchmark's process. Ratios compare with `in-process` at "
-                "the same batch and client count; server CPU is the server process's "
-                "user+system time per request (Python clients: warm-up included). Client and "
+                "the same batch and client count, measured again right after each server's "
+                "cells (rows `in-process` of server `beside …`: the machine's load drifts "
+                "during a run); server CPU is the server process's "
+                "user+system time per request, workers included (Python clients: warm-up "
+                "included). Client and "
                 "server share the machine's cores.",
                 "",
                 table,

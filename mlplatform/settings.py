@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     serving_grpc_port: int = Field(
         default=8500, description="gRPC PredictionService port; 0 disables"
     )
+    serving_workers: int = Field(
+        default=1,
+        ge=1,
+        description="processes of the local model server sharing its ports (mlplatform serve)",
+    )
     serving_log_sample_rate: float = Field(
         default=1.0, ge=0, le=1, description="share of served requests the request log keeps"
     )

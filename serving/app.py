@@ -37,14 +37,15 @@ def create_app(
     retry_seconds: float = 30.0,
     grpc_port: int | None = None,
     grpc_host: str = "127.0.0.1",
-    grpc_max_workers: int = 16,
     grpc_idle_timeout_s: float = 30.0,
+    grpc_reuse_port: bool = False,
     pipelines_dir: Path | None = None,
     log_sample_rate: float = 1.0,
     log_queue_size: int = 10_000,
     log_max_file_bytes: int | None = None,
     log_redact: Sequence[str] = (),
     batching: BatchingParameters | None = None,
+    worker: tuple[int, int] | None = None,
 ) -> FastAPI:
     """Build the TF-Serving-compatible FastAPI app serving ``model_base``.
 
@@ -58,7 +59,12 @@ def create_app(
     ``grpc_port`` (None: no gRPC; 0: a free port) also starts TF Serving's gRPC API on
     ``grpc_host`` in the lifespan, sharing the registry and the request log; connections idle
     for ``grpc_idle_timeout_s`` are closed; the bound port is ``app.state.grpc_port`` once
-    started (else None). A port that cannot be bound fails the startup.
+    started (else None). A port that cannot be bound fails the startup; ``grpc_reuse_port``
+    binds it with ``SO_REUSEPORT``, shared with the other workers of ``--workers N``.
+
+    ``worker``: ``(index, workers)`` when this app is one worker of several
+    (:mod:`serving.workers`); ``GET /v1/mlplatform/status`` then names it (``"worker": {"index",
+    "workers", "pid"}``).
 
     ``batching`` (None: off, TF Serving's default) batches predict calls across requests, REST
     and gRPC together (:mod:`serving.runtime.batching`).
@@ -100,24 +106,22 @@ def create_app(
             if grpc_port is not None:
                 from serving.grpc.server import start_grpc_server
 
-                grpc_handle = await run_in_threadpool(
-                    lambda: start_grpc_server(
-                        registry,
-                        grpc_host,
-                        grpc_port,
-                        request_logger=request_log,
-                        limits=limits,
-                        max_workers=grpc_max_workers,
-                        idle_timeout_s=grpc_idle_timeout_s,
-                        online=online,
-                        batcher=batcher,
-                    )
+                grpc_handle = await start_grpc_server(
+                    registry,
+                    grpc_host,
+                    grpc_port,
+                    request_logger=request_log,
+                    limits=limits,
+                    idle_timeout_s=grpc_idle_timeout_s,
+                    online=online,
+                    batcher=batcher,
+                    reuse_port=grpc_reuse_port,
                 )
                 app_.state.grpc_port = grpc_handle.port
             yield
         finally:
             if grpc_handle is not None:
-                grpc_handle.stop(grace=2.0)
+                await grpc_handle.stop(grace=2.0)
                 app_.state.grpc_port = None
             registry.stop()
             if request_log is not None:
@@ -130,6 +134,7 @@ def create_app(
         online=online,
         batcher=batcher,
         lifespan=lifespan,
+        worker=worker,
     )
     app.state.registry = registry
     app.state.request_logger = request_log

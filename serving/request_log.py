@@ -12,26 +12,41 @@ are safe: each line (or block of whole lines) is one ``write`` on an ``O_APPEND`
 
 :class:`RequestLogger` writes synchronously (batch scoring). The server writes through
 :class:`QueuedRequestLog`, which keeps the log off the request path: a request only decides
-whether it is sampled and puts its record on a bounded queue; one background thread encodes,
-redacts and appends. When the queue is full the record is dropped and counted (``dropped``),
-never waited for. With ``max_file_bytes`` a day file that would grow past the cap is rotated
+whether it is sampled and puts its record on a bounded queue; one background thread encodes
+(orjson when installed, see :func:`encode_line`), redacts and appends, pausing
+:data:`WRITER_PAUSE_S` whenever it has emptied the queue. When the queue is full the record is
+dropped and counted (``dropped``), never waited for. With ``max_file_bytes`` a day file that would grow past the cap is rotated
 first: ``<date>.jsonl`` becomes ``<date>.1.jsonl`` (older ones shift up to ``<date>.<keep>.jsonl``,
 the oldest is deleted), so the drift monitor's ``*.jsonl`` glob still reads every kept line.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+try:  # optional, only to encode faster (see encode_line)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
+
+_ORJSON_OPTIONS = (
+    _orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_APPEND_NEWLINE if _orjson is not None else 0
+)
+#: the writer's pause after it has emptied the queue: a busy server wakes it at most this often
+#: (not once a request, which costs the request threads GIL hand-offs)
+WRITER_PAUSE_S = 0.01
 
 #: bytes of whole lines :meth:`RequestLogger.append_lines` hands to one ``write``
 BLOCK_BYTES = 1 << 20
@@ -58,6 +73,23 @@ def encode(record: Mapping[str, Any]) -> str:
     the server can queue raw arrays and leave the conversion to the writer thread), other
     values JSON cannot hold become strings."""
     return json.dumps(record, ensure_ascii=False, default=_default) + "\n"
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """:func:`encode` as UTF-8 bytes, through orjson when it is installed (≈5x faster on a
+    64-row record; the same JSON values, written compactly, float32 arrays at float32
+    precision). orjson writes NaN and Infinity as ``null``, so a line holding a ``null`` is
+    encoded again by :func:`encode` (a missing value then stays ``null``, a NaN ``NaN``); so is a
+    record orjson cannot write (a key that is not a string, an integer beyond 64 bits)."""
+    if _orjson is not None:
+        try:
+            data: bytes = _orjson.dumps(record, default=_default, option=_ORJSON_OPTIONS)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+        else:
+            if b"null" not in data:
+                return data
+    return encode(record).encode("utf-8")
 
 
 class RequestLogger:
@@ -170,6 +202,7 @@ class QueuedRequestLog:
         self.redact_fields = frozenset(redact_fields)
         self.dropped = 0
         self.written = 0
+        self._made: set[Path] = set()  # model directories known to exist
         self._queue: queue.Queue[Mapping[str, Any] | None] = queue.Queue(queue_size)
         self._random = random.Random()
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
@@ -219,28 +252,54 @@ class QueuedRequestLog:
                 self._write(record)
             finally:
                 self._queue.task_done()
+            if self._queue.empty():
+                time.sleep(WRITER_PAUSE_S)
 
     def _write(self, record: Mapping[str, Any]) -> None:
         try:
             if self.redact_fields:
                 record = redact(record, self.redact_fields)
-            data = encode(record).encode("utf-8")
+            data = encode_line(record)
             path = self.writer.path(record["model"], record["time"])
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self._made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(path.parent)
             if self.max_file_bytes is not None:
                 self._rotate_if_full(path, len(data))
-            RequestLogger._append(path, data)
+            try:
+                RequestLogger._append(path, data)
+            except FileNotFoundError:  # the directory went away since: make it again
+                path.parent.mkdir(parents=True, exist_ok=True)
+                RequestLogger._append(path, data)
             self.written += 1
         except Exception:  # the log must not stop the writer
             log.exception("could not write request log for model %s", record.get("model"))
 
     def _rotate_if_full(self, path: Path, incoming: int) -> None:
+        if not self._full(path, incoming):
+            return
+        # several server processes (--workers) may write one day file: the rotation runs under
+        # an exclusive lock on that file and checks again once it holds it (a process that
+        # waited finds the file renamed and a new one, or none, under its name)
+        try:
+            lock_fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if self._full(path, incoming):
+                self._rotate(path)
+        finally:
+            os.close(lock_fd)  # releases the lock
+
+    def _full(self, path: Path, incoming: int) -> bool:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            return
-        if size == 0 or size + incoming <= (self.max_file_bytes or 0):
-            return
+            return False
+        return size > 0 and size + incoming > (self.max_file_bytes or 0)
+
+    def _rotate(self, path: Path) -> None:
         stem = path.name[: -len(".jsonl")]
         rotated = [path.with_name(f"{stem}.{i}.jsonl") for i in range(1, self.keep_files + 1)]
         rotated[-1].unlink(missing_ok=True)

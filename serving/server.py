@@ -21,7 +21,8 @@ Run it with::
 (``--grpc-port 0``, the default, serves REST only; ``--help`` lists the limits and the request
 log's options) or build the ASGI app with
 :func:`create_app` (models load, and the gRPC server starts, in the app's lifespan, so use
-``with TestClient(app)`` / uvicorn, which run it).
+``with TestClient(app)`` / uvicorn, which run it). ``--workers N`` runs N such servers in
+spawned processes on the same ports, each following ``models.config`` (:mod:`serving.workers`).
 
 REST contract (https://www.tensorflow.org/tfx/serving/api_rest):
 
@@ -109,9 +110,11 @@ TensorFlow is imported lazily, on the first model load.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import math
-from pathlib import Path
+import os
+import sys
+from typing import Any
 
 from serving.api.constants import (
     DEFAULT_MAX_BODY_BYTES,
@@ -124,9 +127,9 @@ from serving.api.errors import ApiError
 from serving.api.limits import Limits
 from serving.app import create_app
 from serving.codec.json_tensors import to_json_value
+from serving.options import batching_of, build_arg_parser, uvicorn_options
 from serving.request_log import RequestLogger
 from serving.rest.app import request_id_of
-from serving.runtime.batching import BatchingParameters, read_batching_parameters
 from serving.runtime.predict import predict_json as predict
 from serving.runtime.registry import ModelRegistry
 from serving.runtime.servable import Servable, load_servable
@@ -146,6 +149,7 @@ __all__ = [
     "create_app",
     "load_servable",
     "main",
+    "serve_worker",
     "predict",
     "request_id_of",
     "to_json_value",
@@ -154,192 +158,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def build_arg_parser() -> argparse.ArgumentParser:
-    """The ``python -m serving.server`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m serving.server",
-        description=(
-            "Serve the TF Serving model layout under --model-base "
-            "(<model>/<version>/saved_model.pb + models.config) with TF Serving's REST API "
-            "(GET /v1/models/<m>[/versions/<v>|/labels/<l>][/metadata], "
-            "POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict|classify|regress) and, "
-            "with --grpc-port, its gRPC API (tensorflow.serving.PredictionService and "
-            "ModelService) from the same process. "
-            "New versions and label changes are picked up without a restart."
-        ),
-    )
-    add = parser.add_argument
-    add("--model-base", required=True, type=Path, help="directory holding <model>/<version>/")
-    add("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    add("--port", type=int, default=8501, help="REST port (default: 8501)")
-    add(
-        "--grpc-port",
-        type=int,
-        default=0,
-        help="gRPC port (TF Serving's default is 8500); 0 disables gRPC (default: 0)",
-    )
-    add(
-        "--log-dir",
-        type=Path,
-        default=None,
-        help="write one JSON line per predict/classify/regress (REST and gRPC) to "
-        "<log-dir>/<model>/<YYYY-MM-DD>.jsonl (default: no request log)",
-    )
-    add(
-        "--log-sample-rate",
-        type=_share,
-        default=1.0,
-        help="share of requests written to the request log (default: 1)",
-    )
-    add(
-        "--log-queue-size",
-        type=_positive_int,
-        default=10_000,
-        help="records waiting for the log writer at most; more are dropped (default: 10000)",
-    )
-    add(
-        "--log-max-file-mib",
-        type=_positive_float,
-        default=None,
-        help="rotate a day file of the request log at this size (default: no cap)",
-    )
-    add(
-        "--log-redact",
-        action="append",
-        default=[],
-        metavar="FIELD",
-        help="write this input/output field as [redacted] in the request log (repeatable)",
-    )
-    add(
-        "--poll-seconds",
-        type=_positive_float,
-        default=1.0,
-        help="how often to re-scan --model-base for new versions/labels (default: 1)",
-    )
-    add(
-        "--max-body-bytes",
-        type=_positive_int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="reject larger REST bodies with 400 and larger gRPC messages with "
-        f"RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_BODY_BYTES})",
-    )
-    add(
-        "--max-elements",
-        type=_positive_int,
-        default=Limits.max_elements,
-        help="most values (tensor elements) one request may hold or declare "
-        f"(default: {Limits.max_elements})",
-    )
-    add(
-        "--max-depth",
-        type=_positive_int,
-        default=Limits.max_depth,
-        help=f"deepest JSON nesting accepted (default: {Limits.max_depth})",
-    )
-    add(
-        "--max-concurrent",
-        type=_positive_int,
-        default=Limits.max_concurrent,
-        help="requests in progress at once per protocol (REST: running or queued); one more "
-        f"is answered 503 / RESOURCE_EXHAUSTED at once (default: {Limits.max_concurrent})",
-    )
-    add(
-        "--max-connections",
-        type=_positive_int,
-        default=1000,
-        help="open REST connections at most; more are closed when accepted (default: 1000)",
-    )
-    add(
-        "--header-timeout",
-        type=_positive_float,
-        default=10.0,
-        help="seconds a REST connection may take to send a request head (default: 10)",
-    )
-    add(
-        "--keep-alive-timeout",
-        type=_positive_float,
-        default=5.0,
-        help="seconds an idle keep-alive REST connection stays open; gRPC: 6x this for an idle "
-        "connection (default: 5)",
-    )
-    add(
-        "--pipelines",
-        type=Path,
-        default=None,
-        help="pipeline configs deciding which models take entity keys "
-        "(serving.features_from: online_store) and accept NaN/Infinity "
-        "(serving.allow_non_finite) (default: the platform's pipelines directory, "
-        "MLP_PIPELINES_PATH or <repo>/pipelines)",
-    )
-    add(
-        "--enable-batching",
-        action="store_true",
-        help="batch predict calls across requests (TF Serving's --enable_batching; default off)",
-    )
-    add(
-        "--batching-parameters-file",
-        type=Path,
-        default=None,
-        help="TF Serving's batching parameters file (text proto: max_batch_size, "
-        "batch_timeout_micros, num_batch_threads, max_enqueued_batches); implies "
-        "--enable-batching (default: TF Serving's defaults)",
-    )
-    add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: parse ``argv`` and run the server with uvicorn until interrupted."""
-    parser = build_arg_parser()
-    args = parser.parse_args(argv)
-    if not 0 <= args.grpc_port <= 65535:
-        parser.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
-    batching = None
-    if args.enable_batching or args.batching_parameters_file is not None:
-        try:
-            batching = (
-                read_batching_parameters(args.batching_parameters_file)
-                if args.batching_parameters_file is not None
-                else BatchingParameters()
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
-    import uvicorn
-
-    from serving.rest.connections import guarded_protocol
+def _build_app(args: argparse.Namespace, worker: tuple[int, int] | None = None) -> Any:
     from serving.runtime.online_features import platform_pipelines_dir
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(
+    max_file = args.log_max_file_mib
+    return create_app(
         args.model_base,
         args.log_dir,
         args.poll_seconds,
@@ -350,25 +173,71 @@ def main(argv: list[str] | None = None) -> None:
         grpc_port=args.grpc_port or None,
         grpc_host=args.host,
         grpc_idle_timeout_s=6 * args.keep_alive_timeout,
+        grpc_reuse_port=worker is not None,
         pipelines_dir=args.pipelines or platform_pipelines_dir(),
         log_sample_rate=args.log_sample_rate,
         log_queue_size=args.log_queue_size,
-        log_max_file_bytes=None
-        if args.log_max_file_mib is None
-        else int(args.log_max_file_mib * 1024 * 1024),
+        log_max_file_bytes=None if max_file is None else int(max_file * 1024 * 1024),
         log_redact=args.log_redact,
-        batching=batching,
+        batching=batching_of(args),
+        worker=worker,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        http=guarded_protocol(args.max_connections, args.header_timeout, args.max_concurrent),
-        timeout_keep_alive=max(1, round(args.keep_alive_timeout)),
-        backlog=min(2048, args.max_connections),
-        h11_max_incomplete_event_size=64 * 1024,
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def serve_worker(argv: list[str], parent_pid: int, index: int) -> None:
+    """One worker of ``--workers N`` (in a spawned process): the whole server, on its own
+    ``SO_REUSEPORT`` socket (:mod:`serving.workers`); exits with
+    :data:`~serving.workers.STARTUP_FAILURE` if it could not start."""
+    import uvicorn
+
+    from serving.workers import STARTUP_FAILURE, reuse_port_socket, watch_parent
+
+    args = build_arg_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    watch_parent(parent_pid)
+    options = uvicorn_options(args)
+    try:
+        sock = reuse_port_socket(args.host, args.port, options["backlog"])
+    except OSError as exc:
+        log.error("worker %d cannot bind %s:%s: %s", index, args.host, args.port, exc)
+        sys.exit(STARTUP_FAILURE)
+    server = uvicorn.Server(uvicorn.Config(_build_app(args, (index, args.workers)), **options))
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: parse ``argv`` and run the server with uvicorn until interrupted
+    (``--workers N`` > 1: N worker processes under :func:`serving.workers.supervise`)."""
+    parser = build_arg_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.grpc_port <= 65535:
+        parser.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
+    if args.workers > 1 and args.port == 0:
+        parser.error("--workers above 1 needs a fixed --port (each worker binds it)")
+    try:
+        batching_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _configure_logging(args.log_level)
+    if args.workers > 1:
+        from serving.workers import supervise
+
+        code = supervise(functools.partial(serve_worker, argv, os.getpid()), args.workers)
+        if code:
+            raise SystemExit(code)
+        return
+    import uvicorn
+
+    uvicorn.run(_build_app(args), **uvicorn_options(args))
 
 
 if __name__ == "__main__":

@@ -127,3 +127,29 @@ def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     log.close()
     assert len(_lines(tmp_path)) == 5
     assert not log._thread.is_alive()
+
+
+def test_fast_encoding_writes_the_same_values(tmp_path: Path) -> None:
+    import math
+
+    import numpy as np
+
+    from serving.request_log import encode, encode_line
+
+    plain = _record(1, outputs=np.asarray([0.25, 0.5], np.float32), entities=[b"c-1"])
+    missing = _record(2, inputs=[{"tenure": None}])
+    not_finite = _record(3, inputs=[{"tenure": math.nan}], outputs=np.asarray([math.inf]))
+    for record in (plain, missing, not_finite):
+        line = encode_line(record)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        ours, reference = json.loads(line), json.loads(encode(record))
+        assert ours.keys() == reference.keys()
+        for key, value in reference.items():
+            if key == "outputs":
+                np.testing.assert_allclose(ours[key], value)
+            elif key != "inputs" or record is not not_finite:
+                assert ours[key] == value
+    assert json.loads(encode_line(missing))["inputs"] == [{"tenure": None}]
+    assert math.isnan(json.loads(encode_line(not_finite))["inputs"][0]["tenure"])
+    assert json.loads(encode_line(not_finite))["outputs"] == [math.inf]
+    assert json.loads(encode_line(plain))["entities"] == ["c-1"]

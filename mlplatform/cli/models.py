@@ -77,7 +77,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     argv = ["--model-base", str(settings.models_dir), "--host", args.host or settings.serving_host,
             "--port", str(args.port or settings.serving_port), "--log-dir", str(settings.request_log_dir),
             "--grpc-port", str(settings.serving_grpc_port if args.grpc_port is None else args.grpc_port),
-            "--log-sample-rate", str(settings.serving_log_sample_rate)]  # fmt: skip
+            "--log-sample-rate", str(settings.serving_log_sample_rate),
+            "--workers", str(settings.serving_workers)]  # fmt: skip
     if settings.serving_log_max_file_mib is not None:
         argv += ["--log-max-file-mib", str(settings.serving_log_max_file_mib)]
     for field in filter(None, (f.strip() for f in settings.serving_log_redact.split(","))):

@@ -152,12 +152,14 @@ def query_server(url: str, model: str, timeout_s: float = 1.0) -> ServerView:
     entry = (status.get("models") or {}).get(model)
     if entry is None:
         return ServerView(url, True, degraded=status.get("reason"), error="model not loaded")
+    worker = status.get("worker")
     return ServerView(
         url,
         True,
         entry.get("served_version"),
         {str(k): int(v) for k, v in (entry.get("labels") or {}).items()},
         entry.get("degraded") or status.get("reason"),
+        worker=(int(worker["index"]), int(worker["workers"])) if worker else None,
     )
 
 
@@ -176,16 +178,33 @@ def wait_until_served(
 ) -> ServerView:
     """Poll ``url`` until it serves ``version`` of ``model`` or ``timeout_s`` passes.
 
+    A server of several processes (``--workers N``, its status names the worker that answered;
+    each poll is a new connection, which the kernel hands to any worker) serves ``version``
+    once every worker has answered it as its latest answer.
+
     Returns the last answer: unreachable at once if no server answers the first poll; else
     ``served_version == version`` on success, or what it served (or that it went away) at the
-    deadline.
+    deadline (for several workers: the answer of one that does not serve it yet).
     """
     deadline = time.monotonic() + timeout_s
     ask = min(2.0, max(timeout_s, 0.5))
     view = query_server(url, model, ask)
     if not view.reachable:
         return view
-    while view.served_version != version and time.monotonic() < deadline:
+    latest: dict[int, ServerView] = {}
+    while True:
+        if view.worker is not None:
+            latest[view.worker[0]] = view
+        if view.served_version == version and (
+            view.worker is None
+            or (
+                len(latest) == view.worker[1]
+                and all(v.served_version == version for v in latest.values())
+            )
+        ):
+            return view
+        if time.monotonic() >= deadline:
+            behind = [v for v in latest.values() if v.served_version != version]
+            return behind[0] if behind else view
         time.sleep(poll_s)
         view = query_server(url, model, ask)
-    return view

@@ -62,6 +62,8 @@ class ServerView:
     labels: dict[str, int] = field(default_factory=dict)
     degraded: str | None = None
     error: str | None = None
+    #: ``(index, workers)`` of the server process that answered (``--workers N``), else None
+    worker: tuple[int, int] | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from serving.codec.b64 import bytes_to_json, decode_b64
 __all__ = [
     "PredictColumns",
     "decode_predict",
+    "shape_fits",
     "encode_predict",
     "strip_entity",
     "to_array",
@@ -87,15 +88,13 @@ def decode_predict(payload: Any, names: list[str]) -> PredictColumns:
         if not isinstance(rows, list) or not rows:
             raise ApiError(400, "'instances' must be a non-empty list")
         if _named(rows[0], names):
-            columns: dict[str, list[Any]] = {n: [] for n in names}
             wanted = set(names)
             for i, row in enumerate(rows):
-                if not isinstance(row, dict):
+                if type(row) is not dict:
                     raise ApiError(400, f"Instance {i} must be an object of named inputs")
                 if row.keys() != wanted:
                     _row_keys_error(i, row, names)
-                for n in names:
-                    columns[n].append(row[n])
+            columns = {n: [row[n] for row in rows] for n in names}
         elif len(names) == 1:
             columns = {names[0]: rows}
         else:
@@ -203,7 +202,10 @@ def _kind(kind: str) -> str:
 def to_array(value: Any, spec: Any, name: str, *, allow_non_finite: bool = False) -> np.ndarray:
     """A JSON value as a numpy array of ``spec.dtype``, checking type, range and shape."""
     dtype = spec.dtype
-    if dtype.name == "string":
+    if dtype.name == "string" and type(value) is list and all(type(v) is str for v in value):
+        # the common case, a column of plain strings: no walk for shape and leaves
+        array = np.array([v.encode("utf-8") for v in value], dtype=object)
+    elif dtype.name == "string":
         shape, leaves = _shape_and_leaves(value, name)
         array = np.array(
             [b"" if leaf is None else _to_bytes(leaf, name) for leaf in leaves], dtype=object
@@ -228,11 +230,39 @@ def to_array(value: Any, spec: Any, name: str, *, allow_non_finite: bool = False
                 )
     else:
         raise ApiError(400, f"Input '{name}': unsupported input dtype {dtype.name}")
-    if not spec.shape.is_compatible_with(array.shape):
+    if not shape_fits(spec, array.shape):
         raise ApiError(
             400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
         )
     return array
+
+
+#: id(spec) -> (spec, its dimensions): by identity, as a spec's own hash costs a serialization
+_DIMS: dict[int, tuple[Any, tuple[int | None, ...] | None]] = {}
+
+
+def _spec_dims(spec: Any) -> tuple[int | None, ...] | None:
+    """A spec's dimensions (None: unknown rank), read once per spec object."""
+    hit = _DIMS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    shape = spec.shape
+    dims = None if shape.rank is None else tuple(shape.as_list())
+    if len(_DIMS) >= 4096:  # specs of unloaded versions: start again
+        _DIMS.clear()
+    _DIMS[id(spec)] = (spec, dims)
+    return dims
+
+
+def shape_fits(spec: Any, shape: tuple[int, ...]) -> bool:
+    """``spec.shape.is_compatible_with(shape)`` for a concrete numpy shape, without building a
+    TensorShape per call (≈8 % of a 64-row request's CPU when it did)."""
+    dims = _spec_dims(spec)
+    if dims is None:
+        return True
+    return len(dims) == len(shape) and all(
+        d is None or d == n for d, n in zip(dims, shape, strict=True)
+    )
 
 
 def _null_flags(value: Any) -> Any:

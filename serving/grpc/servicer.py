@@ -20,29 +20,27 @@ Services (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.
   ``models.config`` and the model directories every poll instead).
 
 Routing: ``model_spec.version`` or ``model_spec.version_label`` pick a version; neither means
-the served one. Status codes follow TF Serving (ApiError's ``grpc.StatusCode``); anything
-unexpected is logged and answered INTERNAL: no request can take the server down.
+the served one. The methods here are plain functions of the request that raise ApiError;
+:mod:`serving.grpc.server` serves them on a ``grpc.aio`` server, turning ApiError into its
+status (TF Serving's codes) and anything unexpected into INTERNAL (logged): no request can take
+the server down. Their ``context`` is a :class:`CallContext`.
 
 Importing this module imports TensorFlow (tensorflow-serving-api's protos import it).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
@@ -60,7 +58,7 @@ from serving.runtime.predict import (
 from serving.runtime.registry import ModelRegistry
 from serving.runtime.servable import Servable
 
-__all__ = ["ModelServicer", "PredictionServicer", "request_id_of"]
+__all__ = ["CallContext", "ModelServicer", "PredictionServicer", "request_id_of"]
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +80,6 @@ def request_id_of(sent: str | None) -> str:
     if sent and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", sent):
         return sent
     return uuid.uuid4().hex
-
-
-def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a servicer method, turning ApiError into its gRPC status and anything else
-    into INTERNAL (logged), so that no request can take the server down."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except ApiError as exc:
-            context.abort(exc.grpc_code(), exc.message)
-        except Exception as exc:  # noqa: BLE001 - the server must answer, not die
-            log.exception("gRPC %s failed", method.__name__)
-            context.abort(
-                grpc.StatusCode.INTERNAL,
-                " ".join(f"Internal error: {type(exc).__name__}: {exc}".split()),
-            )
-
-    return wrapper
 
 
 def _version_choice(spec: Any) -> tuple[int | None, str | None]:
@@ -143,7 +121,24 @@ def _fill_regressions(result: Any, values: list[Any]) -> None:
         result.regressions.add(value=value)
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class CallContext:
+    """What a servicer method sees of its RPC: the invocation metadata and the trailing
+    metadata it sets (the serving layer copies them from and to the real context)."""
+
+    __slots__ = ("metadata", "trailing")
+
+    def __init__(self, metadata: Any = ()) -> None:
+        self.metadata = metadata
+        self.trailing: tuple[tuple[str, str], ...] = ()
+
+    def invocation_metadata(self) -> Any:
+        return self.metadata
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
+
+class PredictionServicer:
     """``tensorflow.serving.PredictionService`` over a :class:`ModelRegistry`."""
 
     def __init__(
@@ -180,14 +175,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs: Any,
         outputs: Any,
         start: float,
-        context: grpc.ServicerContext | None = None,
+        context: CallContext | None = None,
         entities: list[Any] | None = None,
     ) -> None:
+        if self.request_logger is None:
+            return  # no log, no request id to read or return (nothing would record it)
         sent = dict(context.invocation_metadata() or ()) if context is not None else {}
         request_id = request_id_of(sent.get("x-request-id"))
         if context is not None:
             context.set_trailing_metadata((("x-request-id", request_id),))
-        if self.request_logger is None or not self.request_logger.sampled():
+        if not self.request_logger.sampled():
             return
         extra = {} if entities is None else {"entities": entities}
         self.request_logger.log(
@@ -208,8 +205,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     # ---------------------------------------------------------------- RPCs
 
-    @_rpc
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Predict(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """Run a signature on named TensorProtos (TF Serving's Predict)."""
         start = time.perf_counter()
         servable = self._resolve(request)
@@ -237,7 +233,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _run_examples(
         self,
         request: Any,
-        context: grpc.ServicerContext,
+        context: CallContext,
         method: str,
         response: Any,
         fill: Callable[[Any, list[Any]], None],
@@ -260,8 +256,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._log(servable, method, "examples", logged, results, start, context)
         return response
 
-    @_rpc
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Classify(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """Classify tf.Examples: per example, ``(label, score)`` classes."""
         return self._run_examples(
             request,
@@ -271,15 +266,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             _fill_classifications,
         )
 
-    @_rpc
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Regress(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """Regress tf.Examples: one value per example."""
         return self._run_examples(
             request, context, "regress", regression_pb2.RegressionResponse(), _fill_regressions
         )
 
-    @_rpc
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelMetadata(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """The version's signature defs (``metadata_field: "signature_def"``)."""
         if not request.metadata_field:
             raise ApiError(400, "Metadata field(s) must be specified")
@@ -295,20 +288,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[_SIGNATURE_DEF_FIELD].Pack(signature_defs)
         return response
 
-    @_rpc
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def MultiInference(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """Not supported by this server."""
         raise ApiError.of("UNIMPLEMENTED", "MultiInference is not implemented by this server")
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer:
     """``tensorflow.serving.ModelService`` over a :class:`ModelRegistry`."""
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    @_rpc
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelStatus(self, request: Any, context: CallContext) -> Any:  # noqa: N802
         """Version states of a model (all, or the one picked by version/label)."""
         if not request.HasField("model_spec"):
             raise ApiError(400, "Missing ModelSpec")
@@ -328,9 +319,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             status.status.error_message = entry["status"]["error_message"]
         return response
 
-    @_rpc
     def HandleReloadConfigRequest(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
+        self, request: Any, context: CallContext
     ) -> Any:
         """Not supported: edit ``models.config`` instead (it is re-read every poll)."""
         raise ApiError.of(

@@ -19,6 +19,7 @@ not keep it, run request by request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -139,13 +140,26 @@ def _is_set(message: Any, name: str) -> bool:
 
 
 class _Task:
-    __slots__ = ("arrays", "done", "error", "outputs", "rows")
+    __slots__ = ("arrays", "done", "error", "on_done", "outputs", "rows")
 
-    def __init__(self, arrays: Mapping[str, Any], rows: int) -> None:
-        self.arrays, self.rows = arrays, rows
+    def __init__(
+        self,
+        arrays: Mapping[str, Any],
+        rows: int,
+        on_done: Callable[[_Task], None] | None = None,
+    ) -> None:
+        self.arrays, self.rows, self.on_done = arrays, rows, on_done
         self.done = threading.Event()
         self.outputs: dict[str, Any] | None = None
         self.error: BaseException | None = None
+
+    def complete(
+        self, outputs: dict[str, Any] | None = None, error: BaseException | None = None
+    ) -> None:
+        self.outputs, self.error = outputs, error
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 class _Queue:
@@ -218,13 +232,11 @@ class _Queue:
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 for task in batch:
                     if not task.done.is_set():
-                        task.error = exc
-                        task.done.set()
+                        task.complete(error=exc)
 
     @staticmethod
     def _finish(task: _Task, outputs: dict[str, Any]) -> None:
-        task.outputs = outputs
-        task.done.set()
+        task.complete(outputs)
 
 
 class Batcher:
@@ -236,6 +248,33 @@ class Batcher:
         self._queues: weakref.WeakKeyDictionary[Any, _Queue] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
+    def _submit(
+        self,
+        fn: Any,
+        specs: Mapping[str, Any],
+        arrays: Mapping[str, Any],
+        run: Callable[[dict[str, Any]], dict[str, Any]],
+        on_done: Callable[[_Task], None] | None = None,
+    ) -> _Task | None:
+        """Queue the call as a task (None: it cannot be batched, the caller runs it alone)."""
+        batchable = all(
+            s.shape.rank is not None and s.shape.rank >= 1 and s.shape[0] is None
+            for s in specs.values()
+        )
+        rows = {int(a.shape[0]) for a in arrays.values() if getattr(a, "ndim", 0) >= 1}
+        if not batchable or len(rows) != 1:
+            return None
+        (n,) = rows
+        if n > self.params.max_batch_size or n == 0:
+            return None
+        with self._lock:
+            queue = self._queues.get(fn)
+            if queue is None:
+                queue = self._queues[fn] = _Queue(self.params, run)
+        task = _Task(arrays, n, on_done)
+        queue.submit(task)
+        return task
+
     def run(
         self,
         fn: Any,
@@ -244,24 +283,42 @@ class Batcher:
         run: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> dict[str, Any]:
         """``run(arrays)``, batched with other requests to ``fn`` when its inputs allow."""
-        batchable = all(
-            s.shape.rank is not None and s.shape.rank >= 1 and s.shape[0] is None
-            for s in specs.values()
-        )
-        rows = {int(a.shape[0]) for a in arrays.values() if getattr(a, "ndim", 0) >= 1}
-        if not batchable or len(rows) != 1:
+        task = self._submit(fn, specs, arrays, run)
+        if task is None:
             return run(dict(arrays))
-        (n,) = rows
-        if n > self.params.max_batch_size or n == 0:
-            return run(dict(arrays))
-        with self._lock:
-            queue = self._queues.get(fn)
-            if queue is None:
-                queue = self._queues[fn] = _Queue(self.params, run)
-        task = _Task(arrays, n)
-        queue.submit(task)
         task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.outputs is not None
-        return task.outputs
+        return _result(task)
+
+    async def run_async(
+        self,
+        fn: Any,
+        specs: Mapping[str, Any],
+        arrays: Mapping[str, Any],
+        run: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """:meth:`run` for an event loop: the request waits for its batch without a thread of
+        its own (the batch thread hands the result back to the loop); a call that cannot be
+        batched runs alone on a worker thread, never on the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done(_task: _Task) -> None:
+            loop.call_soon_threadsafe(_settle, future)
+
+        task = self._submit(fn, specs, arrays, run, done)
+        if task is None:
+            return await asyncio.to_thread(run, dict(arrays))
+        await future
+        return _result(task)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a request cancelled meanwhile (client gone) has no one to tell
+        future.set_result(None)
+
+
+def _result(task: _Task) -> dict[str, Any]:
+    if task.error is not None:
+        raise task.error
+    assert task.outputs is not None
+    return task.outputs

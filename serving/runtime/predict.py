@@ -14,13 +14,26 @@ from typing import Any
 
 from serving.api.errors import ApiError
 from serving.api.limits import Limits
-from serving.codec.json_tensors import decode_predict, encode_predict, signature_name_of, to_array
+from serving.codec.json_tensors import (
+    decode_predict,
+    encode_predict,
+    shape_fits,
+    signature_name_of,
+    to_array,
+)
 from serving.codec.tensor_proto import TensorProtoError, to_ndarray
 from serving.runtime.batching import Batcher
 from serving.runtime.servable import Servable
 from serving.runtime.signatures import get_signature, run_signature, to_tensor
 
-__all__ = ["ModelPolicy", "entity_to_strip", "predict_json", "run_predict_request"]
+__all__ = [
+    "ModelPolicy",
+    "PreparedPredict",
+    "entity_to_strip",
+    "predict_json",
+    "prepare_predict",
+    "run_predict_request",
+]
 
 
 @dataclass(frozen=True)
@@ -53,15 +66,57 @@ def entity_to_strip(
     return None if policy.entity in specs else policy.entity
 
 
+def _runner(fn: Any, specs: Mapping[str, Any]) -> Any:
+    def run(feed: dict[str, Any]) -> dict[str, Any]:
+        return run_signature(fn, {n: to_tensor(a, specs[n]) for n, a in feed.items()})
+
+    return run
+
+
 def call(
     fn: Any, specs: Mapping[str, Any], arrays: Mapping[str, Any], batcher: Batcher | None
 ) -> dict[str, Any]:
     """Run a signature on numpy inputs, through ``batcher`` when batching is on."""
-
-    def run(feed: dict[str, Any]) -> dict[str, Any]:
-        return run_signature(fn, {n: to_tensor(a, specs[n]) for n, a in feed.items()})
-
+    run = _runner(fn, specs)
     return run(dict(arrays)) if batcher is None else batcher.run(fn, specs, arrays, run)
+
+
+@dataclass(frozen=True)
+class PreparedPredict:
+    """A REST predict body decoded for its signature: ``fmt`` (``"instances"`` or
+    ``"inputs"``), the instances/inputs as sent (for the request log), the signature function,
+    its input specs, the input arrays, and the number of rows (row format) for the answer."""
+
+    fmt: str
+    request_inputs: Any
+    fn: Any
+    specs: Mapping[str, Any]
+    arrays: dict[str, Any]
+    n_rows: int | None
+
+    def answer(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The REST answer for the signature's ``outputs``."""
+        return encode_predict(outputs, self.n_rows)
+
+    async def run_batched(self, batcher: Batcher) -> dict[str, Any]:
+        """The signature's outputs, batched with other requests, awaited on an event loop."""
+        return await batcher.run_async(
+            self.fn, self.specs, self.arrays, _runner(self.fn, self.specs)
+        )
+
+
+def prepare_predict(
+    servable: Servable, payload: Any, policy: ModelPolicy = DEFAULT_POLICY
+) -> PreparedPredict:
+    """Decode a REST predict body for ``servable``; ApiError(400) for anything wrong with it."""
+    _key, fn, specs, _sigdef = get_signature(servable, signature_name_of(payload))
+    names = sorted(specs)
+    decoded = decode_predict(payload, names)
+    arrays = {
+        n: to_array(decoded.columns[n], specs[n], n, allow_non_finite=policy.allow_non_finite)
+        for n in names
+    }
+    return PreparedPredict(decoded.fmt, decoded.request_inputs, fn, specs, arrays, decoded.n_rows)
 
 
 def predict_json(
@@ -76,15 +131,9 @@ def predict_json(
     Returns ``(format, request_inputs, response_body)`` where format is ``"instances"`` or
     ``"inputs"``. Raises ApiError(400) for anything wrong with the request.
     """
-    _key, fn, specs, _sigdef = get_signature(servable, signature_name_of(payload))
-    names = sorted(specs)
-    decoded = decode_predict(payload, names)
-    arrays = {
-        n: to_array(decoded.columns[n], specs[n], n, allow_non_finite=policy.allow_non_finite)
-        for n in names
-    }
-    outputs = call(fn, specs, arrays, batcher)
-    return decoded.fmt, decoded.request_inputs, encode_predict(outputs, decoded.n_rows)
+    prepared = prepare_predict(servable, payload, policy)
+    outputs = call(prepared.fn, prepared.specs, prepared.arrays, batcher)
+    return prepared.fmt, prepared.request_inputs, prepared.answer(outputs)
 
 
 def _dtype_name(enum: int) -> str:
@@ -107,7 +156,7 @@ def _array_from_proto(name: str, proto: Any, spec: Any, max_elements: int) -> An
         array = to_ndarray(proto, max_elements)
     except TensorProtoError as exc:
         raise ApiError(400, f"Input '{name}': {exc}") from exc
-    if not spec.shape.is_compatible_with(array.shape):
+    if not shape_fits(spec, array.shape):
         raise ApiError(
             400, f"Input '{name}': shape {list(array.shape)} is incompatible with {spec.shape}"
         )
