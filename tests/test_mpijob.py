@@ -139,9 +139,15 @@ def test_trigger_polls_the_conditions_until_the_job_succeeds(cluster):
         {"metadata": {"name": NAME, "namespace": NS}}, [CREATED, RUNNING, RUNNING, SUCCEEDED]
     )
     event = first_event(trigger())
-    assert event == {"status": "success", "name": NAME, "namespace": NS, "state": "Succeeded",
-                     "reason": "MPIJobSucceeded", "message": "done",
-                     "last_log_time": None}  # fmt: skip (no logging_interval: no log read)
+    assert event == {
+        "status": "success",
+        "name": NAME,
+        "namespace": NS,
+        "state": "Succeeded",
+        "reason": "MPIJobSucceeded",
+        "message": "done",
+        "last_log_time": None,
+    }  # no logging_interval: the launcher log was not read
     assert job_gets(fake) == 4  # one poll per status, through the async hook's connection
 
 
