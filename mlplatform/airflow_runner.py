@@ -55,8 +55,13 @@ log = logging.getLogger("mlplatform.runner")
 
 
 def prepare_airflow() -> dict[str, str]:
-    """Export the embedded Airflow environment, make the homes private and migrate the SQLite
-    DB the first time (created ``0600``; an existing one is tightened to it)."""
+    """Export the embedded Airflow environment, make the homes private and, the first time,
+    give the home its SQLite databases (created ``0600``; an existing one is tightened to it):
+    Airflow's metadata DB and, with the default tracking URI, MLflow's, both copied from
+    migrated-schema templates (:mod:`mlplatform.embedded_dbs`), else migrated here
+    (``airflow db migrate``; MLflow then creates its tables on first use)."""
+    from mlplatform import embedded_dbs
+
     settings = get_settings()
     env = settings.airflow_env()
     os.environ.update(env)
@@ -70,15 +75,22 @@ def prepare_airflow() -> dict[str, str]:
     with open(settings.airflow_home / ".db-migrate.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if not done.exists():
-            airflow_bin = Path(sys.executable).parent / "airflow"
-            subprocess.run(
-                [str(airflow_bin), "db", "migrate"],
-                check=True,
-                env=os.environ.copy(),
-                stdout=subprocess.DEVNULL,
-                umask=0o077,
-            )
+            started = time.monotonic()
+            how = "copied its schema template"
+            if not embedded_dbs.seed_airflow_db(settings):
+                how = "migrated it"
+                airflow_bin = Path(sys.executable).parent / "airflow"
+                subprocess.run(
+                    [str(airflow_bin), "db", "migrate"],
+                    check=True,
+                    env=os.environ.copy(),
+                    stdout=subprocess.DEVNULL,
+                    umask=0o077,
+                )
             done.touch()
+            log.info("Airflow metadata DB: %s in %.1fs", how, time.monotonic() - started)
+            if embedded_dbs.seed_mlflow_db(settings):
+                log.info("MLflow tracking DB: copied its schema template")
     private_file(settings.airflow_home / "airflow.db")
     return env
 

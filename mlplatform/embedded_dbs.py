@@ -1,0 +1,131 @@
+"""The embedded home's two SQLite databases, seeded from migrated-schema templates
+(:mod:`mlplatform.schema_templates`) instead of migrated on the home's first use.
+
+* Airflow's metadata DB (``<home>/airflow/airflow.db``): the template is made by ``airflow db
+  migrate`` itself in a scratch Airflow home with this home's Airflow settings. Its key: the
+  versions of apache-airflow-core and of every installed Airflow provider (providers may bring
+  their own tables through DB managers), the names of Airflow's migration scripts, and every
+  ``AIRFLOW__*`` setting that does not point into the home (the migration writes some of them as
+  rows: the default pool's size, the log-name templates). Used only for a home whose Airflow
+  configuration comes from the environment alone (no ``airflow.cfg`` in it yet, no
+  ``AIRFLOW_CONFIG``): a hand-written configuration is migrated as before.
+* MLflow's tracking DB (``<home>/mlflow.db``, the default tracking URI only): the template is
+  made by MLflow's own table initialisation (what its SQLAlchemy store runs on an empty DB),
+  keyed by the mlflow version and its migration script names. MLflow creates the default
+  experiment (with this home's artifact location) on first use of the copy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlplatform import schema_templates
+from mlplatform.schema_templates import Schema
+from mlplatform.settings import Settings
+
+#: settings that point into a home or a checkout: not part of a template's key (the migration
+#: does not read the DAG and plugin folders; the others are replaced in the build)
+_PATHS = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+)
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a build command; RuntimeError with its last error line if it fails."""
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, umask=0o077)  # fmt: skip
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        raise RuntimeError(f"{' '.join(cmd[:3])}: {lines[-1]}")
+
+
+def _airflow_providers() -> list[str]:
+    """``name-version`` of every installed Airflow provider distribution, from the names of
+    their ``.dist-info`` folders (a glob: importlib.metadata would read all 300+ packages'
+    metadata files on the runner's start-up path)."""
+    found = set()
+    for entry in sys.path:
+        for info in Path(entry or ".").glob("apache_airflow_providers_*.dist-info"):
+            found.add(info.name.removesuffix(".dist-info"))
+    return sorted(found)
+
+
+def airflow_schema(settings: Settings, env: dict[str, str]) -> Schema:
+    """Airflow's metadata schema for a home configured by ``env`` (the full process
+    environment after :func:`mlplatform.airflow_runner.prepare_airflow` exported the home's)."""
+    version, scripts = schema_templates.package_migrations(
+        "apache-airflow-core", "airflow", "migrations", "versions"
+    )
+    home = str(settings.home_dir)
+    rows = sorted(
+        f"{k}={v}"
+        for k, v in env.items()
+        if k.startswith("AIRFLOW__") and k not in _PATHS and home not in v
+    )
+
+    def build(db_path: Path) -> None:
+        scratch = db_path.parent / "airflow-home"
+        scratch.mkdir(mode=0o700)
+        build_env = {k: v for k, v in env.items() if k != "AIRFLOW_CONFIG"}
+        build_env.update(
+            AIRFLOW_HOME=str(scratch),
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{db_path}",
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(scratch / "logs"),
+        )
+        _run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], build_env)
+
+    return Schema("airflow", (version, scripts, *_airflow_providers(), *rows), build)
+
+
+def seed_airflow_db(settings: Settings) -> bool:
+    """Copy the Airflow template into a home with no metadata DB yet; False: migrate it."""
+    if not settings.schema_templates or os.environ.get("AIRFLOW_CONFIG"):
+        return False
+    if (settings.airflow_home / "airflow.cfg").exists():
+        return False
+    try:
+        schema = airflow_schema(settings, dict(os.environ))
+    except LookupError:
+        return False
+    return schema_templates.seed(
+        settings.airflow_home / "airflow.db", schema, settings.schema_cache_dir
+    )
+
+
+_MLFLOW_BUILD = """
+import sys
+import sqlalchemy
+from mlflow.store.db.utils import _initialize_tables
+_initialize_tables(sqlalchemy.create_engine("sqlite:///" + sys.argv[1]))
+"""
+
+
+def mlflow_schema() -> Schema:
+    """MLflow's tracking schema (tables and alembic upgrades, no rows)."""
+    version, scripts = schema_templates.package_migrations(
+        "mlflow", "mlflow", "store", "db_migrations", "versions"
+    )
+
+    def build(db_path: Path) -> None:
+        _run([sys.executable, "-c", _MLFLOW_BUILD, str(db_path)])
+
+    return Schema("mlflow", (version, scripts), build)
+
+
+def seed_mlflow_db(settings: Settings) -> bool:
+    """Copy the MLflow template to ``<home>/mlflow.db`` when the tracking URI is the embedded
+    default and that DB does not exist yet; False otherwise (MLflow creates it on first use)."""
+    if not settings.schema_templates or settings.mlflow_tracking_uri:
+        return False
+    try:
+        schema = mlflow_schema()
+    except LookupError:
+        return False
+    return schema_templates.seed(settings.home_dir / "mlflow.db", schema, settings.schema_cache_dir)
