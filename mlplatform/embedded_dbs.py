@@ -12,7 +12,11 @@
 * MLflow's tracking DB (``<home>/mlflow.db``, the default tracking URI only): the template is
   made by MLflow's own table initialisation (what its SQLAlchemy store runs on an empty DB),
   keyed by the mlflow version and its migration script names. MLflow creates the default
-  experiment (with this home's artifact location) on first use of the copy.
+  experiment (with this home's artifact location) on first use of the copy. Building it costs a
+  fresh interpreter's MLflow import (5-10 s), more than MLflow's table creation in a process
+  that has MLflow loaded anyway (≈1.5 s), so a cache without it is filled in the background at
+  the lowest CPU priority (``python -m mlplatform.embedded_dbs mlflow``) and this home's MLflow
+  creates its tables itself, as before.
 """
 
 from __future__ import annotations
@@ -121,11 +125,40 @@ def mlflow_schema() -> Schema:
 
 def seed_mlflow_db(settings: Settings) -> bool:
     """Copy the MLflow template to ``<home>/mlflow.db`` when the tracking URI is the embedded
-    default and that DB does not exist yet; False otherwise (MLflow creates it on first use)."""
-    if not settings.schema_templates or settings.mlflow_tracking_uri:
+    default and that DB does not exist yet; False otherwise (MLflow creates it on first use).
+    A missing template is built in the background for the next fresh home."""
+    db_path = settings.home_dir / "mlflow.db"
+    if not settings.schema_templates or settings.mlflow_tracking_uri or db_path.exists():
         return False
     try:
         schema = mlflow_schema()
     except LookupError:
         return False
-    return schema_templates.seed(settings.home_dir / "mlflow.db", schema, settings.schema_cache_dir)
+    if schema_templates.seed(db_path, schema, settings.schema_cache_dir, build=False):
+        return True
+    subprocess.Popen(
+        [sys.executable, "-m", "mlplatform.embedded_dbs", "mlflow"],
+        env={**os.environ, "MLP_SCHEMA_CACHE": str(settings.schema_cache_dir)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives this process; nobody waits for it
+        preexec_fn=lambda: os.nice(19),
+    )
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlplatform.embedded_dbs mlflow``: build the MLflow template if missing."""
+    from mlplatform.settings import get_settings
+
+    names = argv if argv is not None else sys.argv[1:]
+    if names != ["mlflow"]:
+        print("usage: python -m mlplatform.embedded_dbs mlflow", file=sys.stderr)
+        return 2
+    made = schema_templates.template(mlflow_schema(), get_settings().schema_cache_dir)
+    return 0 if made else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -126,12 +126,15 @@ def _valid(entry: Path) -> bool:
         return False
 
 
-def template(schema: Schema, cache_dir: Path) -> Path | None:
-    """The template DB of ``schema`` (built first if the cache has none); None if it cannot be made."""
+def template(schema: Schema, cache_dir: Path, build: bool = True) -> Path | None:
+    """The template DB of ``schema``, built first if the cache has none (``build=False``: None
+    then); None if it cannot be made."""
     private_dir(cache_dir)
     entry = cache_dir / f"{schema.name}-{schema.key}"
     if _valid(entry):
         return entry / DB_NAME
+    if not build:
+        return None
     with open(cache_dir / f"{schema.name}-{schema.key}.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if _valid(entry):  # another process built it while we waited
@@ -166,12 +169,13 @@ def template(schema: Schema, cache_dir: Path) -> Path | None:
     return entry / DB_NAME if _valid(entry) else None
 
 
-def seed(db_path: Path, schema: Schema, cache_dir: Path) -> bool:
-    """Copy ``schema``'s template to ``db_path`` (``0600``) if nothing is there yet; True if the
+def seed(db_path: Path, schema: Schema, cache_dir: Path, build: bool = True) -> bool:
+    """Copy ``schema``'s template to ``db_path`` (``0600``) if nothing is there yet, building
+    the template first if the cache has none (``build=False``: then return False); True if the
     copy is in place, False if the caller must migrate (see the module doc)."""
     if db_path.exists():
         return False
-    source = template(schema, cache_dir)
+    source = template(schema, cache_dir, build=build)
     if source is None:
         return False
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
