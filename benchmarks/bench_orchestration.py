@@ -47,11 +47,12 @@ sys.path.insert(0, str(REPO))
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[,.]\d+)(Z?)")
 #: runner log lines (by their text) that end a start-up phase, in order; older code lacks some
 PHASES = (
-    ("runner process up", "runner started:"),
+    ("runner process up", "runner started"),
     ("home's DBs ready", "Airflow metadata DB:"),
     ("Airflow imported", "runner: Airflow imported"),
     ("DagBag parsed", "runner: DagBag parsed"),
     ("Execution API built", "in-process Execution API:"),
+    ("run requested", "runner: running "),
     ("run created", "Created dag run."),
 )
 
