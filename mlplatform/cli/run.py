@@ -248,7 +248,8 @@ def drive_runner(
                     on_poll()
                 if done:
                     break
-                time.sleep(0.5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.5)  # returns as soon as the runner ends
         except KeyboardInterrupt:
             say(f"interrupted: stopping the {what} ({stopping}the run is marked failed)")
             _stop_runner(proc, Path(f"{result_path}.stop"))
