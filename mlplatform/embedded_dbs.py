@@ -134,11 +134,16 @@ def seed_mlflow_db(settings: Settings) -> bool:
         schema = mlflow_schema()
     except LookupError:
         return False
-    if schema_templates.seed(db_path, schema, settings.schema_cache_dir, build=False):
+    cache = settings.schema_cache_dir
+    if schema_templates.seed(db_path, schema, cache, build=False):
         return True
+    if schema_templates.building(schema, cache):
+        return False
+    # the builder belongs to no home: none of the home's settings in its environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLP_", "AIRFLOW"))}
     subprocess.Popen(
         [sys.executable, "-m", "mlplatform.embedded_dbs", "mlflow"],
-        env={**os.environ, "MLP_SCHEMA_CACHE": str(settings.schema_cache_dir)},
+        env={**env, "MLP_SCHEMA_CACHE": str(cache)},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -126,6 +126,17 @@ def _valid(entry: Path) -> bool:
         return False
 
 
+def building(schema: Schema, cache_dir: Path) -> bool:
+    """Whether another process is building ``schema``'s template right now (holds its lock)."""
+    private_dir(cache_dir)
+    with open(cache_dir / f"{schema.name}-{schema.key}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
 def template(schema: Schema, cache_dir: Path, build: bool = True) -> Path | None:
     """The template DB of ``schema``, built first if the cache has none (``build=False``: None
     then); None if it cannot be made."""

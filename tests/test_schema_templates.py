@@ -97,6 +97,19 @@ def test_a_damaged_template_is_rebuilt(tmp_path):
     assert schema_templates.alembic_revision(tmp_path / "b.db") == "r1"
 
 
+def test_a_build_in_progress_is_seen_and_not_waited_for(tmp_path):
+    import fcntl
+
+    schema = Schema("demo", ("1",), CountingBuild())
+    cache = tmp_path / "cache"
+    assert not schema_templates.building(schema, cache)
+    with open(cache / f"demo-{schema.key}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # what a building process holds
+        assert schema_templates.building(schema, cache)
+        assert schema_templates.template(schema, cache, build=False) is None
+    assert not schema_templates.building(schema, cache)
+
+
 def test_the_key_follows_the_library_and_its_migrations():
     build = CountingBuild()
     assert Schema("s", ("1.0", "abc"), build).key != Schema("s", ("1.1", "abc"), build).key
