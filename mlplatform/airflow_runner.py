@@ -4,6 +4,11 @@ Used by ``mlplatform run`` in a child process whose output goes to a log file, s
 print a clean per-stage summary. Usage::
 
     python -m mlplatform.airflow_runner DAG_ID RESULT_JSON [--conf JSON] [--logical-date ISO]
+    python -m mlplatform.airflow_runner --standby    # the same arguments later, on stdin (JSON)
+
+``--standby`` (what ``mlplatform run`` starts, before its own checks) warms up first (the
+home's databases, Airflow's imports, the DagBag, the in-process Execution API: see
+:func:`warm_up`) and then reads ``{"argv": [...]}`` from stdin.
 
 Sets up the embedded Airflow home (SQLite, ``airflow db migrate`` on first use) from settings,
 writes ``{"run_id"}`` to ``RESULT_JSON.started`` as soon as the run id is known, and at the end
@@ -36,6 +41,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +49,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mlplatform import runs
 from mlplatform.permissions import PRIVATE_FILE, private_dir, private_file
@@ -55,8 +62,13 @@ log = logging.getLogger("mlplatform.runner")
 
 
 def prepare_airflow() -> dict[str, str]:
-    """Export the embedded Airflow environment, make the homes private and migrate the SQLite
-    DB the first time (created ``0600``; an existing one is tightened to it)."""
+    """Export the embedded Airflow environment, make the homes private and, the first time,
+    give the home its SQLite databases (created ``0600``; an existing one is tightened to it):
+    Airflow's metadata DB and, with the default tracking URI, MLflow's, both copied from
+    migrated-schema templates (:mod:`mlplatform.embedded_dbs`), else migrated here
+    (``airflow db migrate``; MLflow then creates its tables on first use)."""
+    from mlplatform import embedded_dbs
+
     settings = get_settings()
     env = settings.airflow_env()
     os.environ.update(env)
@@ -70,15 +82,22 @@ def prepare_airflow() -> dict[str, str]:
     with open(settings.airflow_home / ".db-migrate.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if not done.exists():
-            airflow_bin = Path(sys.executable).parent / "airflow"
-            subprocess.run(
-                [str(airflow_bin), "db", "migrate"],
-                check=True,
-                env=os.environ.copy(),
-                stdout=subprocess.DEVNULL,
-                umask=0o077,
-            )
+            started = time.monotonic()
+            how = "copied its schema template"
+            if not embedded_dbs.seed_airflow_db(settings):
+                how = "migrated it"
+                airflow_bin = Path(sys.executable).parent / "airflow"
+                subprocess.run(
+                    [str(airflow_bin), "db", "migrate"],
+                    check=True,
+                    env=os.environ.copy(),
+                    stdout=subprocess.DEVNULL,
+                    umask=0o077,
+                )
             done.touch()
+            log.info("Airflow metadata DB: %s in %.1fs", how, time.monotonic() - started)
+            if embedded_dbs.seed_mlflow_db(settings):
+                log.info("MLflow tracking DB: copied its schema template")
     private_file(settings.airflow_home / "airflow.db")
     return env
 
@@ -280,7 +299,36 @@ def _dag_run_exists(dag_id: str, run_id: str) -> bool:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class WarmRunner:
+    """What :func:`warm_up` prepared: the Airflow environment and the parsed DagBag."""
+
+    env: dict[str, str]
+    bag: Any
+
+
+def warm_up() -> WarmRunner:
+    """Everything a run needs before it knows its DAG: the home's databases, Airflow's imports,
+    the DagBag, the in-process Execution API. Logs one line per phase (the landmarks that
+    ``benchmarks/bench_orchestration.py`` reads)."""
+    os.environ[runs.RUNNER_PID_ENV] = str(os.getpid())
+    log.info("runner started")
+    env = prepare_airflow()
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mlplatform import task_logs
+    from mlplatform.inprocess_api import serve_client_version_only
+
+    task_logs.install()  # each task's log where the UI reads it (dag.test runs tasks in here)
+    log.info("runner: Airflow imported")
+    bag = DagBag(dag_folder=env["AIRFLOW__CORE__DAGS_FOLDER"])
+    log.info("runner: DagBag parsed (%d DAGs)", len(bag.dags))
+    serve_client_version_only()  # the first task no longer builds every API version
+    return WarmRunner(env, bag)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -288,23 +336,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("result")
     parser.add_argument("--conf", default="{}")
     parser.add_argument("--logical-date", default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _log_setup() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    os.environ[runs.RUNNER_PID_ENV] = str(os.getpid())
-    env = prepare_airflow()
 
-    from airflow.dag_processing.dagbag import DagBag
+
+def main(argv: list[str] | None = None) -> int:
+    """Warm up, then run the DAG run ``argv`` asks for (see the module doc)."""
+    args = _parse(argv)
+    _log_setup()
+    return run(args, warm_up())
+
+
+def standby() -> int:
+    """``python -m mlplatform.airflow_runner --standby``: warm up at once, then read the run's
+    arguments as one JSON line ``{"argv": [...]}`` from stdin and run it; an empty stdin (the
+    command that started this process found nothing to run, or died) ends it without a run.
+    ``mlplatform run`` starts its runner this way before its own checks, so that Airflow's
+    imports overlap them. SIGTERM while warming up (the checks failed) ends it at once: nothing
+    is half-done then (the databases appear by rename or link, the migration marker only after
+    a migration, file locks die with the process)."""
+    _log_setup()
+
+    def stop(_signum: int, _frame: object) -> None:
+        os._exit(143)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    warm = warm_up()
+    signal.signal(signal.SIGTERM, previous)
+    line = sys.stdin.readline()
+    if not line.strip():
+        log.info("runner: no run requested")
+        return 0
+    return run(_parse(json.loads(line)["argv"]), warm)
+
+
+def run(args: argparse.Namespace, warm: WarmRunner) -> int:
+    """The DAG run ``args`` asks for, on a warmed-up runner."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunType
 
-    from mlplatform import task_logs
-
-    task_logs.install()  # each task's log where the UI reads it (dag.test runs tasks in here)
     settings = get_settings()
     result_path = Path(args.result)
-    bag = DagBag(dag_folder=env["AIRFLOW__CORE__DAGS_FOLDER"])
+    bag = warm.bag
     dag = bag.dags.get(args.dag_id)
     if dag is None:
         errors = "; ".join(
@@ -325,11 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     Path(f"{result_path}.started").write_text(json.dumps({"run_id": run_id, "pid": os.getpid()}))
     start_watchdog(settings, dag.dag_id, pipeline, run_id, result_path)
-    run = test_dag_run(dag, run_id, logical, json.loads(args.conf))
-    tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    log.info("runner: running %s", args.dag_id)
+    dag_run = test_dag_run(dag, run_id, logical, json.loads(args.conf))
+    tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     result_path.write_text(
-        json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks})
+        json.dumps({"run_id": dag_run.run_id, "state": str(dag_run.state), "tasks": tasks})
     )
+    log.info("runner: result written")
     return 0
 
 
@@ -345,4 +425,4 @@ def exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    exit_now(main())
+    exit_now(standby() if sys.argv[1:] == ["--standby"] else main())

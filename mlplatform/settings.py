@@ -114,9 +114,27 @@ class Settings(BaseSettings):
         "opt-in, MLP_UI_ALL_ADMINS=true); by default the Simple auth manager's user 'admin'",
     )
 
+    schema_templates: bool = Field(
+        default=True,
+        description="seed a fresh home's SQLite databases (Airflow, MLflow) from migrated-schema "
+        "templates instead of migrating them (mlplatform.schema_templates); false: migrate",
+    )
+    schema_cache: Path | None = Field(
+        default=None,
+        description="where the schema templates are kept; default "
+        "$XDG_CACHE_HOME/mlplatform/schemas or ~/.cache/mlplatform/schemas",
+    )
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def schema_cache_dir(self) -> Path:
+        """The schema templates' cache (:mod:`mlplatform.schema_templates`)."""
+        from mlplatform.schema_templates import default_cache_dir
+
+        return (self.schema_cache or default_cache_dir()).expanduser().resolve()
 
     @property
     def storage(self) -> str:

@@ -4,6 +4,7 @@ summary; the demo also serves the promoted model and queries it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -151,6 +152,70 @@ def runner_result(proc: subprocess.Popen, result_path: Path, log_path: Path) -> 
     return result
 
 
+def _runner_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
+
+
+class RunnerStandby:
+    """The runner child started before the command's own checks (``python -m
+    mlplatform.airflow_runner --standby``): it warms up (the home's databases, Airflow's
+    imports, the DagBag, the Execution API) while this process loads and checks the pipeline,
+    then gets its arguments on stdin (:meth:`request`). Its log is ``<home>/logs/run-<stamp>.log``
+    until :meth:`name_log` names it after the pipeline. :meth:`cancel` (the checks failed) stops
+    it at once (SIGTERM: it ends cleanly) and removes its log; so does leaving the ``with``
+    block by an exception before :meth:`request`."""
+
+    def __init__(self, settings: Settings) -> None:
+        logs = settings.home_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        self.log_path = logs / f"run-{self.stamp}.log"
+        with open(self.log_path, "w") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlplatform.airflow_runner", "--standby"],
+                stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+                env=_runner_env(settings), cwd=settings.repo_root, start_new_session=True,
+            )  # fmt: skip
+        self.requested = False
+
+    def __enter__(self) -> RunnerStandby:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None and not self.requested:
+            self.cancel()
+
+    def name_log(self, prefix: str) -> Path:
+        """Rename the log to ``<prefix>-<stamp>.log`` (the runner keeps writing to it)."""
+        named = self.log_path.with_name(f"{prefix}-{self.stamp}.log")
+        self.log_path = self.log_path.rename(named)
+        return named
+
+    def request(self, argv: list[str]) -> subprocess.Popen:
+        """Hand the runner its arguments (those of ``python -m mlplatform.airflow_runner``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"argv": argv}) + "\n")
+        self.proc.stdin.close()
+        self.requested = True
+        return self.proc
+
+    def cancel(self) -> None:
+        """Stop the runner (its process group: a migration it started too) before it ran
+        anything, and remove its log."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.log_path.unlink(missing_ok=True)
+
+
 def drive_runner(
     settings: Settings,
     cmd: list[str],
@@ -159,16 +224,22 @@ def drive_runner(
     what: str,
     stopping: str = "",
     on_poll: Callable[[], None] | None = None,
+    standby: RunnerStandby | None = None,
 ) -> dict:
     """Start the runner child (:mod:`mlplatform.airflow_runner`) ``cmd`` with its output in
-    ``log_path``, call ``on_poll`` every half second while it runs (and once after), and return
-    :func:`runner_result`. Ctrl-C or SIGTERM asks the runner to stop its run (``stopping`` says
-    what that also ends, e.g. "the trainer is terminated, "), which marks it failed, then raises
-    OutcomeError naming ``what`` was stopped."""
-    env = {**os.environ, "MLP_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                cwd=settings.repo_root, start_new_session=True)  # fmt: skip
+    ``log_path`` (with ``standby``: hand the arguments of ``cmd`` to that warmed-up runner, whose
+    log is ``log_path``), call ``on_poll`` every half second while it runs (and once after), and
+    return :func:`runner_result`. Ctrl-C or SIGTERM asks the runner to stop its run
+    (``stopping`` says what that also ends, e.g. "the trainer is terminated, "), which marks it
+    failed, then raises OutcomeError naming ``what`` was stopped."""
+    with contextlib.ExitStack() as stack:
+        if standby is not None:
+            proc = standby.request(cmd[3:])  # [python, -m, module, *arguments]
+        else:
+            log_file = stack.enter_context(open(log_path, "w"))
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env=_runner_env(settings), cwd=settings.repo_root,
+                                    start_new_session=True)  # fmt: skip
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while True:
@@ -177,7 +248,8 @@ def drive_runner(
                     on_poll()
                 if done:
                     break
-                time.sleep(0.5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.5)  # returns as soon as the runner ends
         except KeyboardInterrupt:
             say(f"interrupted: stopping the {what} ({stopping}the run is marked failed)")
             _stop_runner(proc, Path(f"{result_path}.stop"))
@@ -193,6 +265,7 @@ def run_pipeline(
     data: str | None,
     logical_date: str | None,
     use_cache: bool = True,
+    standby: RunnerStandby | None = None,
 ) -> dict:
     """Run the pipeline's training DAG through Airflow in a child process, printing progress.
 
@@ -201,21 +274,36 @@ def run_pipeline(
     the same pipeline that is already in progress is waited for (runs of one pipeline never
     interleave). A pipeline file the DAG factory refuses (a duplicated name included) fails here,
     first. ``use_cache=False`` (``--no-cache``) sets the run's param ``cache`` false: every stage
-    runs afresh.
+    runs afresh. The runner is started before the checks (:class:`RunnerStandby`; ``standby``:
+    one the caller started even earlier) and stopped if they fail.
     """
+    # start the runner first: its warm-up overlaps the checks below, a failed check stops it
+    standby = standby or RunnerStandby(settings)
+    with standby:
+        cfg = load_valid_pipeline(settings, name)
+        # a landing source templated by the data interval is the ingest DAG's to read: without
+        # --data such a run trains on the validated history (the newest validated batch)
+        data_uri = data or ("" if cfg.source.templated else cfg.source.uri) or ""
+        if data_uri:
+            data_uri = absolute_data_uri(data_uri)
+        log_path = standby.name_log(cfg.name)
+    return _drive_run(settings, cfg, standby, log_path, data_uri, logical_date, use_cache)
+
+
+def _drive_run(
+    settings: Settings,
+    cfg: PipelineConfig,
+    standby: RunnerStandby,
+    log_path: Path,
+    data_uri: str,
+    logical_date: str | None,
+    use_cache: bool,
+) -> dict:
+    """The checked run of :func:`run_pipeline` on its warmed-up runner."""
     from mlplatform import runs
     from mlplatform.storage import local_root, run_key
 
-    cfg = load_valid_pipeline(settings, name)
-    # a landing source templated by the data interval is the ingest DAG's to read: without
-    # --data such a run trains on the validated history (the newest validated batch)
-    data_uri = data or ("" if cfg.source.templated else cfg.source.uri) or ""
-    if data_uri:
-        data_uri = absolute_data_uri(data_uri)
-    logs = settings.home_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    log_path, result_path = logs / f"{cfg.name}-{stamp}.log", logs / f"{cfg.name}-{stamp}.json"
+    result_path = log_path.with_suffix(".json")
     started_path = Path(f"{result_path}.started")
     cmd = [sys.executable, "-m", "mlplatform.airflow_runner", f"mlp_{cfg.name}_train", str(result_path),
            "--conf", json.dumps({"data_uri": data_uri, "cache": use_cache})]  # fmt: skip
@@ -250,9 +338,8 @@ def run_pipeline(
                     seen.add(summary_path)
                     say(_stage_line(json.loads(summary_path.read_text())))
 
-    result = drive_runner(
-        settings, cmd, log_path, result_path, "run", "the trainer is terminated, ", show_new_stages
-    )
+    result = drive_runner(settings, cmd, log_path, result_path, "run",
+                          "the trainer is terminated, ", show_new_stages, standby)  # fmt: skip
     if "stopped" in result:
         raise OutcomeError(
             f"run {result['run_id']} was stopped ({result['stopped']}) and marked failed"
@@ -353,14 +440,17 @@ def serve_and_predict(settings: Settings, model: str, rows: list[dict]) -> dict:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from mlplatform import datagen
 
-    data_dir = settings.home_dir / "demo-data"
-    batch = len(list(data_dir.glob("batch-*.csv"))) + 1
-    path = datagen.write(
-        datagen.generate(args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction),
-        data_dir / f"batch-{batch}.csv",
-    )
-    say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
-    result = run_pipeline(settings, "demo", str(path), None)
+    with RunnerStandby(settings) as standby:  # warms up while the batch is generated
+        data_dir = settings.home_dir / "demo-data"
+        batch = len(list(data_dir.glob("batch-*.csv"))) + 1
+        path = datagen.write(
+            datagen.generate(
+                args.rows, seed=batch, drift=args.drift, bad_fraction=args.bad_fraction
+            ),
+            data_dir / f"batch-{batch}.csv",
+        )
+        say(f"demo batch {batch}: {args.rows} synthetic rows -> {path}")
+        result = run_pipeline(settings, "demo", str(path), None, standby=standby)
     try:
         _run_outcome(settings, result)
     except OutcomeError as exc:
