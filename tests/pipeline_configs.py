@@ -15,7 +15,9 @@ def drop_crons(pipelines_dir: Path, *sections: str, pipeline: str = "demo") -> N
     On a fresh home Airflow's scheduler starts the latest interval's run of every DAG with a cron
     at once: a scheduled train run (and the train DAG runs one at a time, so a run the test
     triggers waits behind it), a drift check, an ingest of an empty landing interval. A test
-    whose runs are all triggered or asset-driven drops the crons it does not exercise. Raises
+    whose runs are all triggered or asset-driven drops the crons it does not exercise (a null
+    ``monitoring.schedule`` means no monitor DAG at all; a null ``source.schedule`` an ingest
+    DAG without data intervals, run by hand). Raises
     AssertionError when the YAML no longer has the schedule where this expects it."""
     path = pipelines_dir / f"{pipeline}.yaml"
     text = path.read_text()

@@ -9,12 +9,12 @@ retrain (its train run is skipped by ``decide`` with the cool-down reason), what
 (decisions log, Airflow's runs and notes, asset events, MLflow aliases), and that nothing it
 started is left running.
 
-The pipeline is the demo's without the monitor's and the retrain check's crons: on a fresh home
-the scheduler would start their latest intervals' runs at once (a scheduled train run that finds
-no champion, a drift check with no reference), and the train DAG's one active run at a time held
-the first champion's run back behind the scheduled one (≈30 s). The loop under test needs
-neither: its monitor runs stand in for ``monitoring.schedule`` and its retrains come from the
-drift asset. So every train run and decision of this home is the loop's own, and the test says so.
+The pipeline is the demo's without the retrain check's cron: on a fresh home the scheduler would
+start that cron's latest interval at once (a scheduled train run that finds no champion), and
+the train DAG's one active run at a time held the first champion's run back behind it (≈30 s
+of a 6 min test). The loop under test retrains from the drift asset, so every train run and
+decision of this home is the loop's own, and the test says so. (The monitor keeps its cron:
+without one there is no monitor DAG; the ingest DAG keeps its daily data intervals.)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _leftovers(home: str) -> list[str]:
 
 
 def test_drift_retrains_through_the_scheduler_once_per_cooldown(mlp_home, pipelines_dir):
-    drop_crons(pipelines_dir, "monitoring", "retrain")  # the ingest DAG keeps its @daily intervals
+    drop_crons(pipelines_dir, "retrain")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "mlplatform.cli", "demo-drift", "--rows", "2000", "--traffic", "600",
