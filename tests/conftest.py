@@ -140,6 +140,7 @@ UNIT_MODULES = frozenset(
         "tests/test_plugin.py",
         "tests/test_request_log.py",
         "tests/test_storage.py",
+        "tests/test_suite_order.py",
         "tests/test_triggers.py",
     }
 )
