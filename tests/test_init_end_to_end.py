@@ -17,7 +17,6 @@ import time
 import pytest
 
 from tests import scaffold_tables
-from tests.cli_inprocess import run_cli
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -50,8 +49,7 @@ def test_regression_table_from_init_to_a_served_answer_with_nulls(
     scaffold_tables.rents(2000).to_csv(data, index=False)
     started = time.monotonic()
 
-    # init and check in this process (tests/cli_inprocess.py); the run in a process of its own
-    init = run_cli("init", "rents", "--data", str(data), cwd=REPO)
+    init = _cli("init", "rents", "--data", str(data))
     assert init.returncode == 0, init.stderr
     for line in (
         "rename: 'floor area' -> 'floor_area'",
@@ -63,7 +61,7 @@ def test_regression_table_from_init_to_a_served_answer_with_nulls(
         assert line in init.stdout, init.stdout
     assert (suites / "rents_raw.json").exists() and (pipelines_dir / "rents.yaml").exists()
 
-    check = run_cli("check", "rents", cwd=REPO)
+    check = _cli("check", "rents")
     assert check.returncode == 0, check.stdout + check.stderr
 
     run = _cli("run", "rents")  # source.uri is the table init read: no --data, no edits
