@@ -10,10 +10,11 @@ export MLP_HOME ?= $(CURDIR)/.mlplatform
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 # pytest-xdist: parallel workers for `make test` / `make test-fast` (each test file runs whole on
-# one worker: module fixtures such as the end-to-end demo run are shared by its tests);
-# PYTEST_WORKERS=0 runs in this process
+# one worker: module fixtures such as the end-to-end demo run are shared by its tests; files are
+# handed out in the order tests/conftest.py sorts them, heaviest tier first, not xdist's
+# most-tests-first); PYTEST_WORKERS=0 runs in this process
 PYTEST_WORKERS ?= 2
-XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile,)
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 
 .PHONY: help env demo demo-drift test test-fast test-unit lint docs serve ui clean
 

@@ -140,6 +140,7 @@ UNIT_MODULES = frozenset(
         "tests/test_plugin.py",
         "tests/test_request_log.py",
         "tests/test_storage.py",
+        "tests/test_suite_order.py",
         "tests/test_triggers.py",
     }
 )
@@ -162,12 +163,37 @@ def tier(item: pytest.Item) -> str:
     return "integration"
 
 
+#: files run in this order of their heaviest tier (see :func:`heaviest_first`)
+TIER_ORDER = ("e2e", "integration", "unit")
+
+
+def heaviest_first(items: list[pytest.Item], tiers: dict[str, str]) -> list[pytest.Item]:
+    """``items`` with whole files reordered: files holding an end-to-end test first, then
+    integration files, then unit files; the files of one rank, and the tests of one file, keep
+    their collection order (``test_end_to_end.py``'s tests build on each other in order).
+
+    Why: ``--dist loadfile`` hands files to the xdist workers in this order, each worker taking
+    the next file when it is done, so the long files start early and the short ones fill the
+    last minutes of both workers (longest-first scheduling). xdist's own default order (most
+    tests first) ran the single-test end-to-end files last, where one could keep one worker busy
+    for minutes while the other had nothing left (``make test`` passes ``--no-loadscope-reorder``
+    so that this order is the one used)."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        r = TIER_ORDER.index(tiers[item.nodeid])
+        rank[item.path] = min(rank.get(item.path, r), r)
+    return sorted(items, key=lambda item: rank[item.path])  # stable: ties keep their order
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test with its tier (``-m unit``, ``-m integration``, ``-m e2e``); ``slow``
-    stays an alias of ``e2e``, so ``-m "not slow"`` still skips the end-to-end tier."""
+    stays an alias of ``e2e``, so ``-m "not slow"`` still skips the end-to-end tier. Then order
+    the files heaviest tier first (:func:`heaviest_first`)."""
+    tiers = {}
     for item in items:
-        kind = tier(item)
+        kind = tiers[item.nodeid] = tier(item)
         item.add_marker(kind)
         if kind == "e2e":
             item.add_marker("slow")
+    items[:] = heaviest_first(items, tiers)

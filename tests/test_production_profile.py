@@ -117,6 +117,15 @@ def production(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
             "MLP_FEAST_ONLINE_STORE": "redis",
             "MLP_FEAST_REDIS_CONNECTION": redis,
         }
+        # Airflow's migration and the MLflow server's (its own schema in the other database)
+        # run side by side: each spends much of its time waiting on PostgreSQL
+        migrate_log = tmp_path / "airflow-db-migrate.log"
+        with open(migrate_log, "wb") as out:
+            migrate = subprocess.Popen(
+                [str(BIN / "airflow"), "db", "migrate"], env=env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        stack.callback(_stop, migrate)
         # the platform's clients get MLFLOW_S3_ENDPOINT_URL from MLP_S3_ENDPOINT_URL themselves
         server_env = {**env, "MLFLOW_S3_ENDPOINT_URL": s3}
         proc, url, log = _mlflow_server(
@@ -126,11 +135,7 @@ def production(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
         stack.callback(_stop, proc)
         env["MLP_MLFLOW_TRACKING_URI"] = url
         env["MLP_MLFLOW_UI_URL"] = url
-        migrate = subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
-            timeout=600,
-        )  # fmt: skip
-        assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+        assert migrate.wait(timeout=600) == 0, migrate_log.read_text()[-4000:]
         yield {**env, "PG_URL": base, "S3_URL": s3, "REDIS": redis, "MLFLOW_URL": url}
 
 

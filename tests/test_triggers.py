@@ -310,18 +310,21 @@ def test_a_landing_interval_without_files_is_no_batch(tmp_path, mlp_home):
 # ------------------------------------------------------------------------------ slow: real runs
 
 
-def _dag_run(home: Path, pipelines: Path, dag_id: str, *args: str, webhook: str = "") -> dict:
+def _dag_runs(home: Path, pipelines: Path, *runs: list[str], webhook: str = "") -> list[dict]:
+    """Each of ``runs`` (a DAG id and its ``tests.dag_runs`` options) one after the other in one
+    fresh process (``--then``); their reports in order."""
     env = {**os.environ, "MLP_HOME": str(home), "MLP_PIPELINES_PATH": str(pipelines)}
     env["MLP_ALERT_WEBHOOK_URL"] = webhook
     for key in [k for k in env if k.startswith("AIRFLOW")]:
         env.pop(key)
+    args = [arg for i, run in enumerate(runs) for arg in ([] if i == 0 else ["--then"]) + run]
     out = subprocess.run(
-        [sys.executable, "-m", "tests.dag_runs", dag_id, *args],
+        [sys.executable, "-m", "tests.dag_runs", *args],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
     )  # fmt: skip
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    assert out.returncode == 0 and lines, (out.stdout + out.stderr)[-4000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    assert out.returncode == 0 and len(lines) == len(runs), (out.stdout + out.stderr)[-4000:]
+    return [json.loads(line[len("RESULT ") :]) for line in lines]
 
 
 def _batch(landing: Path, day: str, seed: int) -> None:
@@ -363,14 +366,21 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     from mlplatform.settings import get_settings
     from mlplatform.stages.ingest import reuse_newest_validated
     from mlplatform.stages.registry import client
+    from mlplatform.storage import run_key
 
     landing = tmp_path / "landing"
     cfg_path = pipelines_dir / "demo.yaml"
     cfg_path.write_text(DEMO.replace("  format: csv", LANDING.format(root=landing)))
     _batch(landing, "2026-03-01", seed=1)
 
-    # 1. the interval's batch is ingested, validated, stored and announced
-    first = _dag_run(mlp_home, pipelines_dir, "mlp_demo_ingest", "--logical-date", "2026-03-02")
+    # 1. the interval's batch is ingested, validated, stored and announced; 2. the same interval
+    # again; 3. an interval with no batch (three runs, one after the other, in one process)
+    first, again, empty = _dag_runs(
+        mlp_home, pipelines_dir,
+        ["mlp_demo_ingest", "--logical-date", "2026-03-02"],
+        ["mlp_demo_ingest", "--logical-date", "2026-03-02"],
+        ["mlp_demo_ingest", "--logical-date", "2026-03-05"],
+    )  # fmt: skip
     assert first["state"] == "success" and first["tasks"]["publish"] == "success", first
     [event] = first["events"]
     assert event["asset"] == "mlp_demo_data"
@@ -380,13 +390,12 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     assert newest_validated(cfg, settings).data_version == version
 
     # 2. the same interval again: validated before, so not new: no event
-    again = _dag_run(mlp_home, pipelines_dir, "mlp_demo_ingest", "--logical-date", "2026-03-02")
     assert again["tasks"]["publish"] == "skipped" and again["events"] == []
-    summary = next(Path(settings.storage).glob("demo/ingest__*/publish/summary.json"))
+    again_dir = Path(settings.storage) / "demo" / run_key(f"ingest__{again['run_id']}")
+    summary = again_dir / "publish" / "summary.json"
     assert "was validated by an earlier run: not new" in json.loads(summary.read_text())["outputs"]["skipped"]  # fmt: skip
 
     # 3. an interval with no batch: skipped with the reason, not failed
-    empty = _dag_run(mlp_home, pipelines_dir, "mlp_demo_ingest", "--logical-date", "2026-03-05")
     assert empty["state"] == "success" and empty["tasks"]["ingest"] == "skipped", empty
     assert empty["tasks"]["end_run"] == "success" and empty["events"] == []
     reasons = [
@@ -410,7 +419,7 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
 
     # 6. the weekly check: nothing new -> skipped with the reason, note and decisions log
     with _webhook() as (url, alerts):
-        check = _dag_run(mlp_home, pipelines_dir, "mlp_demo_train", "--run-type", "scheduled", "--logical-date", "2026-03-08", webhook=url)  # fmt: skip
+        [check] = _dag_runs(mlp_home, pipelines_dir, ["mlp_demo_train", "--run-type", "scheduled", "--logical-date", "2026-03-08"], webhook=url)  # fmt: skip
     assert check["run_type"] == "scheduled" and check["state"] == "success"
     assert check["tasks"]["decide"] == "skipped" and check["tasks"]["ingest"] == "skipped"
     assert check["tasks"]["promote"] == "skipped" and check["tasks"]["end_run"] == "success"
@@ -430,11 +439,15 @@ def test_landing_ingest_and_scheduled_decisions(mlp_home, pipelines_dir, tmp_pat
     assert entry.reason == logged.summary()
 
     # 7. a new batch is announced; with a retrain 1 h ago the asset-triggered run is in cooldown
+    # (the retrain is recorded before the ingest run, which reads no decision)
     _batch(landing, "2026-03-08", seed=2)
-    second = _dag_run(mlp_home, pipelines_dir, "mlp_demo_ingest", "--logical-date", "2026-03-09")
-    new_version = second["events"][0]["extra"]["data_version"]
     decisions.record(settings, retrain_at(datetime.now(UTC) - timedelta(hours=1), "scheduled__x"))
-    triggered = _dag_run(mlp_home, pipelines_dir, "mlp_demo_train", "--run-type", "asset_triggered", "--consume", "mlp_demo_data")  # fmt: skip
+    second, triggered = _dag_runs(
+        mlp_home, pipelines_dir,
+        ["mlp_demo_ingest", "--logical-date", "2026-03-09"],
+        ["mlp_demo_train", "--run-type", "asset_triggered", "--consume", "mlp_demo_data"],
+    )  # fmt: skip
+    new_version = second["events"][0]["extra"]["data_version"]
     assert triggered["tasks"]["decide"] == "skipped" and triggered["tasks"]["train"] == "skipped"
     last = decisions.read(settings, "demo")[-1]
     assert last.run_id == triggered["run_id"] and last.triggers == ["new_data"]

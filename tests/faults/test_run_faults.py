@@ -26,6 +26,9 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+#: seconds the trainer sleeps after each epoch's checkpoint in a run the test kills mid-training
+PAUSE_S = "3"
+
 
 def _registry(home: Path):
     """The home's MLflow tracking store and registry (both named: a default registry URI is a
@@ -36,12 +39,15 @@ def _registry(home: Path):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _cli(home: Path, pipelines: Path, *args: str) -> subprocess.Popen:
+def _cli(
+    home: Path, pipelines: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "MLP_HOME": str(home),
         "MLP_PIPELINES_PATH": str(pipelines),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(extra_env or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "mlplatform.cli", *args], cwd=REPO, env=env, text=True,
@@ -257,9 +263,15 @@ def test_killing_the_cli_stops_its_run_and_leaves_nothing_behind(mlp_home, pipel
 def test_a_run_whose_driver_was_killed_is_reaped_and_its_checkpoints_reused(
     mlp_home, pipelines_dir, tmp_path
 ):
-    _set(pipelines_dir, epochs=300)  # ≈0.1 s an epoch on a quiet machine: time to kill mid-way
+    # the trainer's test hook pauses PAUSE_S after each epoch's checkpoint in the first run only:
+    # the kill lands mid-training whatever the machine's load, and the rerun trains the few
+    # epochs left at full speed (300 unpaused epochs of ≈0.1 s once made that window)
+    _set(pipelines_dir, epochs=8)
     batch = datagen.write(datagen.generate(1200, seed=41), tmp_path / "d.csv")
-    cli = _cli(mlp_home, pipelines_dir, "run", "demo", "--data", str(batch))
+    cli = _cli(
+        mlp_home, pipelines_dir, "run", "demo", "--data", str(batch),
+        extra_env={"MLP_TRAINER_EPOCH_PAUSE_S": PAUSE_S},
+    )  # fmt: skip
     runner = _runner(mlp_home)
 
     def checkpoint_after_two_epochs() -> Path | None:
@@ -272,6 +284,8 @@ def test_a_run_whose_driver_was_killed_is_reaped_and_its_checkpoints_reused(
     for proc in [*tree.children(recursive=True), tree]:  # the driver dies outright, as in a crash
         proc.kill()
     cli.communicate(timeout=60)
+    kept = [int(p.name.split("-")[1].split(".")[0]) for p in ckpt.parent.glob("ckpt-*.index")]
+    assert max(kept) < 8, f"killed after the last epoch, not mid-training: {kept}"
     assert _dag_run_state(mlp_home, runner["run_id"]) == "running"  # the crash left it so
     (crashed,) = _mlflow_runs(mlp_home, runner["run_id"])
     assert crashed.info.status == "RUNNING"
