@@ -9,7 +9,10 @@ children of this process, each in its own session and with its log under
 whole process tree of each: the LocalExecutor's workers and task runners included) on
 :meth:`AirflowServices.stop`, on leaving the ``with`` block, on SIGTERM/SIGINT and at exit.
 
-Use: ``with AirflowServices(settings) as services: services.wait_ready(); ...``.
+Use: ``with AirflowServices(settings) as services: services.wait_ready(); ...``. ``start`` starts
+the API server and the dag-processor; ``wait_ready`` starts the scheduler and the triggerer once
+the API server answers: a task the scheduler queued before that (a cron's first interval on a
+fresh home) failed at once, its task runner refused by the execution API ("Connection refused").
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from mlplatform.settings import Settings
 
 #: the services, in start order (the API server first: tasks call its execution API)
 SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
+#: started only once the API server answers (they start task runners, which call it)
+NEED_THE_API = ("scheduler", "triggerer")
 
 
 class ServicesError(RuntimeError):
@@ -72,6 +77,8 @@ class AirflowServices:
         self.extra_env = dict(extra_env or {})
         self.services = services
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._pending: list[str] = []
+        self._env: dict[str, str] = {}
         self.log_dir = settings.airflow_home / "logs" / "services"
         self._previous: dict[int, Any] = {}
 
@@ -103,31 +110,37 @@ class AirflowServices:
     # ------------------------------------------------------------------ start / stop
 
     def start(self) -> AirflowServices:
-        """Start every service (each logs to ``<log_dir>/<name>.log``); returns ``self``. The
-        registry's tables are created first: the API server's platform view and the scheduler's
-        first tasks would otherwise both migrate a fresh MLflow SQLite file at once."""
+        """Start the API server and the dag-processor (each logs to ``<log_dir>/<name>.log``);
+        :meth:`wait_ready` starts the rest. Returns ``self``. The registry's tables are created
+        first: the API server's platform view and the scheduler's first tasks would otherwise
+        both migrate a fresh MLflow SQLite file at once."""
         from mlplatform.stages.registry import ensure_registry
 
         ensure_registry(self.settings)
-        env = self.env()
+        self._env = self.env()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        airflow_bin = str(Path(sys.executable).parent / "airflow")
         self._install_signal_handlers()
         atexit.register(self.stop)
+        api_first = "api-server" in self.services
+        self._pending = [n for n in self.services if api_first and n in NEED_THE_API]
         for name in self.services:
-            args = [airflow_bin, name]
-            if name == "api-server":
-                args += ["--port", str(self.port), "--host", "127.0.0.1"]
-            with open(self.log_dir / f"{name}.log", "ab") as log_file:
-                self.procs[name] = subprocess.Popen(
-                    args,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.settings.repo_root,
-                    start_new_session=True,
-                )
+            if name not in self._pending:
+                self._spawn(name)
         return self
+
+    def _spawn(self, name: str) -> None:
+        args = [str(Path(sys.executable).parent / "airflow"), name]
+        if name == "api-server":
+            args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        with open(self.log_dir / f"{name}.log", "ab") as log_file:
+            self.procs[name] = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                cwd=self.settings.repo_root,
+                start_new_session=True,
+            )
 
     def check_alive(self) -> None:
         """Raise :class:`ServicesError` naming any service that has exited."""
@@ -139,14 +152,16 @@ class AirflowServices:
                 )
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
-        """Wait until the API server answers its health check; ServicesError on a dead service
-        or after ``timeout_s``."""
+        """Wait until the API server answers its health check, then start the services that
+        need it (scheduler, triggerer); ServicesError on a dead service or after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             self.check_alive()
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
                     if r.status == 200:
+                        while self._pending:
+                            self._spawn(self._pending.pop(0))
                         return
             if time.monotonic() > deadline:
                 log = self.log_dir / "api-server.log"
@@ -165,6 +180,7 @@ class AirflowServices:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.procs.clear()
+        self._pending.clear()
         self._restore_signal_handlers()
         return ended
 
