@@ -98,8 +98,32 @@ def prepare_airflow() -> dict[str, str]:
             log.info("Airflow metadata DB: %s in %.1fs", how, time.monotonic() - started)
             if embedded_dbs.seed_mlflow_db(settings):
                 log.info("MLflow tracking DB: copied its schema template")
+        if not (settings.airflow_home / "airflow.cfg").exists():
+            # Every `airflow` command writes a missing airflow.cfg with freshly generated
+            # secrets (fernet key, the API's JWT secret): the four services started at once
+            # would each write their own, and a task's token signed by the scheduler is then
+            # "Invalid auth token" to the API server. One process writes it, here, first (a
+            # migrate used to do that before the schema templates).
+            _write_airflow_cfg(settings.airflow_home)
+            private_file(settings.airflow_home / "airflow.cfg")
     private_file(settings.airflow_home / "airflow.db")
     return env
+
+
+def _write_airflow_cfg(airflow_home: Path) -> None:
+    """Have Airflow write ``airflow_home``'s default ``airflow.cfg`` (its own generated secrets):
+    in this process when Airflow's configuration is not loaded yet or is this home's (the runner
+    imports Airflow next anyway), else in a child process (Airflow reads its home once)."""
+    loaded = sys.modules.get("airflow.configuration")
+    if loaded is None or Path(loaded.AIRFLOW_HOME) == airflow_home:
+        from airflow.configuration import write_default_airflow_configuration_if_needed
+
+        write_default_airflow_configuration_if_needed()
+        return
+    code = (
+        "from airflow.configuration import write_default_airflow_configuration_if_needed as w; w()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy(), umask=0o077)
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,22 @@ def test_a_collided_registration_leaves_a_session_the_retry_can_use(mlp_home):
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert lines[-2:] == ["refused until rolled back", "exists: False"], out.stdout
+
+
+def test_a_fresh_home_gets_one_airflow_cfg_before_any_service_starts(mlp_home):
+    """The four services start at once and each `airflow` command writes a missing airflow.cfg
+    with its own generated secrets; a scheduler-signed task token was then "Invalid auth token"
+    to the API server. prepare_airflow writes it once, first (here Airflow's configuration is
+    already loaded in this process for another home, so a child process writes it)."""
+    from mlplatform.airflow_runner import prepare_airflow
+    from mlplatform.settings import get_settings
+
+    cfg = get_settings().airflow_home / "airflow.cfg"
+    assert not cfg.exists()
+    prepare_airflow()
+    text = cfg.read_text()
+    secret = next(line for line in text.splitlines() if line.startswith("jwt_secret = "))
+    assert len(secret) > len("jwt_secret = ") + 8
+    assert cfg.stat().st_mode & 0o777 == 0o600
+    prepare_airflow()  # a later start reads it, never writes another
+    assert cfg.read_text() == text
