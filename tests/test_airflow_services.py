@@ -26,14 +26,31 @@ class _Health:
         return None
 
 
-def test_scheduler_and_triggerer_start_only_once_the_api_server_answers(mlp_home, monkeypatch):
-    started: list[str] = []
+class _Started(list[str]):
+    dead_api = False
+
+
+@pytest.fixture
+def started(mlp_home, monkeypatch) -> _Started:
+    """The services started, in order; a harmless Python process stands in for each (the
+    API server's exits with 3 when the test sets ``dead_api``), nothing else of Airflow runs."""
+    names = _Started()
     real_popen = subprocess.Popen
 
     def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(args[1])  # ``airflow <service>``: a harmless process stands in for it
-        return real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs)
+        names.append(args[1])  # ``airflow <service> ...``
+        dead = args[1] == "api-server" and names.dead_api
+        code = "raise SystemExit(3)" if dead else "import time; time.sleep(60)"
+        return real_popen([sys.executable, "-c", code], **kwargs)
 
+    monkeypatch.setattr(airflow_services.subprocess, "Popen", popen)
+    monkeypatch.setattr(airflow_services.time, "sleep", lambda s: None)
+    monkeypatch.setattr("mlplatform.stages.registry.ensure_registry", lambda settings: None)
+    monkeypatch.setattr(AirflowServices, "env", lambda self: {})
+    return names
+
+
+def test_scheduler_and_triggerer_start_only_once_the_api_server_answers(started, monkeypatch):
     answers: list[str] = []
 
     def urlopen(url: str, timeout: float) -> _Health:
@@ -42,12 +59,7 @@ def test_scheduler_and_triggerer_start_only_once_the_api_server_answers(mlp_home
             raise ConnectionRefusedError(111, "Connection refused")  # not listening yet
         return _Health()
 
-    monkeypatch.setattr(airflow_services.subprocess, "Popen", popen)
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    monkeypatch.setattr(airflow_services.time, "sleep", lambda s: None)
-    monkeypatch.setattr("mlplatform.stages.registry.ensure_registry", lambda settings: None)
-    monkeypatch.setattr(AirflowServices, "env", lambda self: {})
-
     services = AirflowServices(get_settings())
     try:
         services.start()
@@ -60,20 +72,8 @@ def test_scheduler_and_triggerer_start_only_once_the_api_server_answers(mlp_home
         assert services.stop(grace_s=5) == 4
 
 
-def test_a_dead_api_server_is_named_and_nothing_else_starts(mlp_home, monkeypatch):
-    started: list[str] = []
-    real_popen = subprocess.Popen
-
-    def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(args[1])
-        code = "raise SystemExit(3)" if args[1] == "api-server" else "import time; time.sleep(60)"
-        return real_popen([sys.executable, "-c", code], **kwargs)
-
-    monkeypatch.setattr(airflow_services.subprocess, "Popen", popen)
-    monkeypatch.setattr(airflow_services.time, "sleep", lambda s: None)
-    monkeypatch.setattr("mlplatform.stages.registry.ensure_registry", lambda settings: None)
-    monkeypatch.setattr(AirflowServices, "env", lambda self: {})
-
+def test_a_dead_api_server_is_named_and_nothing_else_starts(started):
+    started.dead_api = True
     services = AirflowServices(get_settings())
     try:
         services.start()

@@ -251,7 +251,8 @@ def build_rest_app(
     async def model_label_metadata(name: str, label: str) -> dict[str, Any]:
         return await _metadata(name, None, label)
 
-    def prepare(servable: Servable, raw: bytes) -> tuple[PreparedPredict, dict[str, Any] | None]:
+    def parse(servable: Servable, raw: bytes) -> tuple[Any, Any]:
+        """The body's JSON within the server's limits and the model's rules, and the rules."""
         rules = policy(servable)
         doc = parse_json(
             raw,
@@ -259,6 +260,10 @@ def build_rest_app(
             max_elements=limits.max_elements,
             allow_non_finite=rules.allow_non_finite,
         )
+        return doc, rules
+
+    def prepare(servable: Servable, raw: bytes) -> tuple[PreparedPredict, dict[str, Any] | None]:
+        doc, rules = parse(servable, raw)
         body, extra = predict_body(doc), None
         if online is not None:
             body, extra = online.apply(servable, body)
@@ -306,13 +311,7 @@ def build_rest_app(
             response = prepared.answer(call(prepared.fn, prepared.specs, prepared.arrays, batcher))
             fmt, logged = prepared.fmt, (prepared.request_inputs, next(iter(response.values())))
         else:
-            rules = policy(servable)
-            doc = parse_json(
-                raw,
-                max_depth=limits.max_depth,
-                max_elements=limits.max_elements,
-                allow_non_finite=rules.allow_non_finite,
-            )
+            doc, rules = parse(servable, raw)
             signature_name, examples, logged_inputs = examples_from_body(
                 examples_body(doc, method), method, allow_non_finite=rules.allow_non_finite
             )
