@@ -43,7 +43,7 @@ def test_a_collided_registration_leaves_a_session_the_retry_can_use(mlp_home):
     assert lines[-2:] == ["refused until rolled back", "exists: False"], out.stdout
 
 
-def test_a_fresh_home_gets_one_airflow_cfg_before_any_service_starts(mlp_home):
+def test_a_fresh_home_gets_one_airflow_cfg_before_any_service_starts(mlp_home, monkeypatch):
     """The four services start at once and each `airflow` command writes a missing airflow.cfg
     with its own generated secrets; a scheduler-signed task token was then "Invalid auth token"
     to the API server. prepare_airflow writes it once, first (here Airflow's configuration is
@@ -51,7 +51,10 @@ def test_a_fresh_home_gets_one_airflow_cfg_before_any_service_starts(mlp_home):
     from mlplatform.airflow_runner import prepare_airflow
     from mlplatform.settings import get_settings
 
-    cfg = get_settings().airflow_home / "airflow.cfg"
+    settings = get_settings()
+    for key, value in settings.airflow_env().items():  # prepare_airflow exports these: the
+        monkeypatch.setenv(key, value)  # test gives them back (MLP_EXPECTATIONS_PATH among them)
+    cfg = settings.airflow_home / "airflow.cfg"
     assert not cfg.exists()
     prepare_airflow()
     text = cfg.read_text()
